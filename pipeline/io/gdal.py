@@ -1,0 +1,75 @@
+"""GDAL rasters (GeoTIFF, COG, anything GDAL reads) through rasterio, window by window."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import rasterio
+from rasterio.errors import RasterioIOError
+from rasterio.windows import Window as RioWindow
+
+from segpipe.models.errors import InputError, RasterError
+from segpipe.pipeline.io.base import RasterInfo, ReaderBase
+from segpipe.pipeline.tiling import Window
+
+
+def _nodata(ds: rasterio.DatasetReader) -> float | None:
+    values = {v for v in ds.nodatavals if v is not None}
+    if len(values) > 1:
+        raise RasterError(f"{ds.name}: bands declare different nodata values {sorted(values)}")
+    return values.pop() if values else None
+
+
+class GdalReader(ReaderBase):
+    """One level of a GDAL raster; level N > 0 is the file's overview N."""
+
+    def __init__(self, path: str, *, level: int = 0) -> None:
+        try:
+            base = rasterio.open(path)
+        except RasterioIOError as exc:
+            raise RasterError(f"cannot read {path} as a raster: {_first_line(exc)}") from None
+        with base:
+            factors = base.overviews(1) if base.count else []
+            levels = ((base.height, base.width),) + tuple(
+                (math.ceil(base.height / f), math.ceil(base.width / f)) for f in factors
+            )
+            if not 0 <= level < len(levels):
+                raise InputError(
+                    f"--level {level} does not exist in {path}: it has levels 0..{len(levels) - 1}"
+                )
+            dtypes = set(base.dtypes)
+            if len(dtypes) != 1:
+                raise RasterError(f"{path}: bands of mixed types {sorted(dtypes)} are not supported")
+            crs = base.crs
+            info = RasterInfo(
+                path=path,
+                format="gdal",
+                height=base.height,
+                width=base.width,
+                bands=base.count,
+                dtype=base.dtypes[0],
+                nodata=_nodata(base),
+                crs_wkt=crs.to_wkt() if crs else None,
+                transform=tuple(base.transform)[:6] if not base.transform.is_identity else None,
+                channel_names=tuple(d or f"band_{i + 1}" for i, d in enumerate(base.descriptions)),
+                levels=levels,
+                extra={"driver": base.driver},
+            )
+        if level:
+            height, width = levels[level]
+            info = info.with_level(level, height, width, base.height / height)
+        self.info = info
+        self._ds = rasterio.open(path, overview_level=level - 1) if level else rasterio.open(path)
+
+    def read(self, window: Window) -> np.ndarray:
+        """Pixels of ``window`` as (bands, h, w)."""
+        return self._ds.read(window=RioWindow(window.col, window.row, window.width, window.height))
+
+    def close(self) -> None:
+        """Close the dataset."""
+        self._ds.close()
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

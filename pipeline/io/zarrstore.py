@@ -1,0 +1,136 @@
+"""Zarr v3 arrays in the work directory: the ingested image and the label mask.
+
+The image is stored (bands, height, width) chunked (bands, T, T): all bands of a tile in one
+chunk, so a block reads whole chunks and any number of workers read in parallel. Labels are
+(height, width) chunked (T, T); each block writes whole chunks only, so parallel writers never
+share a chunk.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import zarr
+
+from segpipe.models.errors import RasterError
+from segpipe.pipeline.io.base import RasterInfo, Reader, ReaderBase
+from segpipe.pipeline.tiling import Window
+
+# attribute under which segpipe keeps the source RasterInfo of an ingested copy
+INFO_ATTR = "segpipe_raster_info"
+
+
+def is_zarr(path: str) -> bool:
+    """Whether ``path`` is a Zarr array (a plain one; OME-Zarr groups have their own reader)."""
+    p = Path(path)
+    return p.is_dir() and (p / "zarr.json").is_file() and _node_type(p) == "array"
+
+
+def _node_type(p: Path) -> str | None:
+    import json
+
+    try:
+        return json.loads((p / "zarr.json").read_text()).get("node_type")
+    except (OSError, ValueError):
+        return None
+
+
+class ZarrReader(ReaderBase):
+    """A (bands, height, width) or (height, width) Zarr array, such as an ingested image."""
+
+    def __init__(self, path: str, *, level: int = 0) -> None:
+        if level:
+            raise RasterError(f"{path}: a plain Zarr array has only level 0")
+        try:
+            self._array = zarr.open_array(path, mode="r")
+        except Exception as exc:  # zarr raises several types for a bad store
+            raise RasterError(f"cannot open {path} as a Zarr array: {exc}") from None
+        shape = self._array.shape
+        if len(shape) not in (2, 3):
+            raise RasterError(f"{path}: expected a 2-D or 3-D array, found shape {shape}")
+        stored = dict(self._array.attrs).get(INFO_ATTR)
+        bands = shape[0] if len(shape) == 3 else 1
+        if stored:
+            info = RasterInfo(**{**stored, "levels": tuple(map(tuple, stored["levels"]))})
+            info = _with_tuples(info)
+        else:
+            info = RasterInfo(
+                path=path, format="zarr", height=shape[-2], width=shape[-1], bands=bands,
+                dtype=str(self._array.dtype), levels=((shape[-2], shape[-1]),),
+            )
+        self.info = info
+
+    @property
+    def chunks(self) -> tuple[int, ...]:
+        """The storage chunk shape."""
+        return tuple(self._array.chunks)
+
+    def read(self, window: Window) -> np.ndarray:
+        """Pixels of ``window`` as (bands, h, w)."""
+        rows, cols = window.slices
+        if self._array.ndim == 2:
+            return np.asarray(self._array[rows, cols])[None]
+        return np.asarray(self._array[:, rows, cols])
+
+
+def _with_tuples(info: RasterInfo) -> RasterInfo:
+    from dataclasses import replace
+
+    return replace(
+        info,
+        transform=tuple(info.transform) if info.transform else None,
+        pixel_size=tuple(info.pixel_size) if info.pixel_size else None,  # type: ignore[arg-type]
+        channel_names=tuple(info.channel_names) if info.channel_names else None,
+    )
+
+
+def create_array(
+    path: str | os.PathLike[str], shape: tuple[int, ...], chunks: tuple[int, ...], dtype: str,
+    *, fill_value: float = 0, attrs: dict | None = None,
+) -> zarr.Array:
+    """Create (or replace) a compressed Zarr v3 array at ``path``."""
+    array = zarr.create_array(
+        store=os.fspath(path), shape=shape, chunks=chunks, dtype=dtype, fill_value=fill_value,
+        overwrite=True, zarr_format=3,
+    )
+    if attrs:
+        array.attrs.update(attrs)
+    return array
+
+
+def open_array(path: str | os.PathLike[str], mode: str = "r+") -> zarr.Array:
+    """Open an existing array."""
+    return zarr.open_array(os.fspath(path), mode=mode)  # type: ignore[arg-type]
+
+
+def info_attrs(info: RasterInfo) -> dict:
+    """``info`` as JSON-able attributes (without the free-form extras)."""
+    from dataclasses import asdict
+
+    d = asdict(info)
+    d.pop("extra", None)
+    return {INFO_ATTR: d}
+
+
+def ingest(reader: Reader, path: str | os.PathLike[str], tile: int, *, windows=None) -> None:
+    """Copy ``reader``'s level into a Zarr array at ``path``, one chunk-aligned strip at a time.
+
+    ``windows`` limits the copy to those chunk-aligned windows (for parallel ingest); by default
+    the image is copied in chunk-aligned pieces of one chunk row by at most 16 chunks.
+    """
+    info = reader.info
+    shape = (info.bands, info.height, info.width)
+    if windows is None:
+        create_array(path, shape, (info.bands, tile, tile), info.dtype, attrs=info_attrs(info))
+        step = 16 * tile
+        windows = [
+            Window(r, c, min(tile, info.height - r), min(step, info.width - c))
+            for r in range(0, info.height, tile)
+            for c in range(0, info.width, step)
+        ]
+    array = open_array(path)
+    for w in windows:
+        rows, cols = w.slices
+        array[:, rows, cols] = reader.read(w)

@@ -1,0 +1,231 @@
+import logging
+import re
+import shutil
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+
+from segpipe.models import (
+    ModelCard,
+    ModelError,
+    ModelFormat,
+    UNet,
+    create_model,
+    default_card,
+    export_onnx,
+    export_program,
+    export_torchscript,
+    load_model,
+    probe_geometry,
+    save_checkpoint,
+)
+
+CONFIG = {"in_channels": 3, "num_classes": 3, "depth": 2, "base_width": 4, "padding": "valid"}
+SIZES = [(2, 44, 44), (1, 60, 52)]  # batch, height, width: all valid for depth 2
+MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
+
+
+@pytest.fixture(scope="module")
+def net() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return create_model("unet", **CONFIG).eval()
+
+
+@pytest.fixture(scope="module")
+def card() -> ModelCard:
+    return default_card("unet", **CONFIG)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory, net, card) -> dict[ModelFormat, Path]:
+    folder = tmp_path_factory.mktemp("formats")
+    paths = {
+        ModelFormat.CHECKPOINT: folder / "net.pth",
+        ModelFormat.EXPORTED: folder / "net.pt2",
+        ModelFormat.TORCHSCRIPT: folder / "net.pt",
+        ModelFormat.ONNX: folder / "net.onnx",
+    }
+    save_checkpoint(
+        net, paths[ModelFormat.CHECKPOINT], architecture="unet", config=CONFIG, card=card
+    )
+    export_program(net, paths[ModelFormat.EXPORTED], card=card)
+    export_torchscript(net, paths[ModelFormat.TORCHSCRIPT], card=card)
+    export_onnx(net, paths[ModelFormat.ONNX], card=card)
+    assert sorted(p.name for p in folder.iterdir()) == sorted(p.name for p in paths.values())
+    return paths
+
+
+def _assert_same_logits(loaded, net) -> None:
+    for batch, height, width in SIZES:
+        x = torch.rand(batch, 3, height, width, generator=torch.Generator().manual_seed(height))
+        with torch.inference_mode():
+            expected = net(x)
+        got = loaded(x)
+        assert got.dtype == torch.float32
+        assert got.device == loaded.device
+        assert got.shape == expected.shape == (batch, 3, height - 40, width - 40)
+        torch.testing.assert_close(got, expected, atol=1e-4, rtol=0)
+        assert torch.equal(got.argmax(1), expected.argmax(1))
+
+
+@pytest.mark.parametrize("kind", [f for f in ModelFormat if f is not ModelFormat.BUILTIN])
+def test_round_trip(files, net, card, kind):
+    loaded = load_model(files[kind])
+    assert loaded.format is kind
+    assert loaded.card == card
+    assert loaded.in_channels == 3
+    assert loaded.path == files[kind]
+    assert loaded.device == torch.device("cpu")
+    assert re.fullmatch(r"[0-9a-f]{64}", loaded.sha256)
+    _assert_same_logits(loaded, net)
+
+
+def test_exported_program_probes_like_eager(files, net):
+    loaded = load_model(files[ModelFormat.EXPORTED])
+    assert probe_geometry(loaded, 3, stride=4, base=64) == probe_geometry(net, 3, stride=4, base=64)
+
+
+def test_sidecar_card_used_when_none_embedded(tmp_path, net, card):
+    sidecar = card.to_json()
+    for name, write in [
+        ("a.pt2", lambda p: export_program(net, p, card=None)),
+        ("b.pt", lambda p: export_torchscript(net, p, card=None)),
+        ("c.onnx", lambda p: export_onnx(net, p, card=None)),
+        ("d.pth", lambda p: save_checkpoint(net, p, architecture="unet", config=CONFIG, card=None)),
+    ]:
+        path = tmp_path / name
+        write(path)
+        assert load_model(path).card is None
+        path.with_suffix(".json").write_text(sidecar, encoding="utf-8")
+        loaded = load_model(path)
+        assert loaded.card == card
+        if name == "a.pt2":
+            _assert_same_logits(loaded, net)
+
+
+def test_embedded_card_wins_over_sidecar(tmp_path, files, card):
+    path = tmp_path / "net.pth"
+    shutil.copy(files[ModelFormat.CHECKPOINT], path)
+    other = ModelCard.default("other", 3, 3)
+    path.with_suffix(".json").write_text(other.to_json(), encoding="utf-8")
+    assert load_model(path).card == card
+
+
+def test_content_beats_extension(tmp_path, files, card):
+    path = tmp_path / "actually_torchscript.pth"
+    shutil.copy(files[ModelFormat.TORCHSCRIPT], path)
+    loaded = load_model(path)
+    assert loaded.format is ModelFormat.TORCHSCRIPT
+    assert loaded.card == card
+
+
+def test_torchscript_deprecation_becomes_one_log_warning(files, caplog):
+    with warnings.catch_warnings(record=True) as caught, caplog.at_level(logging.WARNING):
+        warnings.simplefilter("always")
+        load_model(files[ModelFormat.TORCHSCRIPT])
+    assert not [w for w in caught if "deprecated" in str(w.message)]
+    messages = [r.getMessage() for r in caplog.records if "TorchScript" in r.getMessage()]
+    assert len(messages) == 1
+
+
+def test_builtin_name_is_seeded_and_does_not_touch_global_rng():
+    state = torch.random.get_rng_state()
+    first = load_model("unet")
+    assert torch.equal(torch.random.get_rng_state(), state)
+    second = load_model("unet")
+    assert first.format is ModelFormat.BUILTIN
+    assert first.path is None
+    assert first.sha256 == second.sha256
+    assert first.card == default_card("unet")
+    assert isinstance(UNet, type)
+
+
+def test_missing_file():
+    with pytest.raises(ModelError, match="does not exist"):
+        load_model("/nonexistent/model.pt2")
+
+
+def test_unknown_name_lists_known():
+    with pytest.raises(ModelError, match="known names: unet, fcn_resnet50"):
+        load_model("unetz")
+
+
+@pytest.mark.parametrize("name", ["garbage.pt", "garbage.pt2", "garbage.onnx", "garbage.pth"])
+def test_garbage_bytes(tmp_path, name):
+    path = tmp_path / name
+    path.write_bytes(b"\x00\x01 this is not a model \xff" * 10)
+    with pytest.raises(ModelError) as info:
+        load_model(path)
+    assert name in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_bare_state_dict(tmp_path, net):
+    path = tmp_path / "weights.pth"
+    torch.save(net.state_dict(), path)
+    with pytest.raises(ModelError, match="bare state_dict.*architecture.*save_checkpoint"):
+        load_model(path)
+
+
+def test_pickled_module_is_refused(tmp_path, net):
+    path = tmp_path / "module.pt"
+    torch.save(net, path)
+    with pytest.raises(ModelError, match="weights_only=True"):
+        load_model(path)
+
+
+def test_checkpoint_with_wrong_weights(tmp_path):
+    other = create_model("unet", **{**CONFIG, "base_width": 8})
+    with pytest.raises(ModelError, match="do not match architecture"):
+        save_checkpoint(other, tmp_path / "x.pth", architecture="unet", config=CONFIG, card=None)
+    assert not (tmp_path / "x.pth").exists()
+
+
+def test_card_bands_must_match_model(tmp_path, net):
+    path = tmp_path / "net.pth"
+    save_checkpoint(net, path, architecture="unet", config=CONFIG, card=None)
+    path.with_suffix(".json").write_text(ModelCard.default("m", 4, 3).to_json(), "utf-8")
+    with pytest.raises(ModelError, match="bands=4"):
+        load_model(path)
+
+
+def test_bad_sidecar_is_reported(tmp_path, net):
+    path = tmp_path / "net.pth"
+    save_checkpoint(net, path, architecture="unet", config=CONFIG, card=None)
+    path.with_suffix(".json").write_text('{"name": "m"}', "utf-8")
+    with pytest.raises(ModelError, match="sidecar card 'net.json'.*bands"):
+        load_model(path)
+
+
+def test_bad_device_and_bad_input(files):
+    with pytest.raises(ModelError, match="device"):
+        load_model(files[ModelFormat.CHECKPOINT], device="tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ModelError, match="CUDA is not available"):
+            load_model(files[ModelFormat.CHECKPOINT], device="cuda")
+    loaded = load_model(files[ModelFormat.CHECKPOINT])
+    with pytest.raises(ModelError, match="expects 3"):
+        loaded(torch.zeros(1, 4, 44, 44))
+    with pytest.raises(ModelError, match="N×C×H×W"):
+        loaded(torch.zeros(3, 44, 44))
+
+
+def test_no_unsafe_torch_load_in_models():
+    for source in MODELS_DIR.rglob("*.py"):
+        for call in re.findall(r"torch\.load\([^)]*\)", source.read_text(encoding="utf-8")):
+            assert "weights_only=True" in call, f"{source.name}: {call}"
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("kind", [f for f in ModelFormat if f is not ModelFormat.BUILTIN])
+def test_round_trip_on_cuda(files, net, kind):
+    loaded = load_model(files[kind], device="cuda")
+    x = torch.rand(2, 3, 44, 44)
+    with torch.inference_mode():
+        expected = net(x)
+    got = loaded(x)
+    assert got.device.type == "cuda"
+    torch.testing.assert_close(got.cpu(), expected, atol=1e-3, rtol=0)
