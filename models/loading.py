@@ -32,6 +32,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.fx.experimental.symbolic_shapes import is_concrete_int
 
 from .card import ModelCard
 from .errors import ModelError
@@ -326,15 +327,18 @@ def _load_exported(path: Path, device: torch.device) -> tuple[Runner, ModelCard 
             "it with this torch version (segpipe.models.export_program)"
         ) from None
     card = _parse_card(extra.get(CARD_FILE), f"card in {path.name!r}")
-    channels = None
+    shape = _program_input_shape(program)
+    channels = int(shape[1]) if len(shape) == 4 and is_concrete_int(shape[1]) else None
+    return _eager_runner(module, device), card, channels
+
+
+def _program_input_shape(program: torch.export.ExportedProgram) -> tuple[Any, ...]:
+    """Shape of the exported program's first user input (ints or symbolic sizes)."""
     user_inputs = set(program.graph_signature.user_inputs)
     for node in program.graph.nodes:
         if node.op == "placeholder" and node.name in user_inputs:
-            shape = getattr(node.meta.get("val"), "shape", ())
-            if len(shape) == 4 and isinstance(shape[1], int):
-                channels = int(shape[1])
-            break
-    return _eager_runner(module, device), card, channels
+            return tuple(getattr(node.meta.get("val"), "shape", ()))
+    return ()
 
 
 @contextlib.contextmanager
@@ -452,7 +456,7 @@ def _load_onnx(path: Path, device: torch.device) -> tuple[Runner, ModelCard | No
     card = _parse_card(meta.get(ONNX_CARD_KEY), f"card in {path.name!r}")
     input_name = inputs[0].name
     shape = inputs[0].shape
-    channels = shape[1] if len(shape) == 4 and isinstance(shape[1], int) else None
+    channels = int(shape[1]) if len(shape) == 4 and is_concrete_int(shape[1]) else None
 
     def run(x: Tensor) -> Tensor:
         array = x.detach().to("cpu", torch.float32).contiguous().numpy()
@@ -560,17 +564,15 @@ def _export(model: nn.Module, x: Tensor) -> torch.export.ExportedProgram:
             program = torch.export.export(model, (x,), dynamic_shapes=dynamic)
     except Exception as exc:
         raise ModelError(f"torch.export failed for this model ({_first_line(exc)})") from exc
-    for node in program.graph.nodes:
-        if node.op == "placeholder" and node.name in program.graph_signature.user_inputs:
-            shape = node.meta["val"].shape
-            fixed = [d for d, size in zip("NCHW", shape) if d != "C" and isinstance(size, int)]
-            if fixed:
-                raise ModelError(
-                    f"torch.export fixed the input's {'/'.join(fixed)} to the example "
-                    f"{list(x.shape)}: the model's forward branches on its input size; "
-                    "make it size-agnostic so any tile size runs"
-                )
-            break
+    shape = _program_input_shape(program)
+    # A specialized dimension can still be a SymInt (with a constant expression).
+    fixed = [d for d, size in zip("NCHW", shape) if d != "C" and is_concrete_int(size)]
+    if fixed:
+        raise ModelError(
+            f"torch.export fixed the input's {'/'.join(fixed)} to the example "
+            f"{list(x.shape)}: the model's forward branches on its input size; "
+            "make it size-agnostic so any tile size runs"
+        )
     return program
 
 
@@ -603,14 +605,17 @@ def export_torchscript(
     and tools that still need it.
     """
     extra = {} if card is None else {CARD_FILE: card.to_json()}
-    try:
-        with _eval_mode(model), _torchscript_deprecation():
-            is_scripted = isinstance(model, torch.jit.ScriptModule)
-            scripted = model if is_scripted else torch.jit.script(model)
-    except Exception as exc:
-        raise ModelError(f"torch.jit.script failed for this model ({_first_line(exc)})") from exc
-    with _atomic_path(path) as tmp, _torchscript_deprecation():
-        torch.jit.save(scripted, str(tmp), _extra_files=extra)
+    with _torchscript_deprecation():
+        try:
+            with _eval_mode(model):
+                is_scripted = isinstance(model, torch.jit.ScriptModule)
+                scripted = model if is_scripted else torch.jit.script(model)
+        except Exception as exc:
+            raise ModelError(
+                f"torch.jit.script failed for this model ({_first_line(exc)})"
+            ) from exc
+        with _atomic_path(path) as tmp:
+            torch.jit.save(scripted, str(tmp), _extra_files=extra)
 
 
 def export_onnx(

@@ -16,12 +16,10 @@ exactly; use ``--blend gaussian`` and a generous halo with them.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from enum import StrEnum
 from typing import Any
 
 from torch import Tensor, nn
-from torchvision.models import segmentation as tvseg
 
 from .errors import ModelError
 
@@ -38,15 +36,6 @@ class TorchvisionArch(StrEnum):
     DEEPLABV3_MOBILENET_V3_LARGE = "deeplabv3_mobilenet_v3_large"
     LRASPP_MOBILENET_V3_LARGE = "lraspp_mobilenet_v3_large"
 
-
-_BUILDERS: dict[TorchvisionArch, Callable[..., nn.Module]] = {
-    TorchvisionArch.FCN_RESNET50: tvseg.fcn_resnet50,
-    TorchvisionArch.FCN_RESNET101: tvseg.fcn_resnet101,
-    TorchvisionArch.DEEPLABV3_RESNET50: tvseg.deeplabv3_resnet50,
-    TorchvisionArch.DEEPLABV3_RESNET101: tvseg.deeplabv3_resnet101,
-    TorchvisionArch.DEEPLABV3_MOBILENET_V3_LARGE: tvseg.deeplabv3_mobilenet_v3_large,
-    TorchvisionArch.LRASPP_MOBILENET_V3_LARGE: tvseg.lraspp_mobilenet_v3_large,
-}
 
 #: Total down-sampling of the backbone features (see the module docstring for the source).
 STRIDES: dict[TorchvisionArch, int] = {
@@ -103,8 +92,11 @@ class TorchvisionSegmenter(nn.Module):
         for key, value in (("in_channels", in_channels), ("num_classes", num_classes)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ModelError(f"{kind.value} {key}={value!r} is invalid; use an integer >= 1")
+        from torchvision.models import segmentation  # imported here: it takes a second
+
+        builder = getattr(segmentation, kind.value)
         kwargs: dict[str, Any] = {"weights": None, "weights_backbone": None}
-        self.net = _BUILDERS[kind](num_classes=num_classes, aux_loss=False, **kwargs)
+        self.net = builder(num_classes=num_classes, aux_loss=False, **kwargs)
         if in_channels != 3:
             _replace_first_conv(self.net, in_channels)
         self.arch: str = kind.value

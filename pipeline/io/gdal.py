@@ -15,7 +15,10 @@ from segpipe.pipeline.tiling import Window
 
 
 def _nodata(ds: rasterio.DatasetReader) -> float | None:
-    values = {v for v in ds.nodatavals if v is not None}
+    declared = [v for v in ds.nodatavals if v is not None]
+    if declared and all(math.isnan(v) for v in declared):
+        return math.nan
+    values = set(declared)
     if len(values) > 1:
         raise RasterError(f"{ds.name}: bands declare different nodata values {sorted(values)}")
     return values.pop() if values else None

@@ -165,7 +165,7 @@ def test_garbage_bytes(tmp_path, name):
 def test_bare_state_dict(tmp_path, net):
     path = tmp_path / "weights.pth"
     torch.save(net.state_dict(), path)
-    with pytest.raises(ModelError, match="bare state_dict.*architecture.*save_checkpoint"):
+    with pytest.raises(ModelError, match=r"bare state_dict.*architecture.*save_checkpoint"):
         load_model(path)
 
 
@@ -195,7 +195,7 @@ def test_bad_sidecar_is_reported(tmp_path, net):
     path = tmp_path / "net.pth"
     save_checkpoint(net, path, architecture="unet", config=CONFIG, card=None)
     path.with_suffix(".json").write_text('{"name": "m"}', "utf-8")
-    with pytest.raises(ModelError, match="sidecar card 'net.json'.*bands"):
+    with pytest.raises(ModelError, match=r"sidecar card 'net\.json'.*bands"):
         load_model(path)
 
 
@@ -229,3 +229,20 @@ def test_round_trip_on_cuda(files, net, kind):
     got = loaded(x)
     assert got.device.type == "cuda"
     torch.testing.assert_close(got.cpu(), expected, atol=1e-3, rtol=0)
+
+
+class _SizeBranching(torch.nn.Module):
+    in_channels = 3
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[2] == 48:
+            return x * 2
+        return x
+
+
+def test_export_refuses_a_model_specialized_to_the_example_size(tmp_path):
+    path = tmp_path / "fixed.pt2"
+    with pytest.raises(ModelError, match="fixed the input's H"):
+        export_program(_SizeBranching(), path, card=None, example_size=48)
+    assert not path.exists()
+    assert list(tmp_path.iterdir()) == []

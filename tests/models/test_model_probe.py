@@ -46,7 +46,7 @@ def test_no_size_works():
     def broken(x: torch.Tensor) -> torch.Tensor:
         raise RuntimeError("boom")
 
-    with pytest.raises(ModelError, match="failed on every probed input size.*boom"):
+    with pytest.raises(ModelError, match=r"failed on every probed input size.*boom"):
         probe_geometry(broken, 3, stride=4, base=16)
 
 
