@@ -1,18 +1,25 @@
-"""The stages of a run as plain functions: plan, ingest, segment, export, report.
+"""The stages of a run as plain functions: plan, ingest, stats, segment, export, report.
 
-Prefect flows (``segpipe.flows``) orchestrate these; they also run in one process without
-Prefect (``run_local``), which is what the tests use as the reference path.
+Prefect flows (``segpipe.flows``) orchestrate these and send the blocks to Dask workers; they
+also run in one process without Prefect (``run_local``), which is what the tests use as the
+reference path. Both keep the same work directory: a manifest (``pipeline.manifest``) keyed by
+input, model and parameters, and one marker per finished block, so an interrupted run resumes
+where it stopped.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
+import re
 import shutil
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+import uuid
+from collections.abc import Callable, Collection, Iterable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -31,8 +38,26 @@ from segpipe.pipeline.export import OutputFormat, export
 from segpipe.pipeline.infer import Runner, label_dtype, nodata_label, resolve_device
 from segpipe.pipeline.io.base import RasterInfo, open_raster
 from segpipe.pipeline.io.zarrstore import create_array, ingest, open_array
+from segpipe.pipeline.manifest import (
+    BlockRecord,
+    InputIdentity,
+    Manifest,
+    RunKey,
+    clear_done,
+    done_blocks,
+    file_sha256,
+    mark_done,
+    open_workdir,
+    write_atomic,
+)
 from segpipe.pipeline.normalize import Normalizer, compute_normalizer
-from segpipe.pipeline.segment import BlockResult, SegmentJob, keep_model, segment_block
+from segpipe.pipeline.segment import (
+    BlockResult,
+    SegmentJob,
+    cached_model,
+    keep_model,
+    segment_block,
+)
 from segpipe.pipeline.stitch import Blend
 from segpipe.pipeline.tiling import TilePlan
 
@@ -64,6 +89,38 @@ class RunOptions:
     bf16: bool = False
     overview_resampling: str = "nearest"
     keep_workdir: bool = False
+    block_pixels: int = BLOCK_PIXELS
+
+    def __post_init__(self) -> None:
+        if self.block_pixels < 1:
+            raise InputError(
+                f"block size must be a positive number of pixels, got {self.block_pixels}"
+            )
+
+    def for_file(self, input: str, output: str) -> RunOptions:
+        """These settings for another input and output (batches reuse one set of settings)."""
+        return replace(self, input=input, output=output)
+
+    def parameters(self) -> dict[str, Any]:
+        """The settings that shape the labels or the output file (the manifest's key).
+
+        Paths and the handling switches (overwrite, workdir, keep_workdir) are not part of it;
+        the model enters the key by its sha256, not its path.
+        """
+        return {
+            "tile": self.tile,
+            "halo": self.halo,
+            "blend": str(self.blend),
+            "batch_size": self.batch_size,
+            "device": self.device,
+            "bands": list(self.bands) if self.bands is not None else None,
+            "normalize": str(self.normalize) if self.normalize is not None else None,
+            "probabilities": self.probabilities,
+            "level": self.level,
+            "bf16": self.bf16,
+            "overview_resampling": self.overview_resampling,
+            "block_pixels": self.block_pixels,
+        }
 
 
 @dataclass(frozen=True)
@@ -79,9 +136,22 @@ class Prepared:
     num_classes: int
     out_channels: int
     bands: tuple[int, ...]
-    normalizer: Normalizer
+    normalizer: Normalizer | None
     workdir: str
     warnings: tuple[str, ...] = field(default=())
+
+    @property
+    def name(self) -> str:
+        """A short name for the input (its file name)."""
+        return Path(self.options.input.rstrip("/")).name
+
+    def key(self) -> RunKey:
+        """What identifies this run: input, model hash and parameters."""
+        return run_key(self.options, self.model_sha256)
+
+    def with_normalizer(self, normalizer: Normalizer) -> Prepared:
+        """The same plan with its normalization statistics."""
+        return replace(self, normalizer=normalizer)
 
     @property
     def image_path(self) -> str:
@@ -96,14 +166,18 @@ class Prepared:
     @property
     def probabilities_path(self) -> str | None:
         """The probability array, when asked for."""
-        return str(Path(self.workdir) / "probabilities.zarr") if self.options.probabilities else None
+        if not self.options.probabilities:
+            return None
+        return str(Path(self.workdir) / "probabilities.zarr")
 
     def job(self) -> SegmentJob:
         """The job description every block task receives."""
+        if self.normalizer is None:
+            raise RuntimeError("the normalization statistics are not computed yet (stats stage)")
         return SegmentJob(
             image_path=self.image_path,
             labels_path=self.labels_path,
-            model=self.options.model,
+            model=_absolute_if_file(self.options.model),
             model_sha256=self.model_sha256,
             plan=self.plan,
             margin=self.geometry.margin,
@@ -119,10 +193,44 @@ class Prepared:
         )
 
 
+def _absolute_if_file(path: str) -> str:
+    """Local files as absolute paths (workers may run elsewhere); names and URLs unchanged."""
+    p = Path(path)
+    return str(p.resolve()) if "://" not in path and p.exists() else path
+
+
+def run_key(options: RunOptions, model_sha256: str) -> RunKey:
+    """The key of a run of ``options`` with the model whose hash is ``model_sha256``."""
+    return RunKey(InputIdentity.of(options.input), model_sha256, options.parameters())
+
+
 def default_workdir(output: str) -> str:
     """The work directory beside the output: ``.<output name>.segpipe``."""
-    out = Path(output)
+    out = Path(output).absolute()
     return str(out.with_name(f".{out.name}.segpipe"))
+
+
+def sidecar_path(output: str) -> Path:
+    """The small JSON file beside an output: the run key and summary that produced it."""
+    out = Path(output)
+    return out.with_name(f".{out.name}.segpipe.json")
+
+
+def output_is_current(options: RunOptions, model_sha256: str) -> bool:
+    """Whether ``options.output`` exists and was made from this input, model and parameters."""
+    side = sidecar_path(options.output)
+    if not Path(options.output).exists() or not side.is_file():
+        return False
+    try:
+        stored = RunKey.from_dict(json.loads(side.read_text(encoding="utf-8"))["key"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    return not run_key(options, model_sha256).differences(stored)
+
+
+def is_segpipe_output(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is an output segpipe wrote (it has a sidecar)."""
+    return sidecar_path(os.fspath(path)).is_file()
 
 
 def check_output(options: RunOptions) -> None:
@@ -140,9 +248,10 @@ def select_bands(info: RasterInfo, bands: tuple[int, ...] | None, expected: int 
     if bands is None:
         if expected is None or info.bands == expected:
             return tuple(range(info.bands))
+        example = ",".join(map(str, range(1, expected + 1)))
         raise InputError(
             f"{info.path} has {info.bands} bands but the model expects {expected}: "
-            f"choose {expected} with --bands (e.g. --bands {','.join(map(str, range(1, expected + 1)))})"
+            f"choose {expected} with --bands (e.g. --bands {example})"
         )
     bad = [b for b in bands if not 1 <= b <= info.bands]
     if bad:
@@ -153,47 +262,65 @@ def select_bands(info: RasterInfo, bands: tuple[int, ...] | None, expected: int 
 
 
 def prepare(options: RunOptions, model: LoadedModel) -> Prepared:
-    """Check input, model and options together and build the plan; computes nothing per tile."""
+    """Check input, model and options together, build the plan and compute the statistics.
+
+    Computes nothing per tile; reads only the statistics sample of the input.
+    """
+    return compute_stats(plan_run(options, model))
+
+
+def plan_run(options: RunOptions, model: LoadedModel) -> Prepared:
+    """Check input, model and options together and build the plan (no statistics yet)."""
     warnings: list[str] = []
     with open_raster(options.input, level=options.level) as reader:
         info = reader.info
-        card = model.card
-        expected = card.bands if card else model.in_channels
-        bands = select_bands(info, options.bands, expected)
-        stride = card.stride if card and card.stride else getattr(model, "stride", None)
-        geometry = probe_geometry(model, len(bands), stride=stride)
-        if options.tile % geometry.stride:
-            lower = options.tile - options.tile % geometry.stride
-            raise InputError(
-                f"--tile {options.tile} is not a multiple of the model's stride {geometry.stride}:"
-                f" use {lower or geometry.stride} or {lower + geometry.stride}"
-            )
-        halo = _choose_halo(options.halo, card, geometry, warnings)
-        size = options.tile + 2 * halo
-        extra = geometry.fit(size) - size
-        ring = 1 if options.blend is Blend.GAUSSIAN and halo > geometry.margin else 0
-        plan = TilePlan(
-            info.height, info.width, options.tile, halo, extra,
-            block=max(1, BLOCK_PIXELS // options.tile), ring=ring,
+    card = model.card
+    expected = card.bands if card else model.in_channels
+    bands = select_bands(info, options.bands, expected)
+    stride = card.stride if card and card.stride else getattr(model, "stride", None)
+    geometry = probe_geometry(model, len(bands), stride=stride)
+    if options.tile % geometry.stride:
+        lower = options.tile - options.tile % geometry.stride
+        raise InputError(
+            f"--tile {options.tile} is not a multiple of the model's stride {geometry.stride}:"
+            f" use {lower or geometry.stride} or {lower + geometry.stride}"
         )
-        out_channels = _out_channels(model, card, len(bands), plan.input_size, geometry)
-        num_classes = max(out_channels, 2)
-        if card is None:
-            card = ModelCard.default(Path(options.model).stem, len(bands), num_classes)
-        norm = card.normalization
-        if options.normalize is not None:
-            norm = Normalization(options.normalize)
-        selected = list(bands)
-        normalizer = compute_normalizer(
-            norm, dtype=info.dtype, bands=len(bands), nodata=info.nodata,
-            read=lambda w: reader.read(w)[selected], shape=info.shape,
-        )
-    workdir = options.workdir or default_workdir(options.output)
+    halo = _choose_halo(options.halo, card, geometry, warnings)
+    size = options.tile + 2 * halo
+    extra = geometry.fit(size) - size
+    ring = 1 if options.blend is Blend.GAUSSIAN and halo > geometry.margin else 0
+    plan = TilePlan(
+        info.height, info.width, options.tile, halo, extra,
+        block=max(1, options.block_pixels // options.tile), ring=ring,
+    )
+    out_channels = _out_channels(model, card, len(bands), plan.input_size, geometry)
+    num_classes = max(out_channels, 2)
+    if card is None:
+        card = ModelCard.default(Path(options.model).stem, len(bands), num_classes)
+    workdir = str(Path(options.workdir or default_workdir(options.output)).absolute())
     return Prepared(
         options, info, card, model.sha256, geometry, plan, num_classes, out_channels, bands,
-        normalizer,
-        workdir, tuple(warnings),
+        None, workdir, tuple(warnings),
     )
+
+
+def compute_stats(prep: Prepared, source: str | None = None) -> Prepared:
+    """``prep`` with its normalizer: the card's (or ``--normalize``'s) method on this image.
+
+    Statistics are read from ``source`` (the ingested copy, say) when given, else from the
+    input at ``--level``; both hold the same pixels.
+    """
+    norm = prep.card.normalization
+    if prep.options.normalize is not None:
+        norm = Normalization(prep.options.normalize)
+    selected = list(prep.bands)
+    path, level = (source, 0) if source else (prep.options.input, prep.options.level)
+    with open_raster(path, level=level) as reader:
+        normalizer = compute_normalizer(
+            norm, dtype=prep.info.dtype, bands=len(selected), nodata=prep.info.nodata,
+            read=lambda w: reader.read(w)[selected], shape=prep.info.shape,
+        )
+    return prep.with_normalizer(normalizer)
 
 
 def _choose_halo(halo: int | None, card: ModelCard | None, g: Geometry, warnings: list[str]):
@@ -222,7 +349,8 @@ def _out_channels(model, card: ModelCard | None, channels: int, size: int, g: Ge
     expected = size - 2 * g.margin
     if tuple(out.shape[-2:]) != (expected, expected):
         raise ModelError(
-            f"the model maps {size}×{size} to {tuple(out.shape[-2:])}, expected {expected}×{expected}"
+            f"the model maps {size}×{size} to {tuple(out.shape[-2:])}, "
+            f"expected {expected}×{expected}"
         )
     k = int(out.shape[1])
     if card is not None and max(k, 2) != card.num_classes:
@@ -254,11 +382,180 @@ def create_outputs(prep: Prepared) -> None:
         )
 
 
+# ------------------------------------------------------------------------ the work directory
+
+
+def new_manifest(prep: Prepared) -> Manifest:
+    """The manifest a new run of ``prep`` starts with."""
+    plan = prep.plan
+    return Manifest(
+        key=prep.key(),
+        output=str(Path(prep.options.output).absolute()),
+        plan={
+            "height": plan.height, "width": plan.width, "tile": plan.tile, "halo": plan.halo,
+            "extra": plan.extra, "block": plan.block, "ring": plan.ring, "blocks": plan.n_blocks,
+        },
+        segpipe_version=__version__,
+    )
+
+
+def open_run(prep: Prepared, *, resume: bool) -> tuple[Prepared, Manifest, bool]:
+    """Open (or resume) the work directory of ``prep``; returns (prep, manifest, resumed).
+
+    A resumed run takes its normalization statistics from the manifest, so every block of it
+    is normalized alike. Raises :class:`~segpipe.models.errors.ResumeError` when the directory
+    holds another run, or holds a run and ``resume`` is false.
+    """
+    manifest, resumed = open_workdir(prep.workdir, new_manifest(prep), resume=resume)
+    if manifest.normalizer is not None:
+        prep = prep.with_normalizer(Normalizer.from_dict(dict(manifest.normalizer)))
+    return prep, manifest, resumed
+
+
+def ingest_stage(prep: Prepared, manifest: Manifest) -> Manifest:
+    """Ingest the input and create the label arrays, unless an earlier attempt finished that."""
+    if "ingest" in manifest.stages:
+        return manifest
+    start = time.perf_counter()
+    ingest_image(prep)
+    create_outputs(prep)
+    clear_done(prep.workdir)  # fresh label arrays: no block of them is finished
+    manifest = manifest.with_stage("ingest", time.perf_counter() - start)
+    manifest.save(prep.workdir)
+    return manifest
+
+
+def stats_stage(prep: Prepared, manifest: Manifest) -> tuple[Prepared, Manifest]:
+    """Normalization statistics from the ingested copy, once per run (kept in the manifest)."""
+    if manifest.normalizer is not None:
+        return prep.with_normalizer(Normalizer.from_dict(dict(manifest.normalizer))), manifest
+    start = time.perf_counter()
+    prep = compute_stats(prep, source=prep.image_path)
+    assert prep.normalizer is not None
+    manifest = replace(manifest, normalizer=prep.normalizer.to_dict())
+    manifest = manifest.with_stage("stats", time.perf_counter() - start)
+    manifest.save(prep.workdir)
+    return prep, manifest
+
+
+def export_stage(prep: Prepared, manifest: Manifest) -> Manifest:
+    """Write the output file (atomically) from the label array."""
+    start = time.perf_counter()
+    sidecar_path(prep.options.output).unlink(missing_ok=True)  # it described the old output
+    export(prep)
+    manifest = manifest.with_stage("export", time.perf_counter() - start)
+    manifest.save(prep.workdir)
+    return manifest
+
+
+def finish(prep: Prepared, summary: dict) -> None:
+    """Keep the summary (work directory and the output's sidecar); drop the work directory."""
+    Path(prep.workdir, "summary.json").write_text(summary_json(summary))
+    write_atomic(
+        sidecar_path(prep.options.output),
+        json.dumps({"key": prep.key().to_dict(), "summary": summary}, indent=2, default=str),
+    )
+    if not prep.options.keep_workdir:
+        shutil.rmtree(prep.workdir, ignore_errors=True)
+
+
+# ------------------------------------------------------------------------------- segmenting
+
+
+class BlocksFailedError(RuntimeError):
+    """Blocks that still failed after their retries (written as nodata; the run is incomplete)."""
+
+
+@dataclass(frozen=True)
+class SegmentOutcome:
+    """What the segment stage did: blocks computed now, reused from before, and failed."""
+
+    total: int
+    reused: int
+    records: tuple[BlockRecord, ...]
+    failed: dict[str, str]
+    seconds: float
+
+    @property
+    def megapixels(self) -> float:
+        """Megapixels segmented by this attempt."""
+        return sum(r.pixels for r in self.records) / 1e6
+
+
+def block_id(index: tuple[int, int]) -> str:
+    """The id of block ``index`` (the same as :attr:`segpipe.pipeline.tiling.Block.id`)."""
+    return f"{index[0]}_{index[1]}"
+
+
+def pending_blocks(plan: TilePlan, done: Collection[str]) -> list[tuple[int, int]]:
+    """Indices of the blocks of ``plan`` not in ``done``, row by row; reads and computes nothing."""
+    rows, cols = plan.block_grid
+    return [(i, j) for i in range(rows) for j in range(cols) if f"{i}_{j}" not in done]
+
+
+def block_pixels(plan: TilePlan, index: tuple[int, int]) -> int:
+    """Pixels of the core of block ``index`` (cheaper than building the block)."""
+    side = plan.block * plan.tile
+    r0, c0 = index[0] * side, index[1] * side
+    return (min(side, plan.height - r0)) * (min(side, plan.width - c0))
+
+
+def new_run_id() -> str:
+    """A fresh id for one attempt at a run (block markers say which attempt wrote them)."""
+    return uuid.uuid4().hex[:12]
+
+
+def segment_and_record(
+    job: SegmentJob, index: tuple[int, int], workdir: str, run_id: str, worker: str = "local",
+) -> BlockRecord:
+    """Segment one block, then mark it done (the body of every block task)."""
+    result = segment_block(job, index)
+    record = BlockRecord(
+        block_id=result.block_id, pixels=result.pixels, nodata_pixels=result.nodata_pixels,
+        seconds=result.seconds, worker=worker, pid=os.getpid(), run_id=run_id,
+    )
+    mark_done(workdir, record)
+    return record
+
+
+def write_nodata(prep: Prepared, index: tuple[int, int]) -> None:
+    """Fill the core of a failed block with the nodata label (and zero probabilities)."""
+    rows, cols = prep.plan.block_at(*index).core.slices
+    open_array(prep.labels_path)[rows, cols] = nodata_label(prep.num_classes)
+    if prep.probabilities_path:
+        open_array(prep.probabilities_path)[:, rows, cols] = 0
+
+
+def segment_local(
+    prep: Prepared, *, run_id: str | None = None,
+    on_block: Callable[[BlockRecord], None] | None = None,
+) -> SegmentOutcome:
+    """Segment the unfinished blocks one after another in this process (the reference path)."""
+    start = time.perf_counter()
+    run_id = run_id or new_run_id()
+    job = prep.job()
+    done = done_blocks(prep.workdir)
+    records, failed = [], {}
+    for index in pending_blocks(prep.plan, done):
+        try:
+            record = segment_and_record(job, index, prep.workdir, run_id)
+        except Exception as exc:
+            failed[block_id(index)] = f"{type(exc).__name__}: {exc}"
+            write_nodata(prep, index)
+            continue
+        records.append(record)
+        if on_block:
+            on_block(record)
+    return SegmentOutcome(
+        prep.plan.n_blocks, len(done), tuple(records), failed, time.perf_counter() - start
+    )
+
+
 def segment_all(
     prep: Prepared, blocks: Iterable[tuple[int, int]] | None = None,
     on_block: Callable[[BlockResult], None] | None = None,
 ) -> list[BlockResult]:
-    """Segment blocks one after another in this process (the reference path)."""
+    """Segment blocks one after another in this process, without any bookkeeping."""
     job = prep.job()
     results = []
     todo = blocks if blocks is not None else [b.index for b in prep.plan.blocks()]
@@ -268,6 +565,21 @@ def segment_all(
         if on_block:
             on_block(result)
     return results
+
+
+def failure_message(prep: Prepared, failed: dict[str, str]) -> str:
+    """One line on failed blocks: how many, which, the first error, and what to do."""
+    ids = sorted(failed)
+    shown = ", ".join(ids[:10]) + (", …" if len(ids) > 10 else "")
+    return (
+        f"{len(ids)} of {prep.plan.n_blocks} blocks of {prep.options.input} failed after retries "
+        f"({shown}; first error: {failed[ids[0]]}); they are nodata in the label array and no "
+        f"output was written. Partial results are kept in {prep.workdir}: fix the cause and rerun "
+        "with --resume"
+    )
+
+
+# ---------------------------------------------------------------------------------- report
 
 
 def class_counts(labels_path: str, num_classes: int) -> dict[int, int]:
@@ -295,8 +607,8 @@ def pixel_area(info: RasterInfo) -> tuple[float, str] | None:
     return None
 
 
-def report(prep: Prepared, results: list[BlockResult], stage_seconds: dict[str, float]) -> dict:
-    """The run summary (also written as JSON in the work directory)."""
+def report(prep: Prepared, outcome: SegmentOutcome, stage_seconds: dict[str, float]) -> dict:
+    """The run summary (also written as JSON in the work directory and beside the output)."""
     counts = class_counts(prep.labels_path, prep.num_classes)
     area = pixel_area(prep.info)
     nodata = nodata_label(prep.num_classes)
@@ -309,11 +621,14 @@ def report(prep: Prepared, results: list[BlockResult], stage_seconds: dict[str, 
             entry["area_unit"] = area[1]
         classes.append(entry)
     seconds = stage_seconds.get("segment", 0.0)
-    megapixels = prep.plan.height * prep.plan.width / 1e6
+    workers: dict[str, int] = {}
+    for r in outcome.records:
+        workers[r.worker] = workers.get(r.worker, 0) + 1
     return {
         "segpipe_version": __version__,
         "input": prep.options.input,
         "output": prep.options.output,
+        "workdir": prep.workdir,
         "model": {"name": prep.card.name, "sha256": prep.model_sha256, "path": prep.options.model},
         "image": {"height": prep.info.height, "width": prep.info.width, "bands": list(prep.bands)},
         "tile": prep.plan.tile,
@@ -321,51 +636,115 @@ def report(prep: Prepared, results: list[BlockResult], stage_seconds: dict[str, 
         "extra": prep.plan.extra,
         "margin": prep.geometry.margin,
         "blend": str(prep.options.blend),
-        "normalizer": prep.normalizer.to_dict(),
+        "normalizer": prep.normalizer.to_dict() if prep.normalizer else None,
         "tiles": prep.plan.n_tiles,
-        "blocks": len(results),
+        "blocks": outcome.total,
+        "blocks_computed": len(outcome.records),
+        "blocks_reused": outcome.reused,
+        "failed_blocks": dict(sorted(outcome.failed.items())),
+        "workers": workers,
         "nodata_pixels": counts.get(nodata, 0),
         "classes": classes,
         "stage_seconds": stage_seconds,
-        "megapixels_per_second": megapixels / seconds if seconds else None,
+        "megapixels": outcome.megapixels,
+        "megapixels_per_second": outcome.megapixels / seconds if seconds else None,
         "warnings": list(prep.warnings),
     }
 
 
+def summary_markdown(summary: dict) -> str:
+    """The summary as a short Markdown report (the Prefect artifact)."""
+    lines = [
+        f"# segpipe: {Path(summary['input']).name}",
+        "",
+        f"- input: `{summary['input']}`",
+        f"- output: `{summary['output']}`",
+        f"- model: {summary['model']['name']} (sha256 `{summary['model']['sha256'][:12]}`)",
+        f"- image: {summary['image']['height']} × {summary['image']['width']} px, "
+        f"tile {summary['tile']}, halo {summary['halo']}, blend {summary['blend']}",
+        f"- tiles: {summary['tiles']}; blocks: {summary['blocks']} "
+        f"({summary['blocks_computed']} computed, {summary['blocks_reused']} reused)",
+    ]
+    mps = summary.get("megapixels_per_second")
+    if mps:
+        lines.append(f"- speed: {mps:.2f} MP/s")
+    if summary["failed_blocks"]:
+        failed = ", ".join(f"`{b}`" for b in summary["failed_blocks"])
+        lines.append(f"- **failed blocks (nodata)**: {failed}")
+    lines += ["", "| stage | seconds |", "|---|---:|"]
+    lines += [f"| {k} | {v:.2f} |" for k, v in summary["stage_seconds"].items()]
+    lines += ["", "| label | class | pixels | area |", "|---:|---|---:|---:|"]
+    for c in summary["classes"]:
+        area = f"{c['area']:.4g} {c['area_unit']}" if "area" in c else ""
+        lines.append(f"| {c['label']} | {c['name']} | {c['pixels']} | {area} |")
+    lines.append(f"| nodata | | {summary['nodata_pixels']} | |")
+    for w in summary["warnings"]:
+        lines.append(f"\n> warning: {w}")
+    return "\n".join(lines) + "\n"
+
+
+def artifact_key(input_path: str) -> str:
+    """A Prefect artifact key for an input: lowercase letters, digits and dashes."""
+    slug = re.sub(r"[^a-z0-9]+", "-", Path(input_path.rstrip("/")).name.lower()).strip("-")
+    return f"segpipe-report-{slug or 'input'}"[:100]
+
+
+# ------------------------------------------------------------------------------ one process
+
+
 def run_local(
     options: RunOptions,
-    progress: Callable[[BlockResult], None] | None = None,
+    progress: Callable[[BlockRecord], None] | None = None,
     on_start: Callable[[int, float], None] | None = None,
+    *,
+    resume: bool = False,
 ) -> dict:
-    """Run every stage in this process; returns the summary. The output appears only at the end."""
+    """Run every stage in this process; returns the summary. The output appears only at the end.
+
+    ``progress`` is called after each block, ``on_start(blocks, megapixels)`` before the first.
+    The work directory is the one Prefect runs use, so either may resume the other.
+    """
     check_output(options)
     times: dict[str, float] = {}
     t = time.perf_counter()
     device = str(resolve_device(options.device))
     model = load_model(options.model, device=device)
     keep_model(model, device)
-    prep = prepare(options, model)
-    times["plan"] = time.perf_counter() - t
+    prep = plan_run(options, model)
     for w in prep.warnings:
         log.warning(w)
-    Path(prep.workdir).mkdir(parents=True, exist_ok=True)
-    if on_start:
-        on_start(prep.plan.n_blocks, prep.plan.height * prep.plan.width / 1e6)
+    prep, manifest, _ = open_run(prep, resume=resume)
+    times["plan"] = time.perf_counter() - t
     t = time.perf_counter()
-    ingest_image(prep)
-    create_outputs(prep)
+    manifest = ingest_stage(prep, manifest)
     times["ingest"] = time.perf_counter() - t
     t = time.perf_counter()
-    results = segment_all(prep, on_block=progress)
-    times["segment"] = time.perf_counter() - t
+    prep, manifest = stats_stage(prep, manifest)
+    times["stats"] = time.perf_counter() - t
+    if on_start:
+        todo = pending_blocks(prep.plan, done_blocks(prep.workdir))
+        on_start(len(todo), sum(block_pixels(prep.plan, i) for i in todo) / 1e6)
     t = time.perf_counter()
-    export(prep)
+    outcome = segment_local(prep, on_block=progress)
+    times["segment"] = time.perf_counter() - t
+    if outcome.failed:
+        summary = report(prep, outcome, times)
+        Path(prep.workdir, "summary.json").write_text(summary_json(summary))
+        raise BlocksFailedError(failure_message(prep, outcome.failed))
+    t = time.perf_counter()
+    manifest = export_stage(prep, manifest)
     times["export"] = time.perf_counter() - t
-    summary = report(prep, results, times)
-    Path(prep.workdir, "summary.json").write_text(summary_json(summary))
-    if not options.keep_workdir:
-        shutil.rmtree(prep.workdir, ignore_errors=True)
+    summary = report(prep, outcome, times)
+    finish(prep, summary)
     return summary
+
+
+def driver_model(model: str, device: str = "cpu") -> LoadedModel:
+    """The model the driver plans with, loaded once per process (a file is keyed by its hash)."""
+    path = Path(model)
+    if path.is_file():
+        return cached_model(model, file_sha256(path), device)
+    return cached_model(model, f"name:{model}", device)
 
 
 def summary_json(summary: dict) -> str:

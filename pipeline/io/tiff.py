@@ -1,0 +1,345 @@
+"""TIFFs that are not GeoTIFFs, through tifffile: Aperio SVS, pyramidal (Big)TIFF, plain TIFF.
+
+Pixels are read through tifffile's Zarr view of one pyramid level
+(``series.levels[level].aszarr()``), so a window decodes only the tiles (or strips) it touches;
+JPEG, JPEG 2000, LZW, deflate, zstd... tiles are decoded by imagecodecs. Pyramids are the series'
+levels: SubIFDs, reduced-resolution pages in the main IFD chain, or the Aperio SVS levels.
+
+Which TIFF goes where (see :func:`classify_tiff`): GeoTIFFs and TIFFs carrying GDAL metadata or
+nodata tags go to the GDAL reader (it understands those tags); OME-TIFFs to
+:mod:`segpipe.pipeline.io.ometiff`; NDPI to :mod:`segpipe.pipeline.io.slide`; every other TIFF
+here, with format ``"tiff"``.
+
+Physical pixel size, never invented: Aperio's ``MPP = 0.499`` (µm); ImageJ's ``unit`` with the
+resolution tags; or resolution tags in pixels per centimetre. A resolution in inches (often a
+meaningless 72 dpi) or without a unit gives no pixel size.
+
+Also here: the probability GeoTIFF writer (:func:`write_probabilities_geotiff`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tifffile
+import zarr
+
+from segpipe.models.errors import InputError, RasterError
+from segpipe.pipeline.io.base import RasterInfo, ReaderBase
+from segpipe.pipeline.io.levels import (
+    atomic_output,
+    check_shape,
+    class_channel_names,
+    normalize_unit,
+    probability_block,
+    pyramid_shapes,
+)
+from segpipe.pipeline.tiling import Window
+
+_TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+# GeoTIFF: ModelPixelScale, ModelTiepoint, ModelTransformation, GeoKeyDirectory; GDAL's own tags
+_GDAL_TAGS = frozenset({33550, 33922, 34264, 34735, 42112, 42113})
+# axes of a tifffile series that become bands; any other non-spatial axis must have size 1
+_BAND_AXES = frozenset("CSIQ")
+
+
+def is_tiff(path: str) -> bool:
+    """Whether ``path`` is a local file starting with a TIFF or BigTIFF header."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(4) in _TIFF_MAGIC
+    except OSError:
+        return False
+
+
+def classify_tiff(path: str) -> str | None:
+    """Which reader family a TIFF belongs to: ``"gdal"``, ``"ome"``, ``"ndpi"``, ``"svs"`` or
+    ``"tiff"``; None when ``path`` is not a readable TIFF.
+    """
+    if not is_tiff(path):
+        return None
+    try:
+        with tifffile.TiffFile(path) as tif:
+            page = tif.pages.first
+            if any(code in page.tags for code in _GDAL_TAGS):
+                return "gdal"
+            if tif.is_ome:
+                return "ome"
+            if tif.is_ndpi:
+                return "ndpi"
+            if tif.is_svs:
+                return "svs"
+            return "tiff"
+    except Exception:  # tifffile raises many types for broken files: not ours then
+        return None
+
+
+def accepts(path: str) -> bool:
+    """Whether :class:`TiffReader` is the reader for ``path`` (a non-geo, non-OME TIFF)."""
+    return classify_tiff(path) in ("tiff", "svs")
+
+
+@dataclass(frozen=True)
+class AxisLayout:
+    """How a tifffile/Zarr array with named axes maps to (bands, height, width)."""
+
+    axes: str
+    shape: tuple[int, ...]
+
+    @classmethod
+    def of(cls, axes: str, shape: Sequence[int], path: str) -> AxisLayout:
+        """Check that ``axes`` has Y and X and no non-band axis longer than 1."""
+        axes = axes.upper()
+        if len(axes) != len(shape) or "Y" not in axes or "X" not in axes:
+            raise RasterError(f"{path}: cannot find the image plane in axes {axes!r} {shape}")
+        for ax, size in zip(axes, shape):
+            if ax not in _BAND_AXES and ax not in "YX" and size > 1:
+                raise RasterError(
+                    f"{path}: axis {ax} has {size} planes (axes {axes!r}, shape {tuple(shape)}); "
+                    "segpipe segments 2-D images: extract one plane (time point, z-slice) first"
+                )
+        return cls(axes, tuple(shape))
+
+    @property
+    def height(self) -> int:
+        """Rows."""
+        return self.shape[self.axes.index("Y")]
+
+    @property
+    def width(self) -> int:
+        """Columns."""
+        return self.shape[self.axes.index("X")]
+
+    @property
+    def bands(self) -> int:
+        """Channels × samples."""
+        return int(np.prod([n for a, n in zip(self.axes, self.shape) if a in _BAND_AXES]))
+
+    def read(self, array: Any, window: Window) -> np.ndarray:
+        """``window`` of ``array`` as (bands, h, w), reading only the chunks it touches."""
+        rows, cols = window.slices
+        selection: list[slice | int] = []
+        kept = []
+        for ax in self.axes:
+            if ax == "Y":
+                selection.append(rows)
+                kept.append(ax)
+            elif ax == "X":
+                selection.append(cols)
+                kept.append(ax)
+            elif ax in _BAND_AXES:
+                selection.append(slice(None))
+                kept.append(ax)
+            else:
+                selection.append(0)
+        data = np.asarray(array[tuple(selection)])
+        order = [i for i, a in enumerate(kept) if a in _BAND_AXES]
+        order += [kept.index("Y"), kept.index("X")]
+        data = data.transpose(order)
+        return data.reshape(-1, window.height, window.width)
+
+
+class TifffileReader(ReaderBase):
+    """One level of series 0 of a TIFF read with tifffile; subclasses add the metadata."""
+
+    format = "tiff"
+
+    def __init__(self, path: str, *, level: int = 0) -> None:
+        try:
+            self._tif = tifffile.TiffFile(path)
+        except Exception as exc:
+            raise RasterError(f"cannot read {path} as a TIFF: {exc}") from None
+        try:
+            self.info = self._open(path, level)
+        except BaseException:
+            self._tif.close()
+            raise
+
+    def _open(self, path: str, level: int) -> RasterInfo:
+        if not self._tif.series:
+            raise RasterError(f"{path}: the TIFF holds no image")
+        series = self._tif.series[0]
+        layouts = [AxisLayout.of(lv.axes, lv.shape, path) for lv in series.levels]
+        levels = tuple((lay.height, lay.width) for lay in layouts)
+        if not 0 <= level < len(levels):
+            raise InputError(
+                f"--level {level} does not exist in {path}: it has levels 0..{len(levels) - 1} "
+                f"({', '.join(f'{w}x{h}' for h, w in levels)})"
+            )
+        self._layout = layouts[level]
+        try:
+            self._array = zarr.open_array(series.aszarr(level=level), mode="r")
+        except Exception as exc:
+            raise RasterError(f"{path}: cannot read level {level} by tiles: {exc}") from None
+        if tuple(self._array.shape) != self._layout.shape:
+            raise RasterError(
+                f"{path}: level {level} has shape {self._array.shape}, expected "
+                f"{self._layout.shape} for axes {self._layout.axes!r}"
+            )
+        base = layouts[0]
+        meta = self._metadata(series)
+        info = RasterInfo(
+            path=path,
+            format=self.format,
+            height=base.height,
+            width=base.width,
+            bands=base.bands,
+            dtype=str(series.dtype),
+            pixel_size=meta.get("pixel_size"),
+            pixel_unit=meta.get("pixel_unit") if meta.get("pixel_size") else None,
+            channel_names=meta.get("channel_names"),
+            levels=levels,
+            extra={"axes": series.levels[0].axes, **meta.get("extra", {})},
+        )
+        if level:
+            height, width = levels[level]
+            info = info.with_level(level, height, width, base.width / width)
+        return info
+
+    def _metadata(self, series: tifffile.TiffPageSeries) -> dict[str, Any]:
+        """pixel_size (y, x), pixel_unit, channel_names and extra of the series."""
+        return {}
+
+    def read(self, window: Window) -> np.ndarray:
+        """Pixels of ``window`` as (bands, h, w)."""
+        return self._layout.read(self._array, window)
+
+    def close(self) -> None:
+        """Close the file."""
+        self._tif.close()
+
+
+def _rgb_names(page: Any, layout_bands: int) -> tuple[str, ...] | None:
+    if page.photometric == tifffile.PHOTOMETRIC.RGB and layout_bands == 3:
+        return ("red", "green", "blue")
+    if page.photometric == tifffile.PHOTOMETRIC.RGB and layout_bands == 4:
+        return ("red", "green", "blue", "alpha")
+    return None
+
+
+def svs_metadata(description: str) -> dict[str, str]:
+    """The ``key = value`` fields of an Aperio ImageDescription (``MPP``, ``AppMag``, ...)."""
+    fields: dict[str, str] = {}
+    for item in description.split("|")[1:]:
+        key, sep, value = item.partition("=")
+        if sep:
+            fields.setdefault(key.strip(), value.strip())
+    return fields
+
+
+def _positive(value: Any) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if number > 0 and np.isfinite(number) else None
+
+
+class TiffReader(TifffileReader):
+    """Aperio SVS, pyramidal (Big)TIFF or plain TIFF (format ``"tiff"``)."""
+
+    format = "tiff"
+
+    def _metadata(self, series: tifffile.TiffPageSeries) -> dict[str, Any]:
+        tif = self._tif
+        page = series.keyframe
+        bands = AxisLayout.of(series.axes, series.shape, tif.filename).bands
+        meta: dict[str, Any] = {"channel_names": _rgb_names(page, bands), "extra": {}}
+        if tif.is_svs:
+            fields = svs_metadata(tif.pages.first.description)
+            meta["extra"] = {"vendor": "aperio"}
+            if (mag := _positive(fields.get("AppMag"))) is not None:
+                meta["extra"]["objective_power"] = mag
+            if (mpp := _positive(fields.get("MPP"))) is not None:
+                meta["pixel_size"], meta["pixel_unit"] = (mpp, mpp), "µm"
+            return meta
+        xres, yres = (_positive(v) for v in page.resolution)
+        if xres is None or yres is None:
+            return meta
+        imagej = tif.imagej_metadata or {}
+        if tif.is_imagej and normalize_unit(imagej.get("unit")) not in (None, "pixel"):
+            meta["pixel_size"] = (1 / yres, 1 / xres)
+            meta["pixel_unit"] = normalize_unit(imagej["unit"])
+        elif page.resolutionunit == tifffile.RESUNIT.CENTIMETER:
+            meta["pixel_size"], meta["pixel_unit"] = (1e4 / yres, 1e4 / xres), "µm"
+        elif page.resolutionunit == tifffile.RESUNIT.MILLIMETER:
+            meta["pixel_size"], meta["pixel_unit"] = (1e3 / yres, 1e3 / xres), "µm"
+        elif page.resolutionunit == tifffile.RESUNIT.MICROMETER:
+            meta["pixel_size"], meta["pixel_unit"] = (1 / yres, 1 / xres), "µm"
+        return meta
+
+
+# ------------------------------------------------------------------- probabilities, GeoTIFF
+
+
+def write_probabilities_geotiff(
+    probs_path: str | os.PathLike[str],
+    out_path: str | os.PathLike[str],
+    info: RasterInfo,
+    *,
+    class_names: Sequence[str] | None = None,
+    as_uint8: bool = False,
+    block: int = 512,
+) -> None:
+    """Write the (K, H, W) probability Zarr as a GeoTIFF (COG layout), atomically.
+
+    The input's CRS and transform, one band per class (named after it), float32 (GDAL has no
+    float16) or ``round(p * 255)`` uint8, deflate, overviews by nearest resampling.
+    """
+    import rasterio
+    import rasterio.shutil
+    from affine import Affine
+    from rasterio.crs import CRS
+    from rasterio.windows import Window as RioWindow
+
+    from segpipe.pipeline.io.zarrstore import open_array
+
+    probs = open_array(probs_path, mode="r")
+    if probs.ndim != 3:
+        raise InputError(f"probabilities at {probs_path} must be (classes, H, W), got {probs.shape}")
+    check_shape(probs.shape, info, f"probabilities at {probs_path}")
+    count, height, width = probs.shape
+    names = class_channel_names(count, class_names)
+    dtype = "uint8" if as_uint8 else "float32"
+    profile: dict[str, Any] = {
+        "driver": "GTiff", "height": height, "width": width, "count": count, "dtype": dtype,
+        "tiled": True, "blockxsize": block, "blockysize": block, "compress": "deflate",
+        "predictor": 2 if as_uint8 else 3, "BIGTIFF": "IF_SAFER",
+    }
+    if info.crs_wkt:
+        profile["crs"] = CRS.from_wkt(info.crs_wkt)
+    if info.transform:
+        profile["transform"] = Affine(*info.transform)
+    step = probs.chunks[1]
+    out = Path(out_path)
+    staging = out.with_name(f".{out.name}.staging.tif")
+    try:
+        with rasterio.open(staging, "w", **profile) as dst:
+            for row in range(0, height, step):
+                rows = min(step, height - row)
+                strip = probability_block(
+                    np.asarray(probs[:, row : row + rows, :]), as_uint8=as_uint8,
+                    float_dtype="float32",
+                )
+                dst.write(strip, window=RioWindow(0, row, width, rows))
+            for i, name in enumerate(names, start=1):
+                dst.set_band_description(i, name)
+            dst.update_tags(
+                CLASS_NAMES=json.dumps(names),
+                SCALE="1/255" if as_uint8 else "1",
+            )
+        with atomic_output(out) as partial:
+            rasterio.shutil.copy(
+                staging, partial, driver="COG", COMPRESS="DEFLATE", BLOCKSIZE=str(block),
+                BIGTIFF="IF_SAFER", RESAMPLING="NEAREST",
+                OVERVIEWS="AUTO" if len(pyramid_shapes(height, width, block)) > 1 else "NONE",
+                PREDICTOR="YES",
+            )
+    finally:
+        staging.unlink(missing_ok=True)
