@@ -11,6 +11,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from enum import StrEnum
 
 import click
 
@@ -32,7 +33,7 @@ def _int_list(ctx: click.Context, param: click.Parameter, value: str | None):
     return items
 
 
-def _choice(enum: type) -> click.Choice:
+def _choice(enum: type[StrEnum]) -> click.Choice:
     return click.Choice([str(e) for e in enum], case_sensitive=False)
 
 

@@ -1,18 +1,31 @@
-"""One progress line for a whole run: blocks done / total, megapixels per second, ETA."""
+"""One progress line for a whole run: blocks done / total, megapixels per second, ETA.
+
+It is driven from the client side (each block's future finishing, or each block in the
+in-process path), so it works the same with a local cluster and with a remote scheduler.
+"""
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
 from typing import TextIO
 
+log = logging.getLogger("segpipe")
+
 
 class Progress:
-    """Counts finished blocks and prints at most every ``interval`` seconds (to stderr)."""
+    """Counts finished blocks and prints at most every ``interval`` seconds (to stderr).
+
+    ``megapixels`` is the area still to segment; :meth:`advance` may pass each block's own
+    pixel count for an exact rate (blocks at the image edges are smaller). A run with no block
+    finished for ``stall_after`` seconds is reported once (on the stream and as a log warning,
+    which Prefect shows in the flow run's logs) until a block finishes again.
+    """
 
     def __init__(
         self, total: int, megapixels: float, *, quiet: bool = False, interval: float = 1.0,
-        stream: TextIO | None = None, stall_after: float = 600.0,
+        stream: TextIO | None = None, stall_after: float = 600.0, label: str = "segment",
     ) -> None:
         self.total = total
         self.megapixels = megapixels
@@ -20,41 +33,54 @@ class Progress:
         self.interval = interval
         self.stream = stream or sys.stderr
         self.stall_after = stall_after
+        self.label = label
         self.done = 0
+        self.failed = 0
+        self.pixels = 0
         self.start = time.monotonic()
         self._last_print = 0.0
         self._last_done_at = self.start
         self.stalled = False
+        self.stalls = 0
 
-    def advance(self, n: int = 1) -> None:
-        """Record ``n`` finished blocks."""
+    def advance(self, n: int = 1, *, pixels: int | None = None, failed: bool = False) -> None:
+        """Record ``n`` finished blocks (``failed`` ones count as done, and are shown)."""
         self.done += n
+        self.failed += n if failed else 0
+        if pixels is not None:
+            self.pixels += pixels
+        else:
+            self.pixels += int(n * self.megapixels * 1e6 / max(self.total, 1))
         self._last_done_at = time.monotonic()
         self.stalled = False
         self._print(force=self.done == self.total)
 
     def check_stall(self) -> bool:
-        """Report (once) when no block finished for ``stall_after`` seconds; returns whether so."""
+        """Report (once per stall) when no block finished for ``stall_after`` seconds."""
         idle = time.monotonic() - self._last_done_at
-        if idle >= self.stall_after and not self.stalled:
+        if idle >= self.stall_after and not self.stalled and self.done < self.total:
             self.stalled = True
+            self.stalls += 1
+            message = (
+                f"{self.label}: no block finished for {idle:.0f} s ({self.done}/{self.total} "
+                "done); workers may be stuck, overloaded or lost"
+            )
+            log.warning(message)
             if not self.quiet:
-                print(
-                    f"\nwarning: no block finished for {idle:.0f} s "
-                    f"({self.done}/{self.total} done); workers may be stuck or lost",
-                    file=self.stream, flush=True,
-                )
+                print(f"\nwarning: {message}", file=self.stream, flush=True)
+        else:
+            self._print()
         return self.stalled
 
     def line(self) -> str:
         """The current progress text."""
         elapsed = max(time.monotonic() - self.start, 1e-9)
         frac = self.done / self.total if self.total else 1.0
-        rate = self.megapixels * frac / elapsed
-        eta = elapsed * (1 - frac) / frac if frac else float("nan")
-        eta_text = f"{eta:.0f} s" if frac else "?"
+        rate = self.pixels / 1e6 / elapsed
+        eta_text = f"{elapsed * (1 - frac) / frac:.0f} s" if frac else "?"
+        failed = f", {self.failed} failed" if self.failed else ""
         return (
-            f"segment: {self.done}/{self.total} blocks ({100 * frac:.0f}%) "
+            f"{self.label}: {self.done}/{self.total} blocks ({100 * frac:.0f}%{failed}) "
             f"{rate:.2f} MP/s ETA {eta_text}"
         )
 

@@ -307,6 +307,10 @@ class ModelCard:
             _str(key, getattr(self, key))
         object.__setattr__(self, "metrics", _json_dict("metrics", self.metrics))
 
+    def __hash__(self) -> int:
+        """Hash of the JSON form (the dict fields rule out the generated field hash)."""
+        return hash(self.to_json())
+
     @property
     def num_classes(self) -> int:
         """Number of classes (label values 0 .. num_classes − 1)."""

@@ -26,7 +26,9 @@ def resolve_device(spec: str) -> torch.device:
     try:
         device = torch.device(spec)
     except RuntimeError:
-        raise InputError(f"--device {spec!r} is not a device: use auto, cpu, cuda or cuda:N") from None
+        raise InputError(
+            f"--device {spec!r} is not a device: use auto, cpu, cuda or cuda:N"
+        ) from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise InputError(f"--device {spec} asked for CUDA but no CUDA device is available")

@@ -51,7 +51,7 @@ class Normalizer:
         if invalid is None:
             return out, np.zeros(x.shape[1:], bool)
         out[invalid] = 0.0
-        return out, invalid.all(axis=0)
+        return out, np.asarray(invalid.all(axis=0))
 
     def to_dict(self) -> dict:
         """JSON-able form, for the manifest."""

@@ -48,13 +48,13 @@ class Window:
         return slice(self.row, self.row_stop), slice(self.col, self.col_stop)
 
     def grow(self, top: int, left: int, bottom: int, right: int) -> Window:
-        """This window grown by the given margins (negative margins shrink it)."""
+        """The window grown by the given margins (negative margins shrink it)."""
         return Window(
             self.row - top, self.col - left, self.height + top + bottom, self.width + left + right
         )
 
     def relative_to(self, outer: Window) -> Window:
-        """This window in the coordinates of ``outer`` (whose origin becomes 0, 0)."""
+        """The window in the coordinates of ``outer`` (whose origin becomes 0, 0)."""
         return Window(self.row - outer.row, self.col - outer.col, self.height, self.width)
 
     def intersection(self, other: Window) -> Window | None:

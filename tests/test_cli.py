@@ -50,7 +50,7 @@ def leftovers(folder, out_name):
     ],
 )
 def test_bad_input_exits_2_with_one_line(setup, capsys, tmp_path, case, needles):
-    d, src, model = setup
+    _, src, model = setup
     out = tmp_path / "mask.tif"
     args = ["--input", src, "--output", out, "--model", model, "--tile", "32"]
     if case == "missing":
@@ -81,7 +81,7 @@ def test_bad_input_exits_2_with_one_line(setup, capsys, tmp_path, case, needles)
 
 
 def test_existing_output_is_kept_without_overwrite(setup, capsys, tmp_path):
-    d, src, model = setup
+    _, src, model = setup
     out = tmp_path / "mask.tif"
     out.write_bytes(b"precious")
     code, err = run_cli(capsys, "--input", src, "--output", out, "--model", model, "--tile", 32)
@@ -95,9 +95,9 @@ def test_existing_output_is_kept_without_overwrite(setup, capsys, tmp_path):
 
 
 def test_same_padding_model_without_halo_warns_how_to_set_it(setup, capsys, caplog, tmp_path):
-    d, src, _ = setup
+    _, src, _ = setup
     model = tiny_unet(tmp_path / "same.pt", 3, "same")
     out = tmp_path / "mask.tif"
-    code, err = run_cli(capsys, "--input", src, "--output", out, "--model", model, "--tile", 32)
+    code, _ = run_cli(capsys, "--input", src, "--output", out, "--model", model, "--tile", 32)
     assert code == 0
     assert any("--halo" in r.message and "32 px" in r.message for r in caplog.records)

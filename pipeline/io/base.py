@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol, Self
 
@@ -43,6 +43,21 @@ class RasterInfo:
     levels: tuple[tuple[int, int], ...] = ()
     level: int = 0
     extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form (without the free-form ``extra``)."""
+        d = asdict(self)
+        d.pop("extra")
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RasterInfo:
+        """Inverse of :meth:`to_dict` (lists from JSON become tuples)."""
+
+        def tup(v: Any) -> Any:
+            return tuple(tup(x) for x in v) if isinstance(v, list | tuple) else v
+
+        return cls(**{k: tup(v) for k, v in d.items() if k != "extra"})
 
     @property
     def shape(self) -> tuple[int, int]:

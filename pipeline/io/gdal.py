@@ -34,8 +34,9 @@ class GdalReader(ReaderBase):
             raise RasterError(f"cannot read {path} as a raster: {_first_line(exc)}") from None
         with base:
             factors = base.overviews(1) if base.count else []
-            levels = ((base.height, base.width),) + tuple(
-                (math.ceil(base.height / f), math.ceil(base.width / f)) for f in factors
+            levels = (
+                (base.height, base.width),
+                *((math.ceil(base.height / f), math.ceil(base.width / f)) for f in factors),
             )
             if not 0 <= level < len(levels):
                 raise InputError(
@@ -43,7 +44,7 @@ class GdalReader(ReaderBase):
                 )
             dtypes = set(base.dtypes)
             if len(dtypes) != 1:
-                raise RasterError(f"{path}: bands of mixed types {sorted(dtypes)} are not supported")
+                raise RasterError(f"{path}: bands of mixed types {sorted(dtypes)} are unsupported")
             crs = base.crs
             info = RasterInfo(
                 path=path,

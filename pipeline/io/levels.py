@@ -85,6 +85,22 @@ def unit_in_meters(unit: str | None) -> float | None:
 # ----------------------------------------------------------------------------------- reading
 
 
+def level_scale(base: tuple[int, int], level: tuple[int, int]) -> tuple[float, float]:
+    """How many times coarser (y, x) a level of shape ``level`` is than ``base``.
+
+    When an integer factor ``f`` explains the shape (``ceil`` or ``floor`` of ``base / f`` on
+    both axes, as pyramid writers do) that factor is exact; otherwise the size ratios.
+    """
+    ratio_y, ratio_x = base[0] / level[0], base[1] / level[1]
+    factor = round(math.sqrt(ratio_y * ratio_x))
+    if factor >= 1:
+        floor = (base[0] // factor, base[1] // factor)
+        ceil = (-(-base[0] // factor), -(-base[1] // factor))
+        if tuple(level) in (floor, ceil):
+            return float(factor), float(factor)
+    return ratio_y, ratio_x
+
+
 def level_pixel_sizes(info: RasterInfo) -> tuple[tuple[float, float], ...] | None:
     """Pixel size (y, x) of every level in the raster's own units, or None when it has none.
 
@@ -101,8 +117,10 @@ def level_pixel_sizes(info: RasterInfo) -> tuple[tuple[float, float], ...] | Non
     else:
         return None
     # back to level 0, then out to every level
-    base_y, base_x = py * here[0] / levels[0][0], px * here[1] / levels[0][1]
-    return tuple((base_y * levels[0][0] / h, base_x * levels[0][1] / w) for h, w in levels)
+    sy, sx = level_scale(levels[0], here)
+    base_y, base_x = py / sy, px / sx
+    scales = [level_scale(levels[0], shape) for shape in levels]
+    return tuple((base_y * fy, base_x * fx) for fy, fx in scales)
 
 
 def _describe_levels(info: RasterInfo) -> str:
@@ -194,13 +212,24 @@ def iter_tiles(array: Any, factor: int, shape: tuple[int, int], tile: int) -> It
             yield strip[..., col : col + tile]
 
 
-def check_shape(array_shape: Sequence[int], info: RasterInfo, what: str) -> None:
-    """Raise :class:`InputError` unless the last two axes of ``array_shape`` are the image's."""
-    if tuple(array_shape[-2:]) != info.shape:
+def open_stored(path: str | os.PathLike[str], info: RasterInfo, what: str, ndim: int) -> Any:
+    """Open the work-directory Zarr array of ``what`` (labels, probabilities, image) for export.
+
+    Raises :class:`InputError` unless it has ``ndim`` axes (labels (H, W); probabilities and
+    images (C, H, W)) and the image's height and width.
+    """
+    from segpipe.pipeline.io.zarrstore import open_array
+
+    array = open_array(path, mode="r")
+    layout = "(H, W)" if ndim == 2 else "(channels, H, W)"
+    if array.ndim != ndim:
+        raise InputError(f"{what} at {path} must be {layout}, got shape {array.shape}")
+    if tuple(array.shape[-2:]) != info.shape:
         raise InputError(
-            f"{what} have shape {tuple(array_shape)} but {info.path} is "
+            f"{what} at {path} have shape {tuple(array.shape)} but {info.path} is "
             f"{info.height}x{info.width}: they do not belong to this image"
         )
+    return array
 
 
 def _remove(path: Path) -> None:

@@ -31,16 +31,15 @@ from segpipe.pipeline.io.base import RasterInfo
 from segpipe.pipeline.io.levels import (
     LENGTH_UNITS,
     atomic_output,
-    check_shape,
     class_channel_names,
     iter_tiles,
     normalize_unit,
+    open_stored,
     probability_block,
     pyramid_shapes,
     unit_in_meters,
 )
 from segpipe.pipeline.io.tiff import AxisLayout, TifffileReader, classify_tiff
-from segpipe.pipeline.io.zarrstore import open_array
 
 TILE = 512
 NS_CLASSES = "segpipe/classes"
@@ -168,17 +167,19 @@ def _write_pyramid(
     }
     if predictor:
         options["predictor"] = True
-    with atomic_output(out_path) as partial:
-        with tifffile.TiffWriter(partial, bigtiff=raw > 2**31 - 2**25, ome=True) as tif:
+    bigtiff = raw > 2**31 - 2**25
+    with atomic_output(out_path) as partial, tifffile.TiffWriter(
+        partial, bigtiff=bigtiff, ome=True
+    ) as tif:
+        tif.write(
+            tiles(0), shape=(*lead, *shapes[0]), subifds=len(shapes) - 1,
+            metadata=metadata, **_resolution(info, 1), **options,
+        )
+        for i in range(1, len(shapes)):
             tif.write(
-                tiles(0), shape=(*lead, *shapes[0]), subifds=len(shapes) - 1,
-                metadata=metadata, **_resolution(info, 1), **options,
+                tiles(i), shape=(*lead, *shapes[i]), subfiletype=1,
+                **_resolution(info, 2**i), **options,
             )
-            for i in range(1, len(shapes)):
-                tif.write(
-                    tiles(i), shape=(*lead, *shapes[i]), subfiletype=1,
-                    **_resolution(info, 2**i), **options,
-                )
 
 
 def _hex(color: Sequence[int]) -> str:
@@ -202,10 +203,7 @@ def write_label_ome_tiff(
     for the layout and metadata. ``colors`` are (r, g, b) per class; ``nodata`` the label value
     of input nodata (255/65535) or None.
     """
-    labels = open_array(labels_path, mode="r")
-    if labels.ndim != 2:
-        raise InputError(f"labels at {labels_path} must be (H, W), got shape {labels.shape}")
-    check_shape(labels.shape, info, f"labels at {labels_path}")
+    labels = open_stored(labels_path, info, "labels", 2)
     if len(colors) != len(class_names):
         raise InputError(f"{len(class_names)} class names but {len(colors)} colors")
     tile = _tile_size(info.shape, tile)
@@ -261,10 +259,7 @@ def write_probabilities_ome_tiff(
     :func:`write_label_ome_tiff`. Channels are written one after the other (TIFF order), so each
     probability chunk is decoded once per class.
     """
-    probs = open_array(probs_path, mode="r")
-    if probs.ndim != 3:
-        raise InputError(f"probabilities at {probs_path} must be (classes, H, W), got {probs.shape}")
-    check_shape(probs.shape, info, f"probabilities at {probs_path}")
+    probs = open_stored(probs_path, info, "probabilities", 3)
     count = probs.shape[0]
     tile = _tile_size(info.shape, tile)
     shapes = pyramid_shapes(info.height, info.width, tile)

@@ -46,19 +46,17 @@ import zarr
 from segpipe.models.errors import InputError, RasterError
 from segpipe.pipeline.io.base import RasterInfo, ReaderBase
 from segpipe.pipeline.io.levels import (
-    LENGTH_UNITS,
     atomic_output,
-    check_shape,
     class_channel_names,
     ngff_unit,
     normalize_unit,
+    open_stored,
     probability_block,
     pyramid_shapes,
     read_nearest,
     unit_in_meters,
 )
 from segpipe.pipeline.io.tiff import AxisLayout
-from segpipe.pipeline.io.zarrstore import open_array
 from segpipe.pipeline.tiling import Window
 
 PYRAMID_METHOD = "nearest: level i = level0[::2**i, ::2**i]"
@@ -195,7 +193,9 @@ class OmeZarrReader(ReaderBase):
         )
         if level:
             height, width = levels[level]
-            info = replace(info, level=level, height=height, width=width, pixel_size=pixel_size(level))
+            info = replace(
+                info, level=level, height=height, width=width, pixel_size=pixel_size(level)
+            )
         self.info = info
         self._array = arrays[level]
         self._layout = layouts[level]
@@ -231,7 +231,7 @@ def _format(version: NgffVersion | str) -> Any:
 def _spatial(info: RasterInfo) -> tuple[tuple[float, float], dict[str, str] | None]:
     """Level-0 (y, x) scale and the NGFF axis units: the pixel size, or 1.0 without units."""
     unit = ngff_unit(info.pixel_unit)
-    if info.pixel_size is None or unit is None or normalize_unit(info.pixel_unit) not in LENGTH_UNITS:
+    if info.pixel_size is None or unit is None:
         return (1.0, 1.0), None
     return (float(info.pixel_size[0]), float(info.pixel_size[1])), {"y": unit, "x": unit}
 
@@ -272,8 +272,10 @@ def _write_pyramid(
     dtype: Any,
     convert: Any = None,
 ) -> list[zarr.Array]:
-    """Arrays ``0..n`` of (C, h, w) in ``group``: level 0 copied from ``source`` (C, H, W) one
-    chunk row at a time (through ``convert``), level i as level i-1 ``[:, ::2, ::2]``.
+    """Create and fill arrays ``0..n`` of (C, h, w) in ``group``, one chunk row at a time.
+
+    Level 0 is copied from ``source`` (C, H, W) (through ``convert``); level i is level i-1
+    ``[:, ::2, ::2]`` read back from the output.
     """
     bands = source.shape[0]
     arrays = [
@@ -345,10 +347,7 @@ def _write_image(
     writer = _ome_zarr_writer()
     scale, units = _spatial(info)
     if image_path is not None:
-        image = open_array(image_path, mode="r")
-        if image.ndim != 3:
-            raise InputError(f"image at {image_path} must be (bands, H, W), got {image.shape}")
-        check_shape(image.shape, info, f"image at {image_path}")
+        image = open_stored(image_path, info, "image", 3)
         arrays = _write_pyramid(root, image, shapes, chunk, fmt, dtype=image.dtype)
         names = list(info.channel_names or [f"band_{i + 1}" for i in range(image.shape[0])])
         if len(names) != image.shape[0]:
@@ -385,10 +384,7 @@ def write_label_ome_zarr(
     """
     writer = _ome_zarr_writer()
     fmt = _format(ngff_version)
-    labels = open_array(labels_path, mode="r")
-    if labels.ndim != 2:
-        raise InputError(f"labels at {labels_path} must be (H, W), got shape {labels.shape}")
-    check_shape(labels.shape, info, f"labels at {labels_path}")
+    labels = open_stored(labels_path, info, "labels", 2)
     if len(colors) != len(class_names):
         raise InputError(f"{len(class_names)} class names but {len(colors)} colors")
     chunk = int(labels.chunks[0])
@@ -437,10 +433,7 @@ def write_probabilities_ome_zarr(
     """
     writer = _ome_zarr_writer()
     fmt = _format(ngff_version)
-    probs = open_array(probs_path, mode="r")
-    if probs.ndim != 3:
-        raise InputError(f"probabilities at {probs_path} must be (classes, H, W), got {probs.shape}")
-    check_shape(probs.shape, info, f"probabilities at {probs_path}")
+    probs = open_stored(probs_path, info, "probabilities", 3)
     chunk = int(probs.chunks[1])
     shapes = pyramid_shapes(info.height, info.width, chunk)
     scale, units = _spatial(info)

@@ -82,7 +82,8 @@ class OpenSlideReader(ReaderBase):
                 f"({', '.join(f'{w}x{h}' for h, w in levels)})"
             )
         props = slide.properties
-        mpp_x, mpp_y = _positive(props.get("openslide.mpp-x")), _positive(props.get("openslide.mpp-y"))
+        mpp_x = _positive(props.get("openslide.mpp-x"))
+        mpp_y = _positive(props.get("openslide.mpp-y"))
         pixel_size = (mpp_y, mpp_x) if mpp_x is not None and mpp_y is not None else None
         extra: dict[str, Any] = {"vendor": props.get("openslide.vendor"), "backend": "openslide"}
         if (power := _positive(props.get("openslide.objective-power"))) is not None:

@@ -34,9 +34,10 @@ from segpipe.models.errors import InputError, RasterError
 from segpipe.pipeline.io.base import RasterInfo, ReaderBase
 from segpipe.pipeline.io.levels import (
     atomic_output,
-    check_shape,
     class_channel_names,
+    level_scale,
     normalize_unit,
+    open_stored,
     probability_block,
     pyramid_shapes,
 )
@@ -59,8 +60,9 @@ def is_tiff(path: str) -> bool:
 
 
 def classify_tiff(path: str) -> str | None:
-    """Which reader family a TIFF belongs to: ``"gdal"``, ``"ome"``, ``"ndpi"``, ``"svs"`` or
-    ``"tiff"``; None when ``path`` is not a readable TIFF.
+    """The reader family of a TIFF: gdal, ome, ndpi, svs or tiff (None: not a readable TIFF).
+
+    GeoTIFF tags or GDAL's metadata/nodata tags make it ``"gdal"`` whatever else it has.
     """
     if not is_tiff(path):
         return None
@@ -142,7 +144,7 @@ class AxisLayout:
         order = [i for i, a in enumerate(kept) if a in _BAND_AXES]
         order += [kept.index("Y"), kept.index("X")]
         data = data.transpose(order)
-        return data.reshape(-1, window.height, window.width)
+        return data.reshape(self.bands, window.height, window.width)
 
 
 class TifffileReader(ReaderBase):
@@ -199,7 +201,7 @@ class TifffileReader(ReaderBase):
         )
         if level:
             height, width = levels[level]
-            info = info.with_level(level, height, width, base.width / width)
+            info = info.with_level(level, height, width, level_scale(levels[0], levels[level])[1])
         return info
 
     def _metadata(self, series: tifffile.TiffPageSeries) -> dict[str, Any]:
@@ -298,12 +300,7 @@ def write_probabilities_geotiff(
     from rasterio.crs import CRS
     from rasterio.windows import Window as RioWindow
 
-    from segpipe.pipeline.io.zarrstore import open_array
-
-    probs = open_array(probs_path, mode="r")
-    if probs.ndim != 3:
-        raise InputError(f"probabilities at {probs_path} must be (classes, H, W), got {probs.shape}")
-    check_shape(probs.shape, info, f"probabilities at {probs_path}")
+    probs = open_stored(probs_path, info, "probabilities", 3)
     count, height, width = probs.shape
     names = class_channel_names(count, class_names)
     dtype = "uint8" if as_uint8 else "float32"

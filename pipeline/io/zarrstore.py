@@ -52,9 +52,8 @@ class ZarrReader(ReaderBase):
             raise RasterError(f"{path}: expected a 2-D or 3-D array, found shape {shape}")
         stored = dict(self._array.attrs).get(INFO_ATTR)
         bands = shape[0] if len(shape) == 3 else 1
-        if stored:
-            info = RasterInfo(**{**stored, "levels": tuple(map(tuple, stored["levels"]))})
-            info = _with_tuples(info)
+        if isinstance(stored, dict):
+            info = RasterInfo.from_dict(stored)
         else:
             info = RasterInfo(
                 path=path, format="zarr", height=shape[-2], width=shape[-1], bands=bands,
@@ -75,17 +74,6 @@ class ZarrReader(ReaderBase):
         return np.asarray(self._array[:, rows, cols])
 
 
-def _with_tuples(info: RasterInfo) -> RasterInfo:
-    from dataclasses import replace
-
-    return replace(
-        info,
-        transform=tuple(info.transform) if info.transform else None,
-        pixel_size=tuple(info.pixel_size) if info.pixel_size else None,  # type: ignore[arg-type]
-        channel_names=tuple(info.channel_names) if info.channel_names else None,
-    )
-
-
 def create_array(
     path: str | os.PathLike[str], shape: tuple[int, ...], chunks: tuple[int, ...], dtype: str,
     *, fill_value: float = 0, attrs: dict | None = None,
@@ -102,16 +90,12 @@ def create_array(
 
 def open_array(path: str | os.PathLike[str], mode: str = "r+") -> zarr.Array:
     """Open an existing array."""
-    return zarr.open_array(os.fspath(path), mode=mode)  # type: ignore[arg-type]
+    return zarr.open_array(os.fspath(path), mode=mode)
 
 
 def info_attrs(info: RasterInfo) -> dict:
     """``info`` as JSON-able attributes (without the free-form extras)."""
-    from dataclasses import asdict
-
-    d = asdict(info)
-    d.pop("extra", None)
-    return {INFO_ATTR: d}
+    return {INFO_ATTR: info.to_dict()}
 
 
 def ingest(reader: Reader, path: str | os.PathLike[str], tile: int, *, windows=None) -> None:

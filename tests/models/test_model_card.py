@@ -34,6 +34,7 @@ def test_json_round_trip_and_hex_colors():
     assert back.num_classes == 2
     assert back.normalization.std == (1.0, 1.0, 1.0, 1.0)
     assert ModelCard.from_dict(card.to_dict()) == card
+    assert hash(back) == hash(card)
 
 
 def test_minimal_dict_defaults():

@@ -13,7 +13,14 @@ import pytest
 import rasterio
 import torch
 
-from segpipe.models import NormMethod, create_model, default_card, load_model, probe_geometry, save_checkpoint
+from segpipe.models import (
+    NormMethod,
+    create_model,
+    default_card,
+    load_model,
+    probe_geometry,
+    save_checkpoint,
+)
 from segpipe.pipeline.run import RunOptions, run_local
 from segpipe.pipeline.stitch import Blend
 

@@ -46,7 +46,7 @@ def test_read_window_equals_the_mirror_extended_image(h, w, tile, halo, extra, b
         expected = extended[:, t.read.row + pad : t.read.row_stop + pad,
                             t.read.col + pad : t.read.col_stop + pad]
         np.testing.assert_array_equal(win, expected)
-    assert all(0 <= r.row and r.row_stop <= h and 0 <= r.col and r.col_stop <= w for r in reads)
+    assert all(r.row >= 0 and r.row_stop <= h and r.col >= 0 and r.col_stop <= w for r in reads)
 
 
 def _read(img, win: Window, log: list):

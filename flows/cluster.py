@@ -1,0 +1,284 @@
+"""The Dask side of a run: which cluster, how its workers are set up, and the block tasks.
+
+By default a :class:`~distributed.LocalCluster` of worker processes is started for the run:
+one worker per GPU (each with a ``GPU`` resource and its own device) when there are GPUs, else
+``min(cores, 4)`` workers with one Dask thread each, and the cores shared out as torch threads
+so the machine is not oversubscribed. ``--scheduler tcp://host:port`` joins an existing cluster
+instead (dask-jobqueue, Kubernetes, dask-cuda, ``dask scheduler`` + ``dask worker``); its
+workers get the same torch-thread sizing per host. Workers must see the work directory and the
+model file at the same paths as the client (a shared filesystem).
+
+Block tasks carry a :class:`~segpipe.pipeline.segment.SegmentJob` and a block index, never
+arrays; each worker loads the model once and keeps it
+(:func:`segpipe.pipeline.segment.cached_model`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+from distributed import Client, Future, as_completed
+from distributed.diagnostics.plugin import WorkerPlugin
+
+from segpipe.models.errors import InputError
+from segpipe.pipeline.manifest import BlockRecord
+from segpipe.pipeline.run import block_id, segment_and_record
+from segpipe.pipeline.segment import SegmentJob
+
+log = logging.getLogger("segpipe")
+
+MAX_DEFAULT_WORKERS = 4
+RETRIES = 2
+POLL_SECONDS = 0.2
+
+
+def available_cores() -> int:
+    """CPU cores this process may use."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def gpu_count() -> int:
+    """CUDA devices visible to this process."""
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+@dataclass(frozen=True)
+class ClusterSpec:
+    """Where blocks run: an existing scheduler, or a local cluster of ``workers`` processes.
+
+    ``workers=None`` sizes the local cluster to the machine; ``workers=0`` runs the blocks in
+    this process without Dask (the reference path, for debugging).
+    """
+
+    scheduler: str | None = None
+    workers: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.workers is not None and self.workers < 0:
+            raise InputError(f"--workers must be >= 0, got {self.workers}")
+        if self.scheduler is not None and self.workers is not None:
+            raise InputError(
+                "--workers sizes the local cluster and cannot be used with --scheduler; size "
+                "the existing cluster where it is started"
+            )
+
+    @property
+    def in_process(self) -> bool:
+        """Whether blocks run in this process (no Dask)."""
+        return self.scheduler is None and self.workers == 0
+
+
+@dataclass(frozen=True)
+class LocalLayout:
+    """How a local cluster is laid out on this machine."""
+
+    workers: int
+    torch_threads: int
+    gpus: int
+
+    @classmethod
+    def for_machine(cls, workers: int | None = None) -> LocalLayout:
+        """One worker per GPU, else ``min(cores, 4)``; cores shared out as torch threads."""
+        cores, gpus = available_cores(), gpu_count()
+        if workers is None:
+            workers = gpus or min(cores, MAX_DEFAULT_WORKERS)
+        return cls(workers, max(1, cores // workers), gpus)
+
+
+class TorchThreads(WorkerPlugin):
+    """Sizes torch's thread pool on each worker so workers × threads ≈ the host's cores.
+
+    ``threads_on_host`` maps a host to the Dask threads of all workers on it (known to the
+    client from the scheduler); a worker that joins later divides by its own thread count.
+    ``gpu_by_name`` pins LocalCluster workers (named 0, 1, ...) to one CUDA device each.
+    """
+
+    idempotent = False
+
+    def __init__(
+        self, threads: int | None = None, threads_on_host: dict[str, int] | None = None,
+        gpu_by_name: bool = False,
+    ) -> None:
+        self.threads = threads
+        self.threads_on_host = threads_on_host or {}
+        self.gpu_by_name = gpu_by_name
+
+    def setup(self, worker) -> None:
+        """Set the worker's torch threads (and CUDA device)."""
+        import torch
+
+        threads = self.threads
+        if threads is None:
+            host = worker.address.rsplit(":", 1)[0]
+            busy = self.threads_on_host.get(host, worker.state.nthreads)
+            threads = max(1, available_cores() // max(1, busy))
+        torch.set_num_threads(threads)
+        if self.gpu_by_name and torch.cuda.is_available():
+            with contextlib.suppress(TypeError, ValueError):
+                torch.cuda.set_device(int(worker.name) % torch.cuda.device_count())
+
+
+def run_block(job: SegmentJob, index: tuple[int, int], workdir: str, run_id: str) -> BlockRecord:
+    """The Dask task of one block: segment it, write its chunks, then its ``done`` marker."""
+    from distributed import get_worker
+
+    try:
+        worker = get_worker().address
+    except ValueError:  # called outside a worker
+        worker = "local"
+    return segment_and_record(job, index, workdir, run_id, worker=worker)
+
+
+class Cluster:
+    """The Dask cluster of a run, started on first use and closed at the end (context manager).
+
+    Inputs that are up to date never start it. With ``--scheduler`` the client connects to the
+    existing cluster and leaves it running at the end.
+    """
+
+    def __init__(self, spec: ClusterSpec) -> None:
+        self.spec = spec
+        self._cluster = None
+        self._client: Client | None = None
+        self.gpu_resource = False
+
+    def __enter__(self) -> Cluster:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def client(self) -> Client:
+        """The connected client (starting the local cluster if needed)."""
+        if self._client is None:
+            self._client = self._connect()
+        return self._client
+
+    def _connect(self) -> Client:
+        if self.spec.scheduler:
+            try:
+                client = Client(self.spec.scheduler, timeout="20s")
+            except OSError as exc:
+                raise InputError(
+                    f"--scheduler {self.spec.scheduler}: cannot connect ({exc}); check the "
+                    "address (tcp://host:port) and that the scheduler is running"
+                ) from None
+            try:
+                client.wait_for_workers(1, timeout=120)
+            except TimeoutError:
+                client.close()
+                raise InputError(
+                    f"--scheduler {self.spec.scheduler} has no workers; start some with "
+                    f"`dask worker {self.spec.scheduler}`"
+                ) from None
+            workers = client.scheduler_info(n_workers=-1)["workers"].values()
+            per_host: dict[str, int] = {}
+            for w in workers:
+                per_host[w["host"]] = per_host.get(w["host"], 0) + w["nthreads"]
+            self.gpu_resource = any("GPU" in (w.get("resources") or {}) for w in workers)
+            client.register_plugin(TorchThreads(threads_on_host=per_host), name="segpipe-torch")
+            return client
+        from distributed import LocalCluster
+
+        layout = LocalLayout.for_machine(self.spec.workers)
+        extra = {"resources": {"GPU": 1}} if layout.gpus else {}
+        self._cluster = LocalCluster(
+            n_workers=layout.workers, threads_per_worker=1, processes=True,
+            dashboard_address=None, silence_logs=logging.ERROR, **extra,
+        )
+        self.gpu_resource = bool(layout.gpus)
+        client = Client(self._cluster)
+        client.register_plugin(
+            TorchThreads(layout.torch_threads, gpu_by_name=bool(layout.gpus)),
+            name="segpipe-torch",
+        )
+        return client
+
+    @property
+    def address(self) -> str:
+        """The scheduler address."""
+        return self.client().scheduler.address
+
+    def close(self) -> None:
+        """Close the client, and the cluster when this object started it."""
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+        if self._cluster is not None:
+            self._cluster.close()
+            self._cluster = None
+
+
+def submit_blocks(
+    client, job: SegmentJob, indices: Sequence[tuple[int, int]], workdir: str, run_id: str,
+    *, gpu: bool = False,
+) -> tuple[list[Future], dict[str, tuple[int, int]]]:
+    """Submit one task per block; returns the futures and {task key: block index}.
+
+    Computes nothing itself: the tasks run on the workers.
+
+    Tasks are retried twice on error; a task whose worker dies is rescheduled by Dask on
+    another worker. Keys name the run attempt and the block, so attempts never collide on a
+    shared scheduler.
+    """
+    keys = [f"segpipe-{run_id}-{block_id(i)}" for i in indices]
+    n = len(indices)
+    futures = client.map(
+        run_block, [job] * n, list(indices), [workdir] * n, [run_id] * n,
+        key=keys, retries=RETRIES, pure=False, resources={"GPU": 1} if gpu else None,
+    )
+    return futures, dict(zip(keys, indices))
+
+
+def gather_blocks(
+    futures: list[Future], indices: dict[str, tuple[int, int]],
+    *, on_done: Callable[[BlockRecord], None], on_failed: Callable[[tuple[int, int], str], None],
+    on_idle: Callable[[], None],
+) -> None:
+    """Wait for the block futures, calling back as each finishes (results flow to the client).
+
+    ``on_idle`` is called about every 0.2 s while nothing finishes (for stall reporting).
+    Futures are released as they finish, so their results do not pile up on the workers.
+    """
+    pending = as_completed(futures)
+    del futures
+    while not pending.is_empty():
+        batch = pending.next_batch(block=False)
+        if not batch:
+            on_idle()
+            time.sleep(POLL_SECONDS)
+            continue
+        for future in batch:
+            index = indices[future.key]
+            if future.status == "finished":
+                on_done(future.result())
+            else:
+                try:
+                    exc = future.exception()
+                    message = f"{type(exc).__name__}: {exc}"
+                except Exception as err:  # cancelled or lost futures raise here
+                    message = f"{type(err).__name__}: {err}"
+                on_failed(index, message)
+            future.release()
+
+
+@contextlib.contextmanager
+def quiet_distributed() -> Iterator[None]:
+    """Keep distributed's own log lines (worker restarts, retries) off the console."""
+    logger = logging.getLogger("distributed")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
