@@ -146,11 +146,19 @@ class Cluster:
     existing cluster and leaves it running at the end.
     """
 
+    _active: dict[str, Cluster] = {}  # noqa: RUF012 (a registry of open clusters by address)
+
     def __init__(self, spec: ClusterSpec) -> None:
         self.spec = spec
         self._cluster = None
         self._client: Client | None = None
         self.gpu_resource = False
+
+    @classmethod
+    def for_address(cls, address: str) -> Cluster:
+        """The open cluster of this process with scheduler ``address``, else a connection."""
+        found = cls._active.get(address)
+        return found if found is not None else cls(ClusterSpec(scheduler=address))
 
     def __enter__(self) -> Cluster:
         return self
@@ -162,6 +170,7 @@ class Cluster:
         """The connected client (starting the local cluster if needed)."""
         if self._client is None:
             self._client = self._connect()
+            Cluster._active[self._client.scheduler.address] = self
         return self._client
 
     def _connect(self) -> Client:
@@ -212,6 +221,7 @@ class Cluster:
     def close(self) -> None:
         """Close the client, and the cluster when this object started it."""
         if self._client is not None:
+            Cluster._active.pop(self._client.scheduler.address, None)
             self._client.close()
             self._client = None
         if self._cluster is not None:
