@@ -30,7 +30,8 @@ demo: setup
 		print('\n'.join(f\"{c['name']:>12}: {c.get('area', 0) / 1e4:10.1f} ha\" for c in s['classes']))"
 
 bench: setup
-	$(PY) benchmarks/run_all.py
+	$(PY) benchmarks/overhead.py
+	$(PY) benchmarks/memory.py
 
 clean:
 	rm -rf $(DEMO) .pytest_cache .mypy_cache

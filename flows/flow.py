@@ -148,7 +148,7 @@ def expand_inputs(
             files.update((str(f), None) for f in found)
             single = False
         else:
-            raise InputError(f"--input {spec} does not exist; check the path")
+            raise InputError(f"--input {spec}: file not found; check the path")
     paths = list(files)
     if single and len(paths) == 1:
         out = output or str(Path(paths[0]).with_name(output_name(paths[0])))
@@ -408,15 +408,14 @@ def configure_logging(verbose: bool) -> None:
     """
     from prefect.logging.handlers import PrefectConsoleHandler
 
-    root = logging.getLogger()
-    for handler in root.handlers:
-        if isinstance(handler, PrefectConsoleHandler) and not verbose:
-            handler.setLevel(logging.CRITICAL + 1)
-        elif not verbose:
-            if not any(isinstance(f, _DropLibraryRecords) for f in handler.filters):
-                handler.addFilter(_DropLibraryRecords())
     if verbose:
         logging.getLogger("segpipe").setLevel(logging.INFO)
+        return
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, PrefectConsoleHandler):
+            handler.setLevel(logging.CRITICAL + 1)
+        elif not any(isinstance(f, _DropLibraryRecords) for f in handler.filters):
+            handler.addFilter(_DropLibraryRecords())
 
 
 __all__ = [
