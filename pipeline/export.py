@@ -6,40 +6,17 @@ mode, never by running the model again); every output appears atomically at the 
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from segpipe.models.errors import InputError
 from segpipe.pipeline import __version__
 from segpipe.pipeline.infer import nodata_label
+from segpipe.pipeline.io.levels import OutputFormat, probabilities_path, write_probabilities
 
 if TYPE_CHECKING:
     from segpipe.pipeline.run import Prepared
 
-
-class OutputFormat:
-    """Output format from the file name."""
-
-    GEOTIFF = "geotiff"
-    OME_TIFF = "ome-tiff"
-    OME_ZARR = "ome-zarr"
-
-    @staticmethod
-    def of(path: str | os.PathLike[str]) -> str:
-        """The format a path's extension asks for."""
-        name = Path(path).name.lower()
-        if name.endswith((".ome.tif", ".ome.tiff")):
-            return OutputFormat.OME_TIFF
-        if name.endswith(".ome.zarr"):
-            return OutputFormat.OME_ZARR
-        if name.endswith((".tif", ".tiff")):
-            return OutputFormat.GEOTIFF
-        raise InputError(
-            f"--output {path}: unknown extension; use .tif/.tiff (GeoTIFF, COG layout), "
-            ".ome.tif (OME-TIFF) or .ome.zarr (OME-Zarr labels)"
-        )
-
+__all__ = ["OutputFormat", "export", "provenance_tags"]
 
 
 def provenance_tags(prep: Prepared) -> dict[str, str]:
@@ -55,20 +32,39 @@ def provenance_tags(prep: Prepared) -> dict[str, str]:
     }
 
 
-def export(prep: Prepared) -> str:
-    """Write the output file the extension asks for from the label array; returns its path."""
-    fmt = OutputFormat.of(prep.options.output)
-    classes = prep.card.classes
-    if fmt == OutputFormat.GEOTIFF:
+def export(prep: Prepared) -> list[str]:
+    """Write the outputs the extension asks for from the work arrays; returns their paths."""
+    out = prep.options.output
+    fmt = OutputFormat.from_path(out)
+    names = [c.name for c in prep.card.classes]
+    colors = [c.color for c in prep.card.classes]
+    nodata = nodata_label(prep.num_classes)
+    if fmt is OutputFormat.GEOTIFF:
         from segpipe.pipeline.io.geotiff import write_label_cog
 
         write_label_cog(
-            prep.labels_path, prep.options.output, prep.info,
-            class_names=[c.name for c in classes], colors=[c.color for c in classes],
-            nodata=nodata_label(prep.num_classes), tags=provenance_tags(prep),
-            workdir=prep.workdir, overview_resampling=prep.options.overview_resampling,
+            prep.labels_path, out, prep.info, class_names=names, colors=colors, nodata=nodata,
+            tags=provenance_tags(prep), workdir=prep.workdir,
+            overview_resampling=prep.options.overview_resampling,
         )
-        return prep.options.output
-    raise InputError(f"output format {fmt} is not available yet")
+    elif fmt is OutputFormat.OME_TIFF:
+        from segpipe.pipeline.io.ometiff import write_label_ome_tiff
 
+        write_label_ome_tiff(
+            prep.labels_path, out, prep.info, class_names=names, colors=colors, nodata=nodata,
+            tags=provenance_tags(prep),
+        )
+    else:
+        from segpipe.pipeline.io.omezarr import write_label_ome_zarr
 
+        write_label_ome_zarr(
+            prep.labels_path, out, prep.info, class_names=names, colors=colors, nodata=nodata,
+            image_path=prep.image_path if Path(prep.image_path).exists() else None,
+        )
+    written = [out]
+    if prep.probabilities_path:
+        probs_out = probabilities_path(out)
+        write_probabilities(prep.probabilities_path, probs_out, prep.info, fmt,
+                            class_names=names if prep.out_channels > 1 else [names[-1]])
+        written.append(str(probs_out))
+    return written

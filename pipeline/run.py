@@ -235,7 +235,7 @@ def is_segpipe_output(path: str | os.PathLike[str]) -> bool:
 
 def check_output(options: RunOptions) -> None:
     """Refuse to overwrite an existing output without ``--overwrite``; check the extension."""
-    OutputFormat.of(options.output)
+    OutputFormat.from_path(options.output)
     out = Path(options.output)
     if out.exists() and not options.overwrite:
         raise OutputExistsError(f"--output {out} exists; pass --overwrite to replace it")

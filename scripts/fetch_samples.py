@@ -194,7 +194,9 @@ def fetch(dest: Path) -> list[Path]:
                 "sha256": _sha256(path),
                 "bytes": path.stat().st_size,
             }
-    manifest_path.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+    partial = manifest_path.with_name(f".{manifest_path.name}.partial")
+    partial.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+    partial.replace(manifest_path)
     for sample in SAMPLES:
         if dest / sample.dest not in written:
             print(f"present {dest / sample.dest}")

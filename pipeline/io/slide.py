@@ -9,6 +9,12 @@ with premultiplied alpha; the transparent parts (outside the scanned regions of 
 example) are composited onto the slide's background colour (``openslide.background-color``,
 white when absent), so the reader returns three bands: red, green, blue. Microns per pixel come
 from ``openslide.mpp-x`` / ``openslide.mpp-y``; without them there is no pixel size.
+
+Levels: OpenSlide's own. A window of level N is read at level-0 location ``round(col * d)``
+with ``d`` OpenSlide's downsample of the level; when the level size is not an exact fraction of
+level 0 (e.g. 410 → 103 columns, d = 3.98...), OpenSlide resamples by the sub-pixel remainder,
+so reads there are close to, not bit-identical with, the stored level. Level 0 and levels of
+integer downsample are exact.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import numpy as np
 
 from segpipe.models.errors import InputError, RasterError
 from segpipe.pipeline.io.base import RasterInfo, ReaderBase
+from segpipe.pipeline.io.levels import level_scale
 from segpipe.pipeline.tiling import Window
 
 # extensions sent to OpenSlide (all other slide formats are TIFFs tifffile reads)
@@ -104,11 +111,14 @@ class OpenSlideReader(ReaderBase):
         )
         if level:
             h, w = levels[level]
-            info = info.with_level(level, h, w, float(slide.level_downsamples[level]))
+            info = info.with_level(level, h, w, level_scale(levels[0], levels[level])[1])
         return info
 
     def read(self, window: Window) -> np.ndarray:
         """Pixels of ``window`` as (3, h, w) uint8."""
+        # OpenSlide divides the level-0 location by the level's downsample: exact when that is
+        # an integer (levels of exact halvings), otherwise a fraction of a pixel off, which
+        # OpenSlide resamples (see the module docstring)
         location = (
             round(window.col * self._downsample),
             round(window.row * self._downsample),

@@ -79,7 +79,7 @@ def test_pixel_size_of_georeferenced_rasters_comes_from_the_transform():
 
 
 def test_impossible_requests():
-    with pytest.raises(InputError, match="no pixel size.*--level"):
+    with pytest.raises(InputError, match=r"no pixel size.*--level"):
         choose_level(_slide(pixel_size=None), level=None, pixel_size=0.5)
     with pytest.raises(InputError, match="not both"):
         choose_level(_slide(), level=1, pixel_size=0.5)

@@ -122,7 +122,7 @@ def test_label_ome_tiff_without_pixel_size_has_no_physical_size(tmp_path):
 
 
 def test_label_ome_tiff_streams_tile_rows(tmp_path, monkeypatch):
-    labels_path, data = _labels(tmp_path)
+    labels_path, _ = _labels(tmp_path)
     counting = _CountingArray(zarr.open_array(labels_path, mode="r"))
     monkeypatch.setattr(ometiff, "open_stored", lambda *a, **k: counting)
     write_label_ome_tiff(
@@ -252,7 +252,7 @@ def test_label_ome_zarr_streams_chunk_rows(tmp_path, monkeypatch):
 
 def test_unknown_ngff_version(tmp_path):
     labels_path, _ = _labels(tmp_path)
-    with pytest.raises(InputError, match="'0.4', '0.5'"):
+    with pytest.raises(InputError, match=r"'0\.4', '0\.5'"):
         write_label_ome_zarr(
             labels_path, tmp_path / "m.ome.zarr", _info(), class_names=CLASSES, colors=COLORS,
             nodata=NODATA, ngff_version="0.3",

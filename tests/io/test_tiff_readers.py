@@ -256,5 +256,5 @@ def test_imagej_units(tmp_path):
 def test_unreadable_tiff_is_a_raster_error(tmp_path):
     path = tmp_path / "broken.tif"
     path.write_bytes(b"II*\x00" + b"\xff" * 20)
-    with pytest.raises(RasterError, match="cannot read|holds no image"):
+    with pytest.raises(RasterError, match=r"cannot read|holds no image"):
         TiffReader(str(path))
