@@ -141,7 +141,7 @@ def run(inputs: tuple[str, ...], output: str | None, pattern: str | None, quiet:
         raise click.UsageError("--workdir names one work directory; it needs a single input")
     execution = Execution(
         scheduler=kw["scheduler"], workers=kw["workers"], resume=resume, quiet=quiet,
-        stall_after=kw["stall_after"],
+        stall_after=kw["stall_after"], verbose=kw["verbose"],
     )
     summaries = segpipe_run(list(inputs), output, template, execution, pattern)
     if summary_path:
@@ -192,7 +192,7 @@ def serve(watch: str, pattern: str, output: str | None, cron: str | None,
     configure_logging(kw["verbose"])
     execution = Execution(
         scheduler=kw["scheduler"], workers=kw["workers"], quiet=True,
-        stall_after=kw["stall_after"],
+        stall_after=kw["stall_after"], verbose=kw["verbose"],
     )
     serve_folder(
         watch, pattern=pattern, output=output, options=_settings(watch, output or "", kw),

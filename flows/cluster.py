@@ -62,6 +62,7 @@ class ClusterSpec:
 
     scheduler: str | None = None
     workers: int | None = None
+    verbose: bool = False
 
     def __post_init__(self) -> None:
         if self.workers is not None and self.workers < 0:
@@ -203,7 +204,8 @@ class Cluster:
         extra = {"resources": {"GPU": 1}} if layout.gpus else {}
         self._cluster = LocalCluster(
             n_workers=layout.workers, threads_per_worker=1, processes=True,
-            dashboard_address=None, silence_logs=logging.ERROR, **extra,
+            dashboard_address=None,
+            silence_logs=logging.WARNING if self.spec.verbose else logging.CRITICAL, **extra,
         )
         self.gpu_resource = bool(layout.gpus)
         client = Client(self._cluster)

@@ -25,7 +25,7 @@ from prefect.cache_policies import NO_CACHE
 
 from segpipe.flows.cluster import Cluster, ClusterSpec, gather_blocks, submit_blocks
 from segpipe.flows.progress import Progress
-from segpipe.models.errors import InputError
+from segpipe.models.errors import InputError, SegpipeError
 from segpipe.pipeline.manifest import Manifest, done_blocks
 from segpipe.pipeline.run import (
     BlocksFailedError,
@@ -76,14 +76,19 @@ class Execution:
     resume: bool = False
     quiet: bool = False
     stall_after: float = 600.0
+    verbose: bool = False
 
     def cluster_spec(self) -> ClusterSpec:
         """The Dask cluster these settings ask for."""
-        return ClusterSpec(self.scheduler, self.workers)
+        return ClusterSpec(self.scheduler, self.workers, self.verbose)
 
 
 class BatchError(RuntimeError):
     """Some inputs of a batch failed (the others were processed)."""
+
+
+class BatchInputError(SegpipeError):
+    """Some inputs of a batch were refused for bad input or usage (exit 2); the others ran."""
 
 
 # ---------------------------------------------------------------------------------- inputs
@@ -353,7 +358,7 @@ def run_batch(jobs: Sequence[RunOptions], execution: Execution) -> list[dict]:
     With one input its error propagates as is; with several, an input that fails is reported
     and the others go on, then :class:`BatchError` lists the failures.
     """
-    summaries, failures = [], {}
+    summaries, failures, usage = [], {}, True
     with Cluster(execution.cluster_spec()) as cluster:
         for options in jobs:
             try:
@@ -364,11 +369,12 @@ def run_batch(jobs: Sequence[RunOptions], execution: Execution) -> list[dict]:
                 if len(jobs) == 1:
                     raise
                 failures[options.input] = f"{type(exc).__name__}: {exc}"
+                usage = usage and isinstance(exc, SegpipeError)
                 get_run_logger().error("%s failed: %s", options.input, failures[options.input])
                 if not execution.quiet:
                     print(f"error: {options.input}: {exc}", file=sys.stderr, flush=True)
     if failures:
-        raise BatchError(
+        raise (BatchInputError if usage else BatchError)(
             f"{len(failures)} of {len(jobs)} inputs failed: "
             + "; ".join(f"{k}: {v}" for k, v in failures.items())
         )
@@ -420,6 +426,7 @@ def configure_logging(verbose: bool) -> None:
 
 __all__ = [
     "BatchError",
+    "BatchInputError",
     "Execution",
     "configure_logging",
     "expand_inputs",

@@ -35,7 +35,7 @@ from torch import Tensor, nn
 from torch.fx.experimental.symbolic_shapes import is_concrete_int
 
 from .card import ModelCard
-from .errors import ModelError
+from .errors import InputError, ModelError
 from .registry import create_model, default_card, list_models, resolve_config
 
 __all__ = [
@@ -144,7 +144,7 @@ def load_model(path_or_name: str | os.PathLike[str], device: str = "cpu") -> Loa
     Every problem (missing file, unreadable or unknown content, bad card, bare state_dict,
     unavailable device) raises :class:`ModelError` with a one-line message.
     """
-    dev = _resolve_device(device)
+    dev = resolve_device(device)
     path = Path(path_or_name)
     if not path.exists():
         text = os.fspath(path_or_name)
@@ -186,25 +186,26 @@ def load_model(path_or_name: str | os.PathLike[str], device: str = "cpu") -> Loa
     )
 
 
-def _resolve_device(device: str) -> torch.device:
+def resolve_device(device: str) -> torch.device:
+    """``auto`` → the first CUDA device when there is one, else the CPU; ``cuda[:N]`` checked."""
+    device = device.strip().lower()
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError, ValueError):
-        raise ModelError(
-            f"device {device!r} is invalid; use 'cpu', 'cuda', 'cuda:N' or 'auto'"
+        raise InputError(
+            f"--device {device!r} is not a device: use auto, cpu, cuda or cuda:N"
         ) from None
     if dev.type == "cuda":
         if not torch.cuda.is_available():
-            raise ModelError(f"device {device!r} requested but CUDA is not available; use 'cpu'")
+            raise InputError(f"--device {device} asked for CUDA but no CUDA device is available")
         if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise ModelError(
-                f"device {device!r} does not exist; this machine has "
-                f"{torch.cuda.device_count()} CUDA device(s)"
+            raise InputError(
+                f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)"
             )
     elif dev.type != "cpu":
-        raise ModelError(f"device {device!r} is not supported; use 'cpu', 'cuda' or 'cuda:N'")
+        raise InputError(f"--device {device!r} is not supported: use auto, cpu, cuda or cuda:N")
     return dev
 
 

@@ -13,32 +13,12 @@ import numpy as np
 import torch
 
 from segpipe.models.errors import InputError
+from segpipe.models.loading import resolve_device
+
+__all__ = ["InferenceOptions", "Runner", "labels_from_logits", "resolve_device"]
 
 NODATA_U8 = 255
 NODATA_U16 = 65535
-
-
-def resolve_device(spec: str) -> torch.device:
-    """``auto`` → the first CUDA device when there is one, else the CPU; ``cuda[:N]`` checked."""
-    spec = spec.strip().lower()
-    if spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(spec)
-    except RuntimeError:
-        raise InputError(
-            f"--device {spec!r} is not a device: use auto, cpu, cuda or cuda:N"
-        ) from None
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise InputError(f"--device {spec} asked for CUDA but no CUDA device is available")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise InputError(
-                f"--device {spec}: there are only {torch.cuda.device_count()} CUDA devices"
-            )
-    elif device.type != "cpu":
-        raise InputError(f"--device {spec!r} is not supported: use auto, cpu, cuda or cuda:N")
-    return device
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,7 @@ import numpy as np
 from segpipe.models.errors import InputError, RasterError
 from segpipe.pipeline.io.base import RasterInfo, ReaderBase
 from segpipe.pipeline.io.levels import level_scale
+from segpipe.pipeline.io.tiff import _positive
 from segpipe.pipeline.tiling import Window
 
 # extensions sent to OpenSlide (all other slide formats are TIFFs tifffile reads)
@@ -47,14 +48,6 @@ def _import_openslide() -> Any:
             "`pip install segpipe[openslide]`"
         ) from None
     return openslide
-
-
-def _positive(value: Any) -> float | None:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if number > 0 and np.isfinite(number) else None
 
 
 class OpenSlideReader(ReaderBase):

@@ -21,6 +21,7 @@ from segpipe.models import (
     probe_geometry,
     save_checkpoint,
 )
+from segpipe.models.errors import InputError
 
 CONFIG = {"in_channels": 3, "num_classes": 3, "depth": 2, "base_width": 4, "padding": "valid"}
 SIZES = [(2, 44, 44), (1, 60, 52)]  # batch, height, width: all valid for depth 2
@@ -200,10 +201,10 @@ def test_bad_sidecar_is_reported(tmp_path, net):
 
 
 def test_bad_device_and_bad_input(files):
-    with pytest.raises(ModelError, match="device"):
+    with pytest.raises(InputError, match="--device 'tpu'"):
         load_model(files[ModelFormat.CHECKPOINT], device="tpu")
     if not torch.cuda.is_available():
-        with pytest.raises(ModelError, match="CUDA is not available"):
+        with pytest.raises(InputError, match="no CUDA device is available"):
             load_model(files[ModelFormat.CHECKPOINT], device="cuda")
     loaded = load_model(files[ModelFormat.CHECKPOINT])
     with pytest.raises(ModelError, match="expects 3"):
