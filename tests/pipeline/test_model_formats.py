@@ -81,3 +81,27 @@ def test_every_format_gives_the_eager_labels(tmp_path, eager, fmt):
         assert agree > 0.999
     else:
         assert agree == 1.0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arch", ["fcn_resnet50", "lraspp_mobilenet_v3_large"])
+def test_torchvision_models_run_and_their_stride_is_enforced(tmp_path, arch, capsys):
+    torch.manual_seed(0)
+    config = dict(in_channels=3, num_classes=4)
+    net = create_model(arch, **config)
+    path = tmp_path / f"{arch}.pt"
+    save_checkpoint(net, path, architecture=arch, config=config, card=default_card(arch, **config))
+    src = write_geotiff(tmp_path / "in.tif", smooth_image((3, 70, 90), "uint8"))
+    stride = net.stride
+    out = tmp_path / "out.tif"
+    bad = main(["run", "--input", str(src), "--output", str(out), "--model", str(path),
+                "--tile", str(stride * 4 + 2), "--device", "cpu", "--quiet"])
+    assert bad == 2 and f"stride {stride}" in capsys.readouterr().err
+    assert not out.exists()
+    code = main(["run", "--input", str(src), "--output", str(out), "--model", str(path),
+                 "--tile", str(stride * 4), "--halo", str(stride * 2), "--device", "cpu",
+                 "--quiet"])
+    assert code == 0
+    with rasterio.open(out) as ds:
+        labels = ds.read(1)
+    assert labels.shape == (70, 90) and labels.max() < 4
