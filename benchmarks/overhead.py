@@ -25,7 +25,7 @@ from segpipe.models import create_model, default_card, load_model, save_checkpoi
 from segpipe.pipeline.run import RunOptions, run_local
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests.conftest import smooth_image, write_geotiff  # noqa: E402
+from tests.conftest import smooth_image, write_geotiff
 
 
 def main() -> None:

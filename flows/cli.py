@@ -194,6 +194,9 @@ def serve(watch: str, pattern: str, output: str | None, cron: str | None,
         scheduler=kw["scheduler"], workers=kw["workers"], quiet=True,
         stall_after=kw["stall_after"], verbose=kw["verbose"],
     )
+    model = Path(kw["model"])
+    if model.is_file():
+        kw["model"] = str(model.absolute())  # runs start in their own processes
     serve_folder(
         watch, pattern=pattern, output=output, options=_settings(watch, output or "", kw),
         execution=execution, cron=cron, interval=interval, timezone=timezone, name=name,

@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
-from distributed import Client, Future, as_completed
+from distributed import Client, Future, LocalCluster, as_completed
 from distributed.diagnostics.plugin import WorkerPlugin
 
 from segpipe.models.errors import InputError
@@ -151,8 +151,9 @@ class Cluster:
 
     def __init__(self, spec: ClusterSpec) -> None:
         self.spec = spec
-        self._cluster = None
+        self._cluster: LocalCluster | None = None
         self._client: Client | None = None
+        self._address = ""
         self.gpu_resource = False
 
     @classmethod
@@ -171,7 +172,8 @@ class Cluster:
         """The connected client (starting the local cluster if needed)."""
         if self._client is None:
             self._client = self._connect()
-            Cluster._active[self._client.scheduler.address] = self
+            self._address = str(self._client.scheduler_info()["address"])
+            Cluster._active[self._address] = self
         return self._client
 
     def _connect(self) -> Client:
@@ -198,13 +200,12 @@ class Cluster:
             self.gpu_resource = any("GPU" in (w.get("resources") or {}) for w in workers)
             client.register_plugin(TorchThreads(threads_on_host=per_host), name="segpipe-torch")
             return client
-        from distributed import LocalCluster
-
         layout = LocalLayout.for_machine(self.spec.workers)
         extra = {"resources": {"GPU": 1}} if layout.gpus else {}
         self._cluster = LocalCluster(
             n_workers=layout.workers, threads_per_worker=1, processes=True,
-            dashboard_address=None,
+            dashboard_address=None,  # no dashboard; its HTTP server on any free port:
+            scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
             silence_logs=logging.WARNING if self.spec.verbose else logging.CRITICAL, **extra,
         )
         self.gpu_resource = bool(layout.gpus)
@@ -218,12 +219,13 @@ class Cluster:
     @property
     def address(self) -> str:
         """The scheduler address."""
-        return self.client().scheduler.address
+        self.client()
+        return self._address
 
     def close(self) -> None:
         """Close the client, and the cluster when this object started it."""
         if self._client is not None:
-            Cluster._active.pop(self._client.scheduler.address, None)
+            Cluster._active.pop(self._address, None)
             self._client.close()
             self._client = None
         if self._cluster is not None:
@@ -272,15 +274,22 @@ def gather_blocks(
             continue
         for future in batch:
             index = indices[future.key]
-            if future.status == "finished":
-                on_done(future.result())
+            if future.status == "error":
+                exc = future.exception()
+                on_failed(index, f"{type(exc).__name__}: {exc}")
+            elif future.status == "cancelled":
+                on_failed(index, "cancelled (the scheduler or the client lost the task)")
+            elif future.status != "finished":
+                # finished, then its result was lost with a dead worker: Dask recomputes it
+                pending.add(future)
+                continue
             else:
                 try:
-                    exc = future.exception()
-                    message = f"{type(exc).__name__}: {exc}"
-                except Exception as err:  # cancelled or lost futures raise here
-                    message = f"{type(err).__name__}: {err}"
-                on_failed(index, message)
+                    record = future.result()
+                except Exception as err:
+                    on_failed(index, f"{type(err).__name__}: {err}")
+                else:
+                    on_done(record)
             future.release()
 
 

@@ -9,8 +9,6 @@ skipped. The flow runs on Prefect's temporary local server when ``PREFECT_API_UR
 or on the server it names.
 """
 
-from __future__ import annotations
-
 import glob
 import logging
 import sys
@@ -18,6 +16,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
@@ -109,7 +108,8 @@ def _is_store(path: Path) -> bool:
     return any((path / m).exists() for m in ("zarr.json", ".zgroup", ".zarray", ".zattrs"))
 
 
-def _candidates(path: Path, patterns: Sequence[str]) -> list[Path]:
+def list_inputs(path: Path, patterns: Sequence[str]) -> list[Path]:
+    """Files of folder ``path`` matching ``patterns``, without hidden files and segpipe outputs."""
     found: dict[Path, None] = {}
     for pattern in patterns:
         for p in sorted(path.glob(pattern)):
@@ -120,13 +120,15 @@ def _candidates(path: Path, patterns: Sequence[str]) -> list[Path]:
 
 def expand_inputs(
     inputs: Sequence[str], output: str | None, options: RunOptions, pattern: str | None = None,
+    *, output_dir: bool = False,
 ) -> list[RunOptions]:
     """One :class:`RunOptions` per input file from paths, directories and globs.
 
     A directory is searched (not recursively) for ``pattern`` (default: common raster
     extensions); a Zarr store is an input itself. Hidden files and outputs segpipe wrote are
-    left out. With one input, ``output`` is the output file (default: beside the input); with
-    several, it is a directory (created when missing; default: beside each input).
+    left out. With one input file, ``output`` is the output file (default: beside the input)
+    unless it is an existing directory or ``output_dir``; with several inputs (or a directory or
+    glob) it is a directory (created when missing; default: beside each input).
     ``options.input`` and ``options.output`` are replaced per input.
     """
     patterns = (pattern,) if pattern else RASTER_PATTERNS
@@ -137,7 +139,7 @@ def expand_inputs(
         if "://" in spec or (p.exists() and (p.is_file() or _is_store(p))):
             files[spec] = None
         elif p.is_dir():
-            found = _candidates(p, patterns)
+            found = list_inputs(p, patterns)
             if not found:
                 raise InputError(
                     f"--input {spec}: no file in it matches {', '.join(patterns)}; "
@@ -155,6 +157,8 @@ def expand_inputs(
         else:
             raise InputError(f"--input {spec}: file not found; check the path")
     paths = list(files)
+    if output_dir or (output and Path(output).is_dir()):
+        single = False
     if single and len(paths) == 1:
         out = output or str(Path(paths[0]).with_name(output_name(paths[0])))
         return [options.for_file(paths[0], out)]
@@ -166,7 +170,8 @@ def expand_inputs(
                 "inputs --output is a directory"
             )
         outdir.mkdir(parents=True, exist_ok=True)
-    jobs, seen = [], {}
+    jobs: list[RunOptions] = []
+    seen: dict[str, str] = {}
     for src in paths:
         folder = outdir if outdir is not None else Path(src).parent
         out = str(folder / output_name(src))
@@ -181,6 +186,19 @@ def expand_inputs(
 
 
 # ----------------------------------------------------------------------------------- tasks
+
+
+def retry_on_io_error(task, task_run, state) -> bool:
+    """Prefect retry condition: retry a stage on I/O errors only, never on bad input or usage."""
+    try:
+        state.result()
+    except SegpipeError:
+        return False
+    except OSError:
+        return True
+    except Exception:
+        return False
+    return False
 
 
 @task(name="plan", task_run_name="plan {options.input}", cache_policy=NO_CACHE,
@@ -208,7 +226,7 @@ def plan_task(options: RunOptions, resume: bool) -> Prepared | None:
 
 
 @task(name="ingest", task_run_name="ingest {prep.name}", cache_policy=NO_CACHE,
-      persist_result=False, retries=1, retry_condition_fn=lambda t, r, s: _io_failure(s))
+      persist_result=False, retries=1, retry_condition_fn=retry_on_io_error)
 def ingest_task(prep: Prepared) -> str:
     """Copy the input into the work directory's Zarr (skipped when a resumed run has it)."""
     ingest_stage(prep, _manifest(prep))
@@ -267,13 +285,10 @@ def segment_task(prep: Prepared, scheduler: str | None, execution: Execution) ->
 
 
 @task(name="export", task_run_name="export {prep.name}", cache_policy=NO_CACHE,
-      persist_result=False, retries=1, retry_condition_fn=lambda t, r, s: _io_failure(s))
+      persist_result=False, retries=1, retry_condition_fn=retry_on_io_error)
 def export_task(prep: Prepared) -> str:
     """Write the output file from the label array (beside it, renamed at the end)."""
-    import rasterio
-
-    with rasterio.Env(GDAL_CACHEMAX=256):  # bounded cache: memory independent of image size
-        export_stage(prep, _manifest(prep))
+    export_stage(prep, _manifest(prep))
     return prep.options.output
 
 
@@ -302,19 +317,6 @@ def _manifest(prep: Prepared) -> Manifest:
     return manifest
 
 
-def _io_failure(state) -> bool:
-    """Retry a stage only on I/O errors, never on bad input or bad usage."""
-    from segpipe.models.errors import SegpipeError
-
-    try:
-        state.result()
-    except SegpipeError:
-        return False
-    except OSError:
-        return True
-    except Exception:
-        return False
-    return False
 
 
 # ----------------------------------------------------------------------------------- flows
@@ -341,7 +343,7 @@ def segment_one(options: RunOptions, execution: Execution, cluster: Cluster) -> 
         if time.perf_counter() - t > 0.01:
             times["cluster"] = time.perf_counter() - t
     t = time.perf_counter()
-    outcome = segment_task(prep, scheduler, execution)
+    outcome = cast(SegmentOutcome, segment_task(prep, scheduler, execution))
     times["segment"] = time.perf_counter() - t
     if outcome.failed:
         report_task(prep, outcome, times)
@@ -372,7 +374,7 @@ def run_batch(jobs: Sequence[RunOptions], execution: Execution) -> list[dict]:
                 usage = usage and isinstance(exc, SegpipeError)
                 get_run_logger().error("%s failed: %s", options.input, failures[options.input])
                 if not execution.quiet:
-                    print(f"error: {options.input}: {exc}", file=sys.stderr, flush=True)
+                    print(f"warning: {options.input} failed: {exc}", file=sys.stderr, flush=True)
     if failures:
         raise (BatchInputError if usage else BatchError)(
             f"{len(failures)} of {len(jobs)} inputs failed: "

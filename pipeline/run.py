@@ -66,6 +66,16 @@ log = logging.getLogger("segpipe")
 DEFAULT_TILE = 512
 DEFAULT_SAME_HALO = 32
 BLOCK_PIXELS = 2048
+# GDAL's block cache while streaming whole images (ingest, export). GDAL's default, 5 % of the
+# RAM, would make the driver's memory grow with the image up to that much.
+GDAL_CACHE_BYTES = 64 << 20
+
+
+def bounded_gdal_cache():
+    """A rasterio environment whose GDAL block cache is ``GDAL_CACHE_BYTES``."""
+    import rasterio
+
+    return rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES)
 
 
 @dataclass(frozen=True)
@@ -417,7 +427,8 @@ def ingest_stage(prep: Prepared, manifest: Manifest) -> Manifest:
     if "ingest" in manifest.stages:
         return manifest
     start = time.perf_counter()
-    ingest_image(prep)
+    with bounded_gdal_cache():
+        ingest_image(prep)
     create_outputs(prep)
     clear_done(prep.workdir)  # fresh label arrays: no block of them is finished
     manifest = manifest.with_stage("ingest", time.perf_counter() - start)
@@ -442,7 +453,8 @@ def export_stage(prep: Prepared, manifest: Manifest) -> Manifest:
     """Write the output file (atomically) from the label array."""
     start = time.perf_counter()
     sidecar_path(prep.options.output).unlink(missing_ok=True)  # it described the old output
-    export(prep)
+    with bounded_gdal_cache():
+        export(prep)
     manifest = manifest.with_stage("export", time.perf_counter() - start)
     manifest.save(prep.workdir)
     return manifest

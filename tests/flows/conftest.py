@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -57,13 +58,14 @@ def options_for(src, out, model, args) -> RunOptions:
 
 @pytest.fixture(scope="session")
 def reference(assets, tmp_path_factory):
-    """Labels of the in-process reference path (run_local) for the small and big inputs."""
+    """Labels (and files) of the in-process reference path, run_local, for both inputs."""
     d = tmp_path_factory.mktemp("reference")
     out = {}
     for name, args in (("small", SMALL_ARGS), ("big", BIG_ARGS)):
         path = d / f"{name}.tif"
         run_local(options_for(assets[name], path, assets["model"], args))
         out[name] = read_labels(path)
+        out[f"{name}_file"] = path
     return out
 
 
@@ -103,10 +105,8 @@ def wait_for(predicate, timeout: float, what: str, interval: float = 0.01):
 
 def kill_group(proc: subprocess.Popen) -> None:
     """SIGKILL a process started with start_new_session=True and everything in its group."""
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
     proc.wait(timeout=30)
 
     def gone() -> bool:
@@ -133,7 +133,7 @@ class DaskProcesses:
         log = open(self.tmp / f"{name}.log", "w")  # noqa: SIM115 (closed with the process)
         proc = subprocess.Popen(
             [str(VENV_BIN / "dask"), *args], stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True, env={**os.environ, "DASK_DISTRIBUTED__WORKER__DAEMON": "False"},
+            start_new_session=True,
         )
         self.procs.append(proc)
         return proc

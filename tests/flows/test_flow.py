@@ -39,7 +39,6 @@ def prefect_query(method: str, **kw):
 
 def flow_runs(name="segpipe-run"):
     from prefect.client.schemas.filters import FlowFilter, FlowFilterName
-
     from prefect.client.schemas.sorting import FlowRunSort
 
     return prefect_query(
@@ -226,7 +225,8 @@ def test_a_block_that_keeps_failing_is_nodata_reported_and_resumable(
         rows, cols = prep.plan.block_at(*map(int, b.split("_"))).core.slices
         nodata[rows, cols] = True
     assert (labels[nodata] == 255).all() and (labels[~nodata] != 255).all()  # written as nodata
-    assert set(done_blocks(prep.workdir)) == {f"{i}_{j}" for i in range(3) for j in range(5)} - failed
+    every = {f"{i}_{j}" for i in range(3) for j in range(5)}
+    assert set(done_blocks(prep.workdir)) == every - failed
 
     chunk.write_bytes(good)  # the cause is fixed: --resume recomputes only the failed block
     code, err = cli(capsys, *args[:-3], "--workers", "0", "--resume", "--summary",

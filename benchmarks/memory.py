@@ -1,0 +1,200 @@
+"""Peak memory of ``segpipe run`` against image size (DESIGN: memory is O(tiles in flight)).
+
+Runs ``segpipe run`` as a subprocess with its defaults (the local Dask cluster of worker
+processes; Prefect's temporary server unless ``PREFECT_API_URL`` is set) on two square
+single-band uint8 GeoTIFFs, and samples the PSS (proportional set size: shared pages split
+between the processes that share them, so the sum over processes counts each page once) of the
+whole process tree every 0.2 s. The model is a 1×1 convolution exported with ``torch.export``,
+so the run is I/O-bound and the figure is the pipeline's own memory, not a network's
+activations.
+
+Writes ``benchmarks/results/memory.json``: both peaks, the ratio, and the per-process peaks.
+
+    .venv/bin/python benchmarks/memory.py                 # 0.25 and 1 gigapixel (minutes)
+    .venv/bin/python benchmarks/memory.py --small 0.06 --large 0.25
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+
+RESULTS = Path(__file__).parent / "results" / "memory.json"
+GIB = 1 << 30
+LIMIT_BYTES = 3 * GIB
+MAX_GROWTH = 1.20
+
+
+def make_input(path: Path, gigapixels: float, seed: int = 0) -> Path:
+    """A square single-band uint8 GeoTIFF of about ``gigapixels`` (side a multiple of 512)."""
+    import rasterio
+    from affine import Affine
+
+    side = max(512, round(math.sqrt(gigapixels * 1e9) / 512) * 512)
+    profile = dict(
+        driver="GTiff", width=side, height=side, count=1, dtype="uint8", tiled=True,
+        blockxsize=512, blockysize=512, compress="deflate", zlevel=1, BIGTIFF="IF_SAFER",
+        crs="EPSG:32621", transform=Affine(10.0, 0, 300000.0, 0, -10.0, 5000000.0),
+    )
+    rng = np.random.default_rng(seed)
+    xx = np.arange(side, dtype=np.float32)
+    with rasterio.open(path, "w", **profile) as dst:
+        for r in range(0, side, 512):
+            yy = np.arange(r, r + 512, dtype=np.float32)[:, None]
+            strip = 96 + 64 * np.sin(yy / 97.0) * np.cos(xx / 131.0)
+            strip += rng.normal(0, 12, strip.shape).astype(np.float32)
+            dst.write(np.clip(strip, 0, 255).astype(np.uint8)[None],
+                      window=rasterio.windows.Window(0, r, side, 512))
+    return path
+
+
+def make_model(path: Path) -> Path:
+    """A 1×1 convolution (1 band → 2 classes) with a card, as a ``torch.export`` program."""
+    import torch
+
+    from segpipe.models import ModelCard, Normalization, NormMethod, export_program
+
+    net = torch.nn.Conv2d(1, 2, kernel_size=1)
+    with torch.no_grad():
+        net.weight.copy_(torch.tensor([[[[4.0]]], [[[-4.0]]]]))
+        net.bias.copy_(torch.tensor([-2.0, 2.0]))
+    card = ModelCard.default(
+        "conv1x1", 1, 2, halo=0, margin=0, stride=1,
+        normalization=Normalization(NormMethod.SCALE),
+    )
+    export_program(net.eval(), path, card=card, example_size=64, in_channels=1)
+    return path
+
+
+def tree_pss(root: psutil.Process) -> tuple[int, dict[str, int]]:
+    """PSS of ``root`` and all its descendants (bytes), and per process ("pid name": bytes)."""
+    per: dict[str, int] = {}
+    try:
+        procs = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return 0, per
+    for p in procs:
+        try:
+            per[f"{p.pid} {_role(p)}"] = p.memory_full_info().pss
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+    return sum(per.values()), per
+
+
+def _role(p: psutil.Process) -> str:
+    try:
+        cmd = " ".join(p.cmdline())
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return "?"
+    if "uvicorn" in cmd:
+        return "prefect-server"
+    if "multiprocessing" in cmd or "spawn_main" in cmd:
+        return "dask-worker"
+    if "segpipe" in cmd:
+        return "segpipe"
+    return p.name()
+
+
+def measure(cmd: list[str], env: dict[str, str], interval: float = 0.2) -> dict:
+    """Run ``cmd``; peak summed PSS of its process tree, sampled every ``interval`` s."""
+    start = time.monotonic()
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    root = psutil.Process(proc.pid)
+    peak, peak_per, samples = 0, {}, 0
+    while proc.poll() is None:
+        total, per = tree_pss(root)
+        samples += 1
+        if total > peak:
+            peak, peak_per = total, per
+        time.sleep(interval)
+    output = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
+    if proc.returncode != 0:
+        raise RuntimeError(f"segpipe run failed ({proc.returncode}):\n{output[-4000:]}")
+    return {
+        "peak_pss_bytes": peak,
+        "peak_pss_gib": round(peak / GIB, 3),
+        "per_process_at_peak": dict(sorted(peak_per.items(), key=lambda kv: -kv[1])),
+        "seconds": round(time.monotonic() - start, 1),
+        "samples": samples,
+    }
+
+
+def run_one(folder: Path, gigapixels: float, model: Path, *, tile: int,
+            extra_args: list[str], env: dict[str, str]) -> dict:
+    """Make an input of ``gigapixels`` and measure ``segpipe run`` on it."""
+    src = make_input(folder / f"in_{gigapixels:g}gp.tif", gigapixels)
+    out = folder / f"out_{gigapixels:g}gp.tif"
+    segpipe = Path(sys.executable).with_name("segpipe")
+    cmd = [str(segpipe), "run", "--input", str(src), "--output", str(out), "--model", str(model),
+           "--tile", str(tile), "--device", "cpu", "--quiet", *extra_args]
+    with __import__("rasterio").open(src) as ds:
+        pixels = ds.width * ds.height
+    result = measure(cmd, env)
+    result.update(gigapixels=round(pixels / 1e9, 4), side=math.isqrt(pixels))
+    src.unlink()
+    out.unlink(missing_ok=True)
+    return result
+
+
+def benchmark(small: float, large: float, *, tile: int = 512, workdir: str | None = None,
+              extra_args: list[str] | None = None, env: dict[str, str] | None = None) -> dict:
+    """Measure both sizes; returns the result dict (also what ``memory.json`` holds)."""
+    folder = Path(tempfile.mkdtemp(prefix="segpipe-mem-", dir=workdir))
+    env = dict(env or os.environ)
+    env.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    env.setdefault("DO_NOT_TRACK", "1")
+    try:
+        model = make_model(folder / "conv1x1.pt2")
+        runs = [run_one(folder, gp, model, tile=tile, extra_args=extra_args or [], env=env)
+                for gp in (small, large)]
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    ratio = runs[1]["peak_pss_bytes"] / runs[0]["peak_pss_bytes"]
+    return {
+        "what": "peak PSS summed over the process tree of `segpipe run` (driver, Dask workers, "
+                "Prefect server), sampled every 0.2 s",
+        "machine": {
+            "cores": os.cpu_count(),
+            "memory_gib": round(psutil.virtual_memory().total / GIB, 1),
+        },
+        "tile": tile,
+        "model": "1x1 convolution, torch.export program",
+        "small": runs[0],
+        "large": runs[1],
+        "growth_ratio": round(ratio, 3),
+        "limits": {"large_peak_bytes": LIMIT_BYTES, "growth_ratio": MAX_GROWTH},
+        "passed": runs[1]["peak_pss_bytes"] < LIMIT_BYTES and ratio < MAX_GROWTH,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--small", type=float, default=0.25, help="gigapixels (default 0.25)")
+    parser.add_argument("--large", type=float, default=1.0, help="gigapixels (default 1.0)")
+    parser.add_argument("--tile", type=int, default=512)
+    parser.add_argument("--workdir", default=None, help="where inputs and outputs go (temp)")
+    parser.add_argument("--out", default=str(RESULTS))
+    args, extra = parser.parse_known_args(argv)
+    result = benchmark(args.small, args.large, tile=args.tile, workdir=args.workdir,
+                       extra_args=extra)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps({k: result[k] for k in ("growth_ratio", "passed")}
+                     | {"small_gib": result["small"]["peak_pss_gib"],
+                        "large_gib": result["large"]["peak_pss_gib"]}))
+    return 0 if result["passed"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,94 @@
+"""``segpipe serve``: a Prefect deployment that segments the new files of a folder on a schedule.
+
+``segpipe serve --watch /scans --pattern '*.svs' --output /scans/labels --cron '0 2 * * *'``
+creates (or updates) the deployment ``segpipe-watch/segpipe-watch`` on the Prefect server and
+keeps serving it: at every scheduled time, and whenever a run is triggered by hand
+(``prefect deployment run segpipe-watch/segpipe-watch``, or from the UI), the flow lists the
+folder, skips the files whose outputs are up to date for the same model and parameters, and
+segments the rest exactly like ``segpipe run`` (same work directories, manifest and resume).
+Files modified in the last ``--settle`` seconds are left for the next run (a scanner may still be
+writing them).
+
+Without ``PREFECT_API_URL`` the deployment lives on a temporary local server that ends with the
+process; for schedules that survive restarts, start a server (``prefect server start``) and
+point ``PREFECT_API_URL`` at it (``http://127.0.0.1:4200/api``) for both the server's UI and
+``segpipe serve``. Stopping ``segpipe serve`` pauses the schedule; starting it again resumes it.
+"""
+
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from prefect import flow, get_run_logger
+
+from segpipe.flows.flow import Execution, expand_inputs, list_inputs, run_batch
+from segpipe.pipeline.run import RunOptions
+
+FLOW_NAME = "segpipe-watch"
+
+
+def settled_files(watch: str, pattern: str, settle: float) -> tuple[list[str], list[str]]:
+    """(files to process, files still changing) in ``watch`` matching ``pattern``."""
+    folder = Path(watch)
+    if not folder.is_dir():
+        return [], []
+    now = time.time()
+    ready: list[str] = []
+    young: list[str] = []
+    for p in list_inputs(folder, (pattern,)):
+        (young if now - p.stat().st_mtime < settle else ready).append(str(p))
+    return ready, young
+
+
+@flow(name=FLOW_NAME, flow_run_name="segpipe watch {watch}")
+def watch_folder(
+    watch: str, pattern: str, output: str | None, options: RunOptions,
+    execution: Execution | None = None, settle: float = 60.0,
+) -> list[dict]:
+    """Segment the files of ``watch`` matching ``pattern`` whose outputs are missing or stale.
+
+    ``options`` holds the settings; its input and output are replaced per file. Returns one
+    summary per file (``{"skipped": "up to date"}`` for the files already done).
+    """
+    execution = execution or Execution(quiet=True)
+    ready, young = settled_files(watch, pattern, settle)
+    logger = get_run_logger()
+    if young:
+        logger.info("left for the next run (modified in the last %s s): %s", settle, young)
+    if not ready:
+        logger.info("no file in %s matches %s", watch, pattern)
+        return []
+    return run_batch(expand_inputs(ready, output, options, output_dir=True), execution)
+
+
+def serve_folder(
+    watch: str, *, pattern: str, output: str | None, options: RunOptions, execution: Execution,
+    cron: str | None = None, interval: float | None = None, timezone: str | None = None,
+    name: str = FLOW_NAME, settle: float = 60.0,
+) -> None:
+    """Create the deployment and serve it until interrupted (blocks)."""
+    from prefect.deployments.runner import EntrypointType
+
+    schedule: dict = {}
+    if cron:
+        schedule["cron"] = cron
+    if interval:
+        schedule["interval"] = interval
+    if timezone and cron:
+        from prefect.schedules import Cron
+
+        schedule = {"schedule": Cron(cron, timezone=timezone)}
+    watch = str(Path(watch).absolute())
+    output = str(Path(output).absolute()) if output else None
+    watch_folder.serve(
+        name=name,
+        parameters={
+            "watch": watch, "pattern": pattern, "output": output,
+            "options": asdict(options), "execution": asdict(execution), "settle": settle,
+        },
+        description=f"segpipe: segment new {pattern} files in {watch}",
+        tags=["segpipe"],
+        limit=1,
+        entrypoint_type=EntrypointType.MODULE_PATH,
+        **schedule,
+    )

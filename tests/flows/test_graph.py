@@ -1,0 +1,99 @@
+"""Planning and building the block submissions of a 100k × 100k image computes nothing."""
+
+from __future__ import annotations
+
+import pickle
+import time
+
+import numpy as np
+import rasterio
+from affine import Affine
+
+from segpipe.flows.cluster import submit_blocks
+from segpipe.pipeline import run as run_module
+from segpipe.pipeline.run import RunOptions, driver_model, pending_blocks, plan_run
+from segpipe.pipeline.tiling import TilePlan
+
+
+class RecordingClient:
+    """Stands in for a distributed Client: records what would be submitted, runs nothing."""
+
+    def __init__(self):
+        self.calls = []
+
+    def map(self, func, *iterables, key, **kw):
+        self.calls.append((func, iterables, key, kw))
+        return [Handle(k) for k in key]
+
+
+class Handle:
+    def __init__(self, key):
+        self.key = key
+
+
+def sparse_geotiff(path, size: int) -> None:
+    """A size × size uint8 GeoTIFF with no block written (GDAL's sparse files): a few KB."""
+    profile = dict(driver="GTiff", width=size, height=size, count=1, dtype="uint8",
+                   tiled=True, blockxsize=512, blockysize=512, compress="deflate",
+                   SPARSE_OK=True, BIGTIFF="YES", crs="EPSG:32621",
+                   transform=Affine(10.0, 0, 300000.0, 0, -10.0, 5000000.0))
+    with rasterio.open(path, "w", **profile):
+        pass
+
+
+def test_100k_square_plan_and_submissions_compute_nothing(tmp_path, assets, monkeypatch):
+    src = tmp_path / "huge.tif"
+    sparse_geotiff(src, 100_000)
+    calls = {"segment": 0, "read": 0}
+
+    def no_segment(*a, **k):
+        calls["segment"] += 1
+        raise AssertionError("a block was computed while building the graph")
+
+    monkeypatch.setattr(run_module, "segment_block", no_segment)
+    from segpipe.pipeline.io.gdal import GdalReader
+
+    real_read = GdalReader.read
+
+    def counting_read(self, window):
+        calls["read"] += 1
+        return real_read(self, window)
+
+    monkeypatch.setattr(GdalReader, "read", counting_read)
+
+    start = time.perf_counter()
+    options = RunOptions(input=str(src), output=str(tmp_path / "huge.labels.tif"),
+                         model=str(assets["model"]), tile=512, device="cpu")
+    prep = plan_run(options, driver_model(str(assets["model"])))
+    prep = prep.with_normalizer(prep_normalizer(prep))
+    todo = pending_blocks(prep.plan, done=set())
+    client = RecordingClient()
+    futures, by_key = submit_blocks(client, prep.job(), todo, prep.workdir, "run")
+    seconds = time.perf_counter() - start
+    print(f"plan + submissions for 100k x 100k: {seconds:.2f} s, {len(todo)} block tasks")
+
+    assert calls == {"segment": 0, "read": 0}  # no pixel read, no block run
+    assert prep.plan.n_blocks == len(todo) == len(futures) == len(by_key) == 49 * 49
+    ((func, iterables, keys, kw),) = client.calls
+    assert func.__name__ == "run_block" and kw["retries"] == 2 and kw["pure"] is False
+    jobs, indices = iterables[0], iterables[1]
+    assert all(j is prep.job() or j == prep.job() for j in jobs[:3])
+    # tasks carry a small job and a block index, never arrays
+    assert len(pickle.dumps((jobs[0], indices[0]))) < 4096
+    assert not any(isinstance(x, np.ndarray) for x in vars(jobs[0]).values())
+    assert len(set(keys)) == len(keys)
+
+
+def prep_normalizer(prep):
+    """A fixed normalizer (statistics would read pixels; they are their own stage)."""
+    from segpipe.pipeline.normalize import Normalizer
+
+    return Normalizer(prep.card.normalization.method, (0.0,), (1.0,))
+
+
+def test_pending_blocks_match_the_plan_ids():
+    plan = TilePlan(1000, 700, 64, 8, block=3)
+    ids = [b.id for b in plan.blocks()]
+    assert [f"{i}_{j}" for i, j in pending_blocks(plan, set())] == ids
+    assert pending_blocks(plan, set(ids[1:])) == [plan.block_at(0, 0).index]
+    assert sum(run_module.block_pixels(plan, b.index) for b in plan.blocks()) == 1000 * 700
