@@ -72,8 +72,10 @@ def _segment_options(command):
                      help="1-based bands, e.g. 1,2,3."),
         click.option("--normalize", type=_choice(NormMethod), default=None,
                      help="Override the model card's normalization."),
-        click.option("--level", type=int, default=0, show_default=True,
-                     help="Pyramid level to read."),
+        click.option("--level", type=int, default=None,
+                     help="Pyramid level to read (default: 0, or the card's pixel size)."),
+        click.option("--pixel-size", type=float, default=None,
+                     help="Read the pyramid level closest to this pixel size (input units)."),
         click.option("--probabilities", is_flag=True, help="Also write per-class probabilities."),
         click.option("--bf16", is_flag=True, help="bf16 autocast on CUDA."),
         click.option("--overwrite", is_flag=True, help="Replace existing outputs."),
@@ -102,7 +104,8 @@ def _settings(input_: str, output: str, kw: dict) -> RunOptions:
         blend=Blend(kw["blend"]), batch_size=kw["batch_size"], device=kw["device"],
         bands=kw["bands"], normalize=NormMethod(normalize) if normalize else None,
         probabilities=kw["probabilities"], overwrite=kw["overwrite"],
-        workdir=kw.get("workdir"), level=kw["level"], bf16=kw["bf16"],
+        workdir=kw.get("workdir"), level=kw["level"], pixel_size=kw["pixel_size"],
+        bf16=kw["bf16"],
         keep_workdir=kw.get("keep_workdir", False), block_pixels=kw["block_pixels"],
     )
 

@@ -37,7 +37,8 @@ from segpipe.pipeline import __version__
 from segpipe.pipeline.export import OutputFormat, export
 from segpipe.pipeline.infer import Runner, label_dtype, nodata_label, resolve_device
 from segpipe.pipeline.io.base import RasterInfo, open_raster
-from segpipe.pipeline.io.zarrstore import create_array, ingest, open_array
+from segpipe.pipeline.io.levels import choose_level, unit_in_meters
+from segpipe.pipeline.io.zarrstore import create_array, direct_source, ingest, open_array
 from segpipe.pipeline.manifest import (
     BlockRecord,
     InputIdentity,
@@ -95,7 +96,8 @@ class RunOptions:
     probabilities: bool = False
     overwrite: bool = False
     workdir: str | None = None
-    level: int = 0
+    level: int | None = None
+    pixel_size: float | None = None
     bf16: bool = False
     overview_resampling: str = "nearest"
     keep_workdir: bool = False
@@ -127,6 +129,7 @@ class RunOptions:
             "normalize": str(self.normalize) if self.normalize is not None else None,
             "probabilities": self.probabilities,
             "level": self.level,
+            "pixel_size": self.pixel_size,
             "bf16": self.bf16,
             "overview_resampling": self.overview_resampling,
             "block_pixels": self.block_pixels,
@@ -149,6 +152,8 @@ class Prepared:
     normalizer: Normalizer | None
     workdir: str
     warnings: tuple[str, ...] = field(default=())
+    level: int = 0
+    source_array: str | None = None
 
     @property
     def name(self) -> str:
@@ -165,8 +170,8 @@ class Prepared:
 
     @property
     def image_path(self) -> str:
-        """The ingested image in the work directory."""
-        return str(Path(self.workdir) / "image.zarr")
+        """The image the blocks read: the input's own Zarr array, or the ingested copy."""
+        return self.source_array or str(Path(self.workdir) / "image.zarr")
 
     @property
     def labels_path(self) -> str:
@@ -282,9 +287,10 @@ def prepare(options: RunOptions, model: LoadedModel) -> Prepared:
 def plan_run(options: RunOptions, model: LoadedModel) -> Prepared:
     """Check input, model and options together and build the plan (no statistics yet)."""
     warnings: list[str] = []
-    with open_raster(options.input, level=options.level) as reader:
-        info = reader.info
     card = model.card
+    level = choose_input_level(options, card)
+    with open_raster(options.input, level=level) as reader:
+        info = reader.info
     expected = card.bands if card else model.in_channels
     bands = select_bands(info, options.bands, expected)
     stride = card.stride if card and card.stride else getattr(model, "stride", None)
@@ -310,8 +316,36 @@ def plan_run(options: RunOptions, model: LoadedModel) -> Prepared:
     workdir = str(Path(options.workdir or default_workdir(options.output)).absolute())
     return Prepared(
         options, info, card, model.sha256, geometry, plan, num_classes, out_channels, bands,
-        None, workdir, tuple(warnings),
+        None, workdir, tuple(warnings), level,
+        direct_source(_absolute_if_file(options.input), info, options.tile),
     )
+
+
+def choose_input_level(options: RunOptions, card: ModelCard | None) -> int:
+    """The pyramid level to read: ``--level``, ``--pixel-size``, else the card's pixel size.
+
+    The card's pixel size (in its own length unit) is used only for inputs with several levels
+    whose pixel size is in a known length unit too; otherwise level 0.
+    """
+    with open_raster(options.input) as reader:
+        info = reader.info
+    if options.level is not None or options.pixel_size is not None:
+        return choose_level(info, level=options.level, pixel_size=options.pixel_size)
+    if card is None or card.pixel_size is None or len(info.levels) < 2:
+        return 0
+    card_m = unit_in_meters(card.pixel_size_unit)
+    if info.pixel_unit:
+        input_m = unit_in_meters(info.pixel_unit)
+    elif info.crs_wkt:
+        from rasterio.crs import CRS
+
+        crs = CRS.from_wkt(info.crs_wkt)
+        input_m = crs.linear_units_factor[1] if crs.is_projected else None
+    else:
+        input_m = None
+    if card_m is None or input_m is None:
+        return 0
+    return choose_level(info, level=None, pixel_size=card.pixel_size * card_m / input_m)
 
 
 def compute_stats(prep: Prepared, source: str | None = None) -> Prepared:
@@ -324,7 +358,7 @@ def compute_stats(prep: Prepared, source: str | None = None) -> Prepared:
     if prep.options.normalize is not None:
         norm = Normalization(prep.options.normalize)
     selected = list(prep.bands)
-    path, level = (source, 0) if source else (prep.options.input, prep.options.level)
+    path, level = (source, 0) if source else (prep.options.input, prep.level)
     with open_raster(path, level=level) as reader:
         normalizer = compute_normalizer(
             norm, dtype=prep.info.dtype, bands=len(selected), nodata=prep.info.nodata,
@@ -371,8 +405,13 @@ def _out_channels(model, card: ModelCard | None, channels: int, size: int, g: Ge
 
 
 def ingest_image(prep: Prepared) -> None:
-    """Stream the chosen level into the work directory's Zarr array, chunked at the tile size."""
-    with open_raster(prep.options.input, level=prep.options.level) as reader:
+    """Stream the chosen level into the work directory's Zarr array, chunked at the tile size.
+
+    Nothing is copied when the input is already a Zarr array with usable chunks.
+    """
+    if prep.source_array:
+        return
+    with open_raster(prep.options.input, level=prep.level) as reader:
         ingest(reader, prep.image_path, prep.plan.tile)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -19,6 +20,7 @@ import rasterio
 import rasterio.shutil
 from affine import Affine
 from rasterio.crs import CRS
+from rasterio.errors import NotGeoreferencedWarning
 
 from segpipe.pipeline.io.base import RasterInfo
 from segpipe.pipeline.io.zarrstore import open_array
@@ -51,7 +53,6 @@ def write_label_cog(
     """Write the label array at ``labels_path`` as a COG at ``out_path`` (atomically)."""
     labels = open_array(labels_path, mode="r")
     height, width = labels.shape
-    step = labels.chunks[0]
     out_path = Path(out_path)
     staging = Path(workdir) / "labels.staging.tif"
     profile = {
@@ -71,6 +72,17 @@ def write_label_cog(
         profile["crs"] = CRS.from_wkt(info.crs_wkt)
     if info.transform:
         profile["transform"] = Affine(*info.transform)
+    with warnings.catch_warnings():
+        # an input without georeferencing (a slide, a Zarr array) gives an output without it
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        _write_staging_and_copy(labels, staging, out_path, profile, class_names, colors, tags,
+                                overview_resampling)
+
+
+def _write_staging_and_copy(labels, staging: Path, out_path: Path, profile: dict,
+                            class_names, colors, tags, overview_resampling: str) -> None:
+    height, width = labels.shape
+    step = labels.chunks[0]
     with rasterio.open(staging, "w", **profile) as dst:
         for w in chunk_windows(height, width, step):
             rows, cols = w.slices

@@ -23,9 +23,37 @@ INFO_ATTR = "segpipe_raster_info"
 
 
 def is_zarr(path: str) -> bool:
-    """Whether ``path`` is a Zarr array (a plain one; OME-Zarr groups have their own reader)."""
+    """Whether ``path`` is a Zarr array, v3 or v2 (OME-Zarr groups have their own reader)."""
     p = Path(path)
-    return p.is_dir() and (p / "zarr.json").is_file() and _node_type(p) == "array"
+    if not p.is_dir():
+        return False
+    return (p / ".zarray").is_file() or (
+        (p / "zarr.json").is_file() and _node_type(p) == "array"
+    )
+
+
+def direct_source(path: str, info: RasterInfo, tile: int) -> str | None:
+    """The Zarr array to segment from in place, skipping the ingest copy, when that is sound.
+
+    That is a plain (bands, H, W) or (H, W) array, or the chosen level of an OME-Zarr image
+    with axes (c, y, x) or (y, x), whose chunks hold all bands and are between 64 px and four
+    tiles on a side (so a block reads a bounded number of whole chunks). Else None.
+    """
+    if is_zarr(path):
+        candidate = path
+    elif info.format == "ome-zarr" and info.extra.get("axes") in ("CYX", "YX"):
+        candidate = str(Path(path) / str(info.extra["paths"][info.level]))
+    else:
+        return None
+    try:
+        array = zarr.open_array(candidate, mode="r")
+    except Exception:  # not an array after all (e.g. a bioformats2raw layout)
+        return None
+    if array.ndim not in (2, 3) or (array.ndim == 3 and array.chunks[0] != array.shape[0]):
+        return None
+    if not all(64 <= c <= 4 * tile for c in array.chunks[-2:]):
+        return None
+    return candidate
 
 
 def _node_type(p: Path) -> str | None:
