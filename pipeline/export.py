@@ -11,7 +11,13 @@ from typing import TYPE_CHECKING
 
 from segpipe.pipeline import __version__
 from segpipe.pipeline.infer import nodata_label
-from segpipe.pipeline.io.levels import OutputFormat, probabilities_path, write_probabilities
+from segpipe.pipeline.io.levels import (
+    OutputFormat,
+    companion_path,
+    probabilities_path,
+    write_probabilities,
+)
+from segpipe.pipeline.quicklook import write_quicklook
 
 if TYPE_CHECKING:
     from segpipe.pipeline.run import Prepared
@@ -33,7 +39,11 @@ def provenance_tags(prep: Prepared) -> dict[str, str]:
 
 
 def export(prep: Prepared) -> list[str]:
-    """Write the outputs the extension asks for from the work arrays; returns their paths."""
+    """Write the outputs the extension asks for from the work arrays; returns their paths.
+
+    Beside the labels: ``<name>.quicklook.png`` (coloured classes and a legend) and, with
+    ``--probabilities``, ``<name>.probabilities.<ext>``.
+    """
     out = prep.options.output
     fmt = OutputFormat.from_path(out)
     names = [c.name for c in prep.card.classes]
@@ -62,6 +72,9 @@ def export(prep: Prepared) -> list[str]:
             image_path=prep.image_path if Path(prep.image_path).exists() else None,
         )
     written = [out]
+    quicklook = companion_path(out, "quicklook", ".png")
+    write_quicklook(prep.labels_path, quicklook, class_names=names, colors=colors, nodata=nodata)
+    written.append(str(quicklook))
     if prep.probabilities_path:
         probs_out = probabilities_path(out)
         write_probabilities(prep.probabilities_path, probs_out, prep.info, fmt,

@@ -292,18 +292,22 @@ class OutputFormat(StrEnum):
         )
 
 
-def probabilities_path(out_path: str | os.PathLike[str]) -> Path:
-    """Where the probabilities go beside the label output ``out_path``.
+def companion_path(out_path: str | os.PathLike[str], what: str, ext: str | None = None) -> Path:
+    """A file beside the label output: ``mask.tif`` → ``mask.<what>.tif`` (or ``.<ext>``).
 
-    ``mask.tif`` → ``mask.probabilities.tif``, ``mask.ome.tif`` → ``mask.probabilities.ome.tif``,
-    ``mask.ome.zarr`` → ``mask.probabilities.ome.zarr``.
+    ``mask.ome.tif`` → ``mask.<what>.ome.tif``, ``mask.ome.zarr`` → ``mask.<what>.ome.zarr``.
     """
     out = Path(out_path)
     name = out.name
     for suffix in (".ome.tiff", ".ome.tif", ".ome.zarr", ".tiff", ".tif"):
         if name.lower().endswith(suffix):
-            return out.with_name(f"{name[: -len(suffix)]}.probabilities{name[-len(suffix):]}")
-    return out.with_name(f"{name}.probabilities")
+            return out.with_name(f"{name[: -len(suffix)]}.{what}{ext or name[-len(suffix):]}")
+    return out.with_name(f"{name}.{what}{ext or ''}")
+
+
+def probabilities_path(out_path: str | os.PathLike[str]) -> Path:
+    """Where the probabilities go: ``mask.tif`` → ``mask.probabilities.tif`` and so on."""
+    return companion_path(out_path, "probabilities")
 
 
 def write_probabilities(

@@ -88,3 +88,7 @@ def test_output_carries_classes_colors_provenance_and_nearest_overviews(tmp_path
     np.testing.assert_array_equal(level1, full[::2, ::2])
     np.testing.assert_array_equal(half, level1)
     assert set(np.unique(level1)) <= set(np.unique(full))
+    from PIL import Image
+
+    quicklook = np.asarray(Image.open(tmp_path / "big_out.quicklook.png"))
+    assert quicklook.shape[1] == 700 and quicklook.shape[0] > 600  # image plus legend
