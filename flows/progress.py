@@ -42,6 +42,7 @@ class Progress:
         self._last_done_at = self.start
         self.stalled = False
         self.stalls = 0
+        self._tty = bool(getattr(self.stream, "isatty", lambda: False)())
 
     def advance(self, n: int = 1, *, pixels: int | None = None, failed: bool = False) -> None:
         """Record ``n`` finished blocks (``failed`` ones count as done, and are shown)."""
@@ -89,5 +90,9 @@ class Progress:
         if self.quiet or (not force and now - self._last_print < self.interval):
             return
         self._last_print = now
-        end = "\n" if self.done == self.total else ""
-        print(f"\r{self.line()}", end=end, file=self.stream, flush=True)
+        if self._tty:
+            end = "\n" if self.done == self.total else ""
+            print(f"\r{self.line()}", end=end, file=self.stream, flush=True)
+        else:  # a log file or a pipe: whole lines, at most one per 10 s (and the last)
+            self._last_print += max(0.0, 10.0 - self.interval)
+            print(self.line(), file=self.stream, flush=True)
