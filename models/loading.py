@@ -159,7 +159,7 @@ def load_model(path_or_name: str | os.PathLike[str], device: str = "cpu") -> Loa
     if not path.is_file():
         raise ModelError(f"model path {str(path)!r} is not a file; pass a model file")
     kind = _detect_format(path)
-    sha256 = _file_sha256(path)
+    sha256 = file_sha256(path)
     if kind is ModelFormat.EXPORTED:
         runner, card, channels = _load_exported(path, dev)
     elif kind is ModelFormat.TORCHSCRIPT:
@@ -231,7 +231,7 @@ def _detect_format(path: Path) -> ModelFormat:
     if suffix == ".onnx":
         return ModelFormat.ONNX
     if suffix in _CHECKPOINT_SUFFIXES:
-        with path.open("rb") as handle:
+        with open(path, "rb") as handle:
             if handle.read(2) == _PICKLE_PROTOCOL_2:  # the legacy (pre-zip) torch.save format
                 return ModelFormat.CHECKPOINT
     raise ModelError(
@@ -240,9 +240,10 @@ def _detect_format(path: Path) -> ModelFormat:
     )
 
 
-def _file_sha256(path: Path) -> str:
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """The sha256 of a whole file, read in 1 MiB pieces (the identity of a model file)."""
     digest = hashlib.sha256()
-    with path.open("rb") as handle:
+    with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()

@@ -81,15 +81,6 @@ class InputIdentity:
         return cls(str(p.resolve()), st.st_size, st.st_mtime_ns, _file_digest(p, st.st_size))
 
 
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    """The sha256 of a whole file (the identity of a model file)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _file_digest(path: Path, size: int) -> str:
     digest = hashlib.sha256(str(size).encode())
     starts = sorted({0, max(0, size // 2 - SAMPLE_BYTES // 2), max(0, size - SAMPLE_BYTES)})

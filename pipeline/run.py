@@ -33,6 +33,7 @@ from segpipe.models import (
     probe_geometry,
 )
 from segpipe.models.errors import InputError, ModelError, OutputExistsError
+from segpipe.models.loading import file_sha256
 from segpipe.pipeline import __version__
 from segpipe.pipeline.export import OutputFormat, export
 from segpipe.pipeline.infer import Runner, label_dtype, nodata_label, resolve_device
@@ -46,7 +47,6 @@ from segpipe.pipeline.manifest import (
     RunKey,
     clear_done,
     done_blocks,
-    file_sha256,
     mark_done,
     open_workdir,
     write_atomic,

