@@ -43,7 +43,6 @@ def _generic_pyramid(path, data):
 
 
 def test_openslide_reads_levels_exactly(tmp_path):
-    pytest.importorskip("openslide")
     # sizes divisible by 4: integer downsamples, so OpenSlide reads levels without resampling
     data = np.random.default_rng(0).integers(0, 255, (300, 408, 3), dtype=np.uint8)
     path = tmp_path / "generic.tif"  # OpenSlide's generic-tiff vendor
@@ -70,7 +69,6 @@ def test_openslide_reads_levels_exactly(tmp_path):
 
 
 def test_openslide_refuses_non_slides(tmp_path):
-    pytest.importorskip("openslide")
     path = tmp_path / "x.ndpi"
     path.write_text("not a slide")
     with pytest.raises(RasterError, match="cannot read"):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 import rasterio
 import tifffile
 from iohelpers import reader_class
@@ -30,7 +29,6 @@ def test_aperio_svs(samples):
 
 
 def test_aperio_svs_through_openslide_agrees(samples):
-    pytest.importorskip("openslide")
     from segpipe.pipeline.io.slide import OpenSlideReader
 
     path = str(samples / "cmu1_small_region.svs")
