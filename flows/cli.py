@@ -217,7 +217,7 @@ def inspect(path: str, level: int) -> None:
     from segpipe.pipeline.io.base import open_raster
 
     with open_raster(path, level=level) as reader:
-        click.echo(json.dumps(asdict(reader.info), indent=2, default=str))
+        click.echo(json.dumps(asdict(reader.info), indent=2, default=str, ensure_ascii=False))
 
 
 @cli.command("models")
