@@ -77,6 +77,15 @@ def _segment_options(command):
         click.option("--pixel-size", type=float, default=None,
                      help="Read the pyramid level closest to this pixel size (input units)."),
         click.option("--probabilities", is_flag=True, help="Also write per-class probabilities."),
+        click.option("--probabilities-dtype", type=click.Choice(["float", "uint8"]),
+                     default="float", show_default=True,
+                     help="float (float32 in TIFFs, float16 in Zarr) or uint8 (p × 255)."),
+        click.option("--overview-resampling", type=click.Choice(["nearest", "mode"]),
+                     default="nearest", show_default=True,
+                     help="How pyramid levels of GeoTIFF outputs are made (labels: never "
+                          "averaged)."),
+        click.option("--ngff-version", type=click.Choice(["0.4", "0.5"]), default="0.4",
+                     show_default=True, help="OME-Zarr output version."),
         click.option("--bf16", is_flag=True, help="bf16 autocast on CUDA."),
         click.option("--overwrite", is_flag=True, help="Replace existing outputs."),
         click.option("--workers", type=int, default=None,
@@ -105,7 +114,9 @@ def _settings(input_: str, output: str, kw: dict) -> RunOptions:
         bands=kw["bands"], normalize=NormMethod(normalize) if normalize else None,
         probabilities=kw["probabilities"], overwrite=kw["overwrite"],
         workdir=kw.get("workdir"), level=kw["level"], pixel_size=kw["pixel_size"],
-        bf16=kw["bf16"],
+        bf16=kw["bf16"], overview_resampling=kw["overview_resampling"],
+        probabilities_uint8=kw["probabilities_dtype"] == "uint8",
+        ngff_version=kw["ngff_version"],
         keep_workdir=kw.get("keep_workdir", False), block_pixels=kw["block_pixels"],
     )
 

@@ -70,6 +70,7 @@ def export(prep: Prepared) -> list[str]:
         write_label_ome_zarr(
             prep.labels_path, out, prep.info, class_names=names, colors=colors, nodata=nodata,
             image_path=prep.image_path if Path(prep.image_path).exists() else None,
+            ngff_version=prep.options.ngff_version,
         )
     written = [out]
     quicklook = companion_path(out, "quicklook", ".png")
@@ -78,6 +79,7 @@ def export(prep: Prepared) -> list[str]:
     if prep.probabilities_path:
         probs_out = probabilities_path(out)
         write_probabilities(prep.probabilities_path, probs_out, prep.info, fmt,
-                            class_names=names if prep.out_channels > 1 else [names[-1]])
+                            class_names=names if prep.out_channels > 1 else [names[-1]],
+                            as_uint8=prep.options.probabilities_uint8)
         written.append(str(probs_out))
     return written

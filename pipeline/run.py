@@ -100,6 +100,8 @@ class RunOptions:
     pixel_size: float | None = None
     bf16: bool = False
     overview_resampling: str = "nearest"
+    probabilities_uint8: bool = False
+    ngff_version: str = "0.4"
     keep_workdir: bool = False
     block_pixels: int = BLOCK_PIXELS
 
@@ -132,6 +134,8 @@ class RunOptions:
             "pixel_size": self.pixel_size,
             "bf16": self.bf16,
             "overview_resampling": self.overview_resampling,
+            "probabilities_uint8": self.probabilities_uint8,
+            "ngff_version": self.ngff_version,
             "block_pixels": self.block_pixels,
         }
 

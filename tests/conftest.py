@@ -67,6 +67,16 @@ def write_geotiff(
     return path
 
 
+def ome_zarr_label_node(path: Path):
+    """The label image node the ome-zarr Reader finds under ``path/labels/labels``."""
+    from ome_zarr.io import parse_url
+    from ome_zarr.reader import Label, Reader
+
+    nodes = list(Reader(parse_url(str(path / "labels" / "labels")))())
+    (node,) = [n for n in nodes if any(isinstance(s, Label) for s in n.specs)]
+    return node
+
+
 @pytest.fixture
 def geotiff(tmp_path):
     """Factory: ``geotiff(shape, dtype, **kw) -> path``."""

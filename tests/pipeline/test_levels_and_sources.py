@@ -17,7 +17,7 @@ from rasterio.errors import NotGeoreferencedWarning
 
 from segpipe.models import create_model, default_card, save_checkpoint
 from segpipe.pipeline.run import RunOptions, run_local
-from tests.conftest import smooth_image, write_geotiff
+from tests.conftest import ome_zarr_label_node, smooth_image, write_geotiff
 from tests.io.iohelpers import write_ome_tiff
 from tests.pipeline.test_exactness import tiny_unet
 
@@ -83,3 +83,25 @@ def test_zarr_input_is_segmented_in_place_with_the_same_labels(tmp_path):
                 outs[name] = ds.read(1)
         assert (work / "image.zarr").exists() == (name == "tif"), summary
     np.testing.assert_array_equal(outs["tif"], outs["zarr"])
+
+
+def test_probabilities_agree_with_labels_and_ngff_05_is_written(tmp_path):
+    src = write_geotiff(tmp_path / "in.tif", smooth_image((3, 70, 90), "uint8", seed=2))
+    model = tiny_unet(tmp_path / "m.pt", 3, "valid")
+    out = tmp_path / "mask.tif"
+    run_local(RunOptions(input=str(src), output=str(out), model=str(model), tile=32,
+                         device="cpu", probabilities=True))
+    with rasterio.open(out) as a, rasterio.open(tmp_path / "mask.probabilities.tif") as p:
+        labels, probs = a.read(1), p.read()
+        assert p.crs == a.crs and p.transform == a.transform
+    assert probs.shape == (3, 70, 90)
+    np.testing.assert_allclose(probs.sum(axis=0), 1.0, atol=1e-3)
+    np.testing.assert_array_equal(probs.argmax(axis=0), labels)
+
+    zout = tmp_path / "mask.ome.zarr"
+    run_local(RunOptions(input=str(src), output=str(zout), model=str(model), tile=32,
+                         device="cpu", ngff_version="0.5"))
+    assert (zout / "zarr.json").is_file()  # NGFF 0.5 is Zarr v3
+    node = ome_zarr_label_node(zout)
+    assert node.metadata["properties"][0] == {"class": "class_0"}
+    np.testing.assert_array_equal(np.asarray(node.data[0]).squeeze(), labels)

@@ -14,6 +14,7 @@ from ome_types import from_xml
 from rio_cogeo.cogeo import cog_validate
 
 from segpipe.flows.cli import main
+from tests.conftest import ome_zarr_label_node
 from tests.pipeline.test_exactness import tiny_unet
 
 
@@ -73,19 +74,13 @@ def test_aperio_svs_to_ome_tiff_keeps_microns(samples, models, tmp_path):
 
 
 def test_stardist_nuclei_to_ome_zarr_invents_no_pixel_size(samples, models, tmp_path):
-    from ome_zarr.io import parse_url
-    from ome_zarr.reader import Reader
-
     src = samples / "nuclei2d.tif"
     out = tmp_path / "nuclei.ome.zarr"
     segment(src, out, models[1], "--normalize", "percentile")
-    nodes = list(Reader(parse_url(str(out / "labels" / "labels")))())
-    label_node = nodes[0]
-    level0 = np.asarray(label_node.data[0]).squeeze()
+    node = ome_zarr_label_node(out)
+    level0 = np.asarray(node.data[0]).squeeze()
     assert level0.shape == (512, 512)
-    multiscales = label_node.metadata.get("multiscales") or label_node.zarr.root_attrs.get(
-        "multiscales")
-    axes = multiscales[0]["axes"]
-    assert all("unit" not in a for a in axes if a["type"] == "space")  # none invented
-    tiled = level0
-    assert len(np.unique(tiled)) > 1
+    assert all("unit" not in a for a in node.metadata["axes"] if a["type"] == "space")
+    assert len(np.unique(level0)) > 1
+    assert set(node.metadata["properties"]) >= {0, 1, 2}  # the Reader keys them by label
+    assert node.metadata["properties"][255] == {"class": "nodata"}
