@@ -220,7 +220,6 @@ def test_no_unsafe_torch_load_in_models():
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("kind", [f for f in ModelFormat if f is not ModelFormat.BUILTIN])
 def test_round_trip_on_cuda(files, net, kind):
     loaded = load_model(files[kind], device="cuda")
