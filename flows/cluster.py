@@ -19,7 +19,7 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from distributed import Client, Future, LocalCluster, as_completed
@@ -292,14 +292,3 @@ def gather_blocks(
                     on_done(record)
             future.release()
 
-
-@contextlib.contextmanager
-def quiet_distributed() -> Iterator[None]:
-    """Keep distributed's own log lines (worker restarts, retries) off the console."""
-    logger = logging.getLogger("distributed")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)

@@ -16,7 +16,7 @@ import re
 import shutil
 import time
 import uuid
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -53,7 +53,6 @@ from segpipe.pipeline.manifest import (
 )
 from segpipe.pipeline.normalize import Normalizer, compute_normalizer
 from segpipe.pipeline.segment import (
-    BlockResult,
     SegmentJob,
     cached_model,
     keep_model,
@@ -604,22 +603,6 @@ def segment_local(
     return SegmentOutcome(
         prep.plan.n_blocks, len(done), tuple(records), failed, time.perf_counter() - start
     )
-
-
-def segment_all(
-    prep: Prepared, blocks: Iterable[tuple[int, int]] | None = None,
-    on_block: Callable[[BlockResult], None] | None = None,
-) -> list[BlockResult]:
-    """Segment blocks one after another in this process, without any bookkeeping."""
-    job = prep.job()
-    results = []
-    todo = blocks if blocks is not None else [b.index for b in prep.plan.blocks()]
-    for index in todo:
-        result = segment_block(job, index)
-        results.append(result)
-        if on_block:
-            on_block(result)
-    return results
 
 
 def failure_message(prep: Prepared, failed: dict[str, str]) -> str:
