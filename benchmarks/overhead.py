@@ -22,7 +22,8 @@ import numpy as np
 import torch
 
 from segpipe.models import create_model, default_card, load_model, save_checkpoint
-from segpipe.pipeline.run import RunOptions, run_local
+from segpipe.pipeline.options import RunOptions
+from segpipe.pipeline.stages import run_one
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.conftest import smooth_image, write_geotiff
@@ -44,9 +45,9 @@ def main() -> None:
         torch.manual_seed(0)
         save_checkpoint(create_model("unet", **config), d / "m.pt", architecture="unet",
                         config=config, card=default_card("unet", **config))
-        summary = run_local(RunOptions(input=str(src), output=str(d / "out.tif"),
-                                       model=str(d / "m.pt"), tile=args.tile,
-                                       batch_size=args.batch_size, device=args.device))
+        summary = run_one(RunOptions.of(str(src), str(d / "out.tif"), model=str(d / "m.pt"),
+                                        tile=args.tile, batch_size=args.batch_size,
+                                        device=args.device))
         segment = summary["stage_seconds"]["segment"]
         model = load_model(d / "m.pt", device=summary.get("device", "cpu")
                            if args.device == "auto" else args.device)

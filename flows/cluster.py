@@ -8,9 +8,11 @@ instead (dask-jobqueue, Kubernetes, dask-cuda, ``dask scheduler`` + ``dask worke
 workers get the same torch-thread sizing per host. Workers must see the work directory and the
 model file at the same paths as the client (a shared filesystem).
 
-Block tasks carry a :class:`~segpipe.pipeline.segment.SegmentJob` and a block index, never
-arrays; each worker loads the model once and keeps it
-(:func:`segpipe.pipeline.segment.cached_model`).
+:class:`DaskExecutor` is the Dask implementation of the block executor
+(:mod:`segpipe.pipeline.executor`): it holds the live :class:`Cluster` (never rebuilt from its
+address), submits one task per block and reports each block as it finishes. Block tasks carry a
+:class:`~segpipe.pipeline.segment.SegmentJob` and a block index, never arrays; each worker loads
+the model once and keeps it (:func:`segpipe.models.loading.load_model_cached`).
 """
 
 from __future__ import annotations
@@ -19,16 +21,16 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from distributed import Client, Future, LocalCluster, as_completed
 from distributed.diagnostics.plugin import WorkerPlugin
 
-from segpipe.models.errors import InputError
-from segpipe.pipeline.manifest import BlockRecord
-from segpipe.pipeline.run import block_id, segment_and_record
-from segpipe.pipeline.segment import SegmentJob
+from segpipe.models.foundation import InputError
+from segpipe.pipeline.executor import BlockSink
+from segpipe.pipeline.segment import SegmentJob, segment_and_record
+from segpipe.pipeline.workdir import BlockRecord
 
 log = logging.getLogger("segpipe")
 
@@ -63,15 +65,6 @@ class ClusterSpec:
     scheduler: str | None = None
     workers: int | None = None
     verbose: bool = False
-
-    def __post_init__(self) -> None:
-        if self.workers is not None and self.workers < 0:
-            raise InputError(f"--workers must be >= 0, got {self.workers}")
-        if self.scheduler is not None and self.workers is not None:
-            raise InputError(
-                "--workers sizes the local cluster and cannot be used with --scheduler; size "
-                "the existing cluster where it is started"
-            )
 
     @property
     def in_process(self) -> bool:
@@ -129,7 +122,7 @@ class TorchThreads(WorkerPlugin):
                 torch.cuda.set_device(int(worker.name) % torch.cuda.device_count())
 
 
-def run_block(job: SegmentJob, index: tuple[int, int], workdir: str, run_id: str) -> BlockRecord:
+def run_block(job: SegmentJob, index: tuple[int, int], run_id: str) -> BlockRecord:
     """The Dask task of one block: segment it, write its chunks, then its ``done`` marker."""
     from distributed import get_worker
 
@@ -137,7 +130,7 @@ def run_block(job: SegmentJob, index: tuple[int, int], workdir: str, run_id: str
         worker = get_worker().address
     except ValueError:  # called outside a worker
         worker = "local"
-    return segment_and_record(job, index, workdir, run_id, worker=worker)
+    return segment_and_record(job, index, run_id, worker=worker)
 
 
 class Cluster:
@@ -147,20 +140,12 @@ class Cluster:
     existing cluster and leaves it running at the end.
     """
 
-    _active: dict[str, Cluster] = {}  # noqa: RUF012 (a registry of open clusters by address)
-
     def __init__(self, spec: ClusterSpec) -> None:
         self.spec = spec
         self._cluster: LocalCluster | None = None
         self._client: Client | None = None
         self._address = ""
         self.gpu_resource = False
-
-    @classmethod
-    def for_address(cls, address: str) -> Cluster:
-        """The open cluster of this process with scheduler ``address``, else a connection."""
-        found = cls._active.get(address)
-        return found if found is not None else cls(ClusterSpec(scheduler=address))
 
     def __enter__(self) -> Cluster:
         return self
@@ -173,7 +158,6 @@ class Cluster:
         if self._client is None:
             self._client = self._connect()
             self._address = str(self._client.scheduler_info()["address"])
-            Cluster._active[self._address] = self
         return self._client
 
     def _connect(self) -> Client:
@@ -225,7 +209,6 @@ class Cluster:
     def close(self) -> None:
         """Close the client, and the cluster when this object started it."""
         if self._client is not None:
-            Cluster._active.pop(self._address, None)
             self._client.close()
             self._client = None
         if self._cluster is not None:
@@ -233,35 +216,49 @@ class Cluster:
             self._cluster = None
 
 
+class DaskExecutor:
+    """Runs block tasks on the run's :class:`Cluster` (started on first use)."""
+
+    def __init__(self, cluster: Cluster) -> None:
+        self.cluster = cluster
+
+    def run(
+        self, job: SegmentJob, blocks: Sequence[tuple[int, int]], run_id: str, sink: BlockSink
+    ) -> None:
+        """Submit one task per block and report each to ``sink`` as it finishes or fails."""
+        if not blocks:
+            return
+        futures, by_key = submit_blocks(
+            self.cluster.client(), job, blocks, run_id, gpu=self.cluster.gpu_resource
+        )
+        gather_blocks(futures, by_key, sink)
+
+
 def submit_blocks(
-    client, job: SegmentJob, indices: Sequence[tuple[int, int]], workdir: str, run_id: str,
+    client: Client, job: SegmentJob, indices: Sequence[tuple[int, int]], run_id: str,
     *, gpu: bool = False,
 ) -> tuple[list[Future], dict[str, tuple[int, int]]]:
     """Submit one task per block; returns the futures and {task key: block index}.
 
-    Computes nothing itself: the tasks run on the workers.
-
-    Tasks are retried twice on error; a task whose worker dies is rescheduled by Dask on
-    another worker. Keys name the run attempt and the block, so attempts never collide on a
-    shared scheduler.
+    Computes nothing itself: the tasks run on the workers. Tasks are retried twice on error; a
+    task whose worker dies is rescheduled by Dask on another worker. Keys name the run attempt
+    and the block, so attempts never collide on a shared scheduler.
     """
-    keys = [f"segpipe-{run_id}-{block_id(i)}" for i in indices]
+    keys = [f"segpipe-{run_id}-{i}_{j}" for i, j in indices]
     n = len(indices)
     futures = client.map(
-        run_block, [job] * n, list(indices), [workdir] * n, [run_id] * n,
+        run_block, [job] * n, list(indices), [run_id] * n,
         key=keys, retries=RETRIES, pure=False, resources={"GPU": 1} if gpu else None,
     )
     return futures, dict(zip(keys, indices))
 
 
 def gather_blocks(
-    futures: list[Future], indices: dict[str, tuple[int, int]],
-    *, on_done: Callable[[BlockRecord], None], on_failed: Callable[[tuple[int, int], str], None],
-    on_idle: Callable[[], None],
+    futures: list[Future], indices: dict[str, tuple[int, int]], sink: BlockSink
 ) -> None:
-    """Wait for the block futures, calling back as each finishes (results flow to the client).
+    """Wait for the block futures, reporting each to ``sink`` (results flow to the client).
 
-    ``on_idle`` is called about every 0.2 s while nothing finishes (for stall reporting).
+    ``sink.idle`` is called about every 0.2 s while nothing finishes (for stall reporting).
     Futures are released as they finish, so their results do not pile up on the workers.
     """
     pending = as_completed(futures)
@@ -269,26 +266,24 @@ def gather_blocks(
     while not pending.is_empty():
         batch = pending.next_batch(block=False)
         if not batch:
-            on_idle()
+            sink.idle()
             time.sleep(POLL_SECONDS)
             continue
         for future in batch:
-            index = indices[future.key]
-            if future.status == "error":
-                exc = future.exception()
-                on_failed(index, f"{type(exc).__name__}: {exc}")
-            elif future.status == "cancelled":
-                on_failed(index, "cancelled (the scheduler or the client lost the task)")
-            elif future.status != "finished":
-                # finished, then its result was lost with a dead worker: Dask recomputes it
+            if future.status == "finished" or future.status in ("error", "cancelled"):
+                _report(future, indices[future.key], sink)
+                future.release()
+            else:  # finished, then its result was lost with a dead worker: Dask recomputes it
                 pending.add(future)
-                continue
-            else:
-                try:
-                    record = future.result()
-                except Exception as err:
-                    on_failed(index, f"{type(err).__name__}: {err}")
-                else:
-                    on_done(record)
-            future.release()
 
+
+def _report(future: Future, index: tuple[int, int], sink: BlockSink) -> None:
+    if future.status == "cancelled":
+        sink.failed(index, "cancelled (the scheduler or the client lost the task)")
+        return
+    try:
+        record = future.result()
+    except Exception as err:
+        sink.failed(index, f"{type(err).__name__}: {err}")
+    else:
+        sink.done(record)

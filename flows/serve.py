@@ -16,13 +16,16 @@ point ``PREFECT_API_URL`` at it (``http://127.0.0.1:4200/api``) for both the ser
 """
 
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from prefect import flow, get_run_logger
 
-from segpipe.flows.flow import Execution, expand_inputs, list_inputs, run_batch
-from segpipe.pipeline.run import RunOptions
+from segpipe.flows.execution import Execution
+from segpipe.flows.flow import run_batch
+from segpipe.flows.inputs import expand_inputs, list_inputs
+from segpipe.pipeline.options import RunOptions
 
 FLOW_NAME = "segpipe-watch"
 
@@ -61,34 +64,45 @@ def watch_folder(
     return run_batch(expand_inputs(ready, output, options, output_dir=True), execution)
 
 
+@dataclass(frozen=True)
+class Schedule:
+    """When the deployment runs: a cron expression (in ``timezone``) or an interval."""
+
+    cron: str | None = None
+    interval: float | None = None
+    timezone: str | None = None
+
+    def serve_kwargs(self) -> dict[str, Any]:
+        """The schedule arguments of ``Flow.serve``."""
+        if self.cron and self.timezone:
+            from prefect.schedules import Cron
+
+            return {"schedule": Cron(self.cron, timezone=self.timezone)}
+        kw: dict[str, Any] = {}
+        if self.cron:
+            kw["cron"] = self.cron
+        if self.interval:
+            kw["interval"] = self.interval
+        return kw
+
+
 def serve_folder(
     watch: str, *, pattern: str, output: str | None, options: RunOptions, execution: Execution,
-    cron: str | None = None, interval: float | None = None, timezone: str | None = None,
-    name: str = FLOW_NAME, settle: float = 60.0,
+    schedule: Schedule, name: str = FLOW_NAME, settle: float = 60.0,
 ) -> None:
     """Create the deployment and serve it until interrupted (blocks)."""
     from prefect.deployments.runner import EntrypointType
 
-    schedule: dict = {}
-    if cron:
-        schedule["cron"] = cron
-    if interval:
-        schedule["interval"] = interval
-    if timezone and cron:
-        from prefect.schedules import Cron
-
-        schedule = {"schedule": Cron(cron, timezone=timezone)}
-    watch = str(Path(watch).absolute())
-    output = str(Path(output).absolute()) if output else None
     watch_folder.serve(
         name=name,
         parameters={
-            "watch": watch, "pattern": pattern, "output": output,
-            "options": asdict(options), "execution": asdict(execution), "settle": settle,
+            "watch": str(Path(watch).absolute()), "pattern": pattern,
+            "output": str(Path(output).absolute()) if output else None,
+            "options": options.to_dict(), "execution": asdict(execution), "settle": settle,
         },
         description=f"segpipe: segment new {pattern} files in {watch}",
         tags=["segpipe"],
         limit=1,
         entrypoint_type=EntrypointType.MODULE_PATH,
-        **schedule,
+        **schedule.serve_kwargs(),
     )

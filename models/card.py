@@ -6,7 +6,7 @@ was trained at, and its license, training data and metrics. It is stored as JSON
 model file (exported program, TorchScript, checkpoint, ONNX metadata) or in a sidecar ``.json``.
 
 In JSON, colors are ``"#rrggbb"`` strings and tuples are lists. Every validation problem raises
-:class:`~segpipe.models.errors.ModelError` naming the offending field.
+:class:`~segpipe.models.foundation.ModelError` naming the offending field.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from typing import Any, ClassVar
 
-from .errors import ModelError
+from .foundation import ModelError
 
 __all__ = ["ClassInfo", "ModelCard", "NormMethod", "Normalization", "default_palette"]
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .errors import ModelError
+from .foundation import ModelError
 
 __all__ = ["Geometry", "probe_geometry"]
 
@@ -28,20 +28,23 @@ class Geometry:
     ``margin``: pixels lost on each side (output = input − 2·margin). ``period``: validity
     repeats with this period; a side ``n`` is valid when ``n % period`` is in
     ``valid_residues``. ``stride``: the alignment step for tile origins (the model's total
-    down-sampling when known, else ``period``).
+    down-sampling when known, else ``period``). ``out_channels``: K, the size of dim 1 of the
+    model's N×K×h×w output (1 for a single-logit binary model).
     """
 
     margin: int
     stride: int
     period: int
     valid_residues: frozenset[int]
+    out_channels: int
 
     def __post_init__(self) -> None:
         """Check that the numbers describe a usable geometry."""
-        if self.margin < 0 or self.stride < 1 or self.period < 1:
+        if self.margin < 0 or self.stride < 1 or self.period < 1 or self.out_channels < 1:
             raise ModelError(
-                f"geometry margin={self.margin}, stride={self.stride}, period={self.period} is "
-                "invalid; need margin >= 0, stride >= 1, period >= 1"
+                f"geometry margin={self.margin}, stride={self.stride}, period={self.period}, "
+                f"out_channels={self.out_channels} is invalid; need margin >= 0, stride >= 1, "
+                "period >= 1, out_channels >= 1"
             )
         residues = frozenset(self.valid_residues)
         if not residues or not all(0 <= r < self.period for r in residues):
@@ -50,6 +53,11 @@ class Geometry:
                 f"of residues in 0..{self.period - 1}"
             )
         object.__setattr__(self, "valid_residues", residues)
+
+    @property
+    def num_classes(self) -> int:
+        """Classes the labels can take: K, or 2 for a single-logit model (``logit > 0``)."""
+        return max(self.out_channels, 2)
 
     def is_valid(self, n: int) -> bool:
         """Whether an input side of ``n`` pixels is valid (and leaves at least 1 output pixel)."""
@@ -100,7 +108,7 @@ def probe_geometry(
     stride: int | None = None,
     base: int | None = None,
 ) -> Geometry:
-    """Find a model's margin and valid input sizes by running it on square inputs.
+    """Find a model's margin, valid input sizes and output channels by running it.
 
     The model runs on seeded random 1×C×n×n float32 inputs for ``s`` consecutive sizes
     ``n = base .. base + s − 1`` (``s`` = ``stride``, or 32 when unknown); when only one size in
@@ -108,11 +116,40 @@ def probe_geometry(
     the forward succeeds and ``n − out`` equals the smallest ``n − out`` seen, which must be
     even: the margin is half of it. The period is the smallest divisor ``p`` of ``s`` for which
     validity repeats every ``p`` sizes. ``base`` defaults to ``max(16·s, 256)`` rounded up to
-    a multiple of ``s``.
+    a multiple of ``s``. ``out_channels`` is the K of the N×K×h×w outputs.
 
     Raises :class:`ModelError` when no size works, when outputs are not N×K×h×h with the same
     K, when an output is larger than its input, or when the confirmation run disagrees.
     """
+    s, base = _check_args(channels, stride, base)
+    diffs, out_channels = _scan(model, channels, base, s)
+    least = min(diffs.values())
+    if least % 2:
+        raise ModelError(
+            f"model output is {least} pixels smaller than its input, an odd number: the margin "
+            "would not be symmetric; use a model that crops equally on every side"
+        )
+    valid = {n for n in range(base, base + s) if diffs.get(n) == least}
+    period = next(
+        p
+        for p in range(1, s + 1)
+        if s % p == 0 and all((n in valid) == (n + p in valid) for n in range(base, base + s - p))
+    )
+    geometry = Geometry(
+        margin=least // 2,
+        stride=stride or period,
+        period=period,
+        valid_residues=frozenset(n % period for n in valid),
+        out_channels=out_channels,
+    )
+    if len(valid) == 1:
+        # One valid size in the window: make sure the margin is not just growing with n.
+        _confirm(model, channels, min(valid) + period, least, out_channels)
+    return geometry
+
+
+def _check_args(channels: int, stride: int | None, base: int | None) -> tuple[int, int]:
+    """Check the probe's arguments; return the window length and its first size."""
     if isinstance(channels, bool) or not isinstance(channels, int) or channels < 1:
         raise ModelError(f"probe channels={channels!r} is invalid; use an integer >= 1")
     if stride is not None and (
@@ -121,10 +158,16 @@ def probe_geometry(
         raise ModelError(f"probe stride={stride!r} is invalid; use an integer >= 1 or None")
     s = stride or _UNKNOWN_STRIDE_WINDOW
     if base is None:
-        base = -(-max(16 * s, 256) // s) * s
-    elif isinstance(base, bool) or not isinstance(base, int) or base < 1:
+        return s, -(-max(16 * s, 256) // s) * s
+    if isinstance(base, bool) or not isinstance(base, int) or base < 1:
         raise ModelError(f"probe base={base!r} is invalid; use an integer >= 1 or None")
+    return s, base
 
+
+def _scan(
+    model: Callable[[Tensor], Tensor], channels: int, base: int, s: int
+) -> tuple[dict[int, int], int]:
+    """Run sizes ``base .. base + s − 1``; return ``n − h`` per working size and the one K."""
     diffs: dict[int, int] = {}
     classes: set[int] = set()
     errors: dict[int, str] = {}
@@ -146,28 +189,7 @@ def probe_geometry(
             f"model returned different class counts {sorted(classes)} for different input "
             "sizes; it must return N×K×h×w logits with a fixed K"
         )
-    least = min(diffs.values())
-    if least % 2:
-        raise ModelError(
-            f"model output is {least} pixels smaller than its input, an odd number: the margin "
-            "would not be symmetric; use a model that crops equally on every side"
-        )
-    valid = {n for n in range(base, base + s) if diffs.get(n) == least}
-    period = next(
-        p
-        for p in range(1, s + 1)
-        if s % p == 0 and all((n in valid) == (n + p in valid) for n in range(base, base + s - p))
-    )
-    geometry = Geometry(
-        margin=least // 2,
-        stride=stride or period,
-        period=period,
-        valid_residues=frozenset(n % period for n in valid),
-    )
-    if len(valid) == 1:
-        # One valid size in the window: make sure the margin is not just growing with n.
-        _confirm(model, channels, min(valid) + period, least)
-    return geometry
+    return diffs, classes.pop()
 
 
 def _check_shape(shape: tuple[int, ...], channels: int, n: int) -> int:
@@ -191,8 +213,10 @@ def _check_shape(shape: tuple[int, ...], channels: int, n: int) -> int:
     return n - h
 
 
-def _confirm(model: Callable[[Tensor], Tensor], channels: int, n: int, least: int) -> None:
-    """Check that the margin holds one period past the probed window too."""
+def _confirm(
+    model: Callable[[Tensor], Tensor], channels: int, n: int, least: int, out_channels: int
+) -> None:
+    """Check that the margin and K hold one period past the probed window too."""
     shape, error = _forward_size(model, channels, n)
     if shape is None or _check_shape(shape, channels, n) != least:
         got = error or f"output side {shape[2] if shape else '?'}"
@@ -200,4 +224,9 @@ def _confirm(model: Callable[[Tensor], Tensor], channels: int, n: int, least: in
             f"model geometry is inconsistent: input side {n} should give {n - least} pixels but "
             f"gave {got}; the model may down-sample its output or have a stride larger than "
             "the probed window: pass stride= (e.g. 2**depth) to probe_geometry"
+        )
+    if shape[1] != out_channels:
+        raise ModelError(
+            f"model returned different class counts {sorted({out_channels, shape[1]})} for "
+            "different input sizes; it must return N×K×h×w logits with a fixed K"
         )

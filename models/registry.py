@@ -1,7 +1,7 @@
 """The registry of built-in networks: names → builders, their config keys and default cards.
 
 ``create_model("unet", in_channels=4, num_classes=3, depth=3)`` builds a randomly initialised
-network; weights come from a checkpoint (:func:`segpipe.models.loading.save_checkpoint`).
+network; weights come from a checkpoint (:func:`segpipe.models.saving.save_checkpoint`).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any
 from torch import nn
 
 from .card import ModelCard
-from .errors import ModelError
+from .foundation import ModelError
 from .tv import STRIDES, TorchvisionArch, TorchvisionSegmenter
 from .unet import UNet, check_unet_config, unet_margin
 
@@ -74,7 +74,7 @@ def default_card(name: str, **config: Any) -> ModelCard:
     """Build the card of a built-in network: architecture and geometry filled in, default classes.
 
     Normalization is ``scale``; classes are ``class_0 ..``. Pass a different card to the
-    writers in :mod:`segpipe.models.loading` for a trained model.
+    writers in :mod:`segpipe.models.saving` for a trained model.
     """
     full = resolve_config(name, **config)
     if name == "unet":

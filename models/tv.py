@@ -21,7 +21,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from .errors import ModelError
+from .foundation import ModelError
 
 __all__ = ["TorchvisionArch", "TorchvisionSegmenter"]
 

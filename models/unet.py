@@ -22,7 +22,7 @@ from enum import StrEnum
 import torch
 from torch import Tensor, nn
 
-from .errors import ModelError
+from .foundation import ModelError
 
 __all__ = [
     "Padding",

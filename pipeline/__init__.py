@@ -3,9 +3,6 @@
 Works on paths, windows and arrays; knows nothing of Prefect.
 """
 
-from importlib.metadata import PackageNotFoundError, version
+from segpipe.models.foundation import __version__
 
-try:
-    __version__ = version("segpipe")
-except PackageNotFoundError:  # running from a source tree that is not installed
-    __version__ = "0+unknown"
+__all__ = ["__version__"]

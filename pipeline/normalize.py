@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from segpipe.models.card import Normalization, NormMethod
-from segpipe.models.errors import InputError
+from segpipe.models.foundation import InputError
 from segpipe.pipeline.tiling import Window
 
 # Images up to this many pixels are read whole (in strips) for statistics; larger ones sampled.

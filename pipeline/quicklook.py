@@ -9,6 +9,7 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image, ImageDraw
 
+from segpipe.models.foundation import atomic_output
 from segpipe.pipeline.io.zarrstore import open_array
 
 NODATA_RGB = (0, 0, 0)
@@ -37,7 +38,7 @@ def write_quicklook(
     nodata: int,
     max_side: int = 1024,
 ) -> None:
-    """Write a PNG of at most ``max_side`` pixels a side plus a legend strip beneath."""
+    """Write a PNG of at most ``max_side`` pixels a side plus a legend strip beneath, atomically."""
     small = downsampled_labels(labels_path, max_side)
     palette = np.zeros((nodata + 1, 3), np.uint8)
     palette[: len(colors)] = colors
@@ -53,6 +54,5 @@ def write_quicklook(
         draw.rectangle([6, y + 2, 20, y + 14], fill=tuple(color), outline="black")
         draw.text((28, y + 2), name, fill="black")
         y += line
-    tmp = f"{os.fspath(out_png)}.partial"
-    canvas.save(tmp, format="PNG")
-    os.replace(tmp, out_png)
+    with atomic_output(out_png) as partial:
+        canvas.save(partial, format="PNG")

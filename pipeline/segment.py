@@ -1,25 +1,34 @@
-"""Segmenting one block: read with halo, normalize, run the model per tile, stitch, write.
+"""Segmenting one block, on whichever worker runs it.
 
-A :class:`SegmentJob` holds everything a worker needs as small picklable values (paths, the
-plan, the normalizer); tasks carry the job and a block index, never arrays or models. Each
-worker loads the model once per (file hash, device) and reuses it.
+Read with halo, normalize, run the model per tile, stitch, write the core's chunks, count the
+labels, mark the block done.
+
+A :class:`SegmentJob` holds everything a worker needs as small picklable values (paths, the tile
+plan, the normalizer); tasks carry the job and a block index, never arrays or models. Each worker
+process loads the model once (:func:`segpipe.models.loading.load_model_cached`, verified by its
+sha256) and reuses it.
 """
 
 from __future__ import annotations
 
-import threading
+import os
 import time
 from dataclasses import dataclass
 
 import numpy as np
 
-from segpipe.models import LoadedModel, load_model
-from segpipe.pipeline.infer import Runner, label_dtype, nodata_label, resolve_device
+from segpipe.models.foundation import Precision
+from segpipe.models.loading import LoadedModel, load_model_cached
 from segpipe.pipeline.io.base import open_raster
 from segpipe.pipeline.io.zarrstore import open_array
+from segpipe.pipeline.labels import label_dtype, nodata_label
 from segpipe.pipeline.normalize import Normalizer
-from segpipe.pipeline.stitch import Blend, Merger
+from segpipe.pipeline.options import Blend
+from segpipe.pipeline.stitch import Merger, Stitched
 from segpipe.pipeline.tiling import Block, TilePlan, read_mirrored
+from segpipe.pipeline.workdir import BlockRecord, WorkDir
+
+__all__ = ["SegmentJob", "segment_and_record", "segment_block", "write_nodata"]
 
 
 @dataclass(frozen=True)
@@ -28,66 +37,42 @@ class SegmentJob:
 
     image_path: str
     labels_path: str
+    probabilities_path: str | None
     model: str
     model_sha256: str
-    plan: TilePlan
+    tiles: TilePlan
     margin: int
     num_classes: int
     bands: tuple[int, ...]
     normalizer: Normalizer
     nodata: float | None
-    blend: Blend = Blend.CROP
-    batch_size: int = 4
-    device: str = "auto"
-    bf16: bool = False
-    probabilities_path: str | None = None
+    blend: Blend
+    batch_size: int
+    device: str
+    precision: Precision
+    workdir: WorkDir
 
 
 @dataclass(frozen=True)
 class BlockResult:
-    """What a finished block reports back (small)."""
+    """A block's labels written: its id, pixel count and per-label counts."""
 
     block_id: str
     pixels: int
-    nodata_pixels: int
-    seconds: float
-
-
-_MODELS: dict[tuple[str, str], LoadedModel] = {}
-_MODELS_LOCK = threading.Lock()
-
-
-def cached_model(path: str, sha256: str, device: str) -> LoadedModel:
-    """The model at ``path`` on ``device``, loaded once per process and kept (keyed by hash)."""
-    key = (sha256, device)
-    with _MODELS_LOCK:
-        if key not in _MODELS:
-            _MODELS.clear()  # one model per worker process at a time
-            _MODELS[key] = load_model(path, device=device)
-        return _MODELS[key]
-
-
-def keep_model(model: LoadedModel, device: str) -> None:
-    """Put an already loaded model into this process's cache (the driver's own copy)."""
-    with _MODELS_LOCK:
-        _MODELS.clear()
-        _MODELS[(model.sha256, device)] = model
+    counts: dict[int, int]
 
 
 def segment_block(job: SegmentJob, index: tuple[int, int]) -> BlockResult:
-    """Segment block ``index`` of ``job.plan`` and write its core to the label array."""
-    start = time.perf_counter()
-    plan = job.plan
-    block = plan.block_at(*index)
-    device = resolve_device(job.device)
-    model = cached_model(job.model, job.model_sha256, str(device))
+    """Segment block ``index`` of ``job.tiles`` and write its core to the label array."""
+    block = job.tiles.block_at(*index)
+    model = load_model_cached(job.model, job.device, job.model_sha256)
     with open_raster(job.image_path) as reader:
         bands = list(job.bands)
         pixels = read_mirrored(
-            lambda w: reader.read(w)[bands], block.read, plan.height, plan.width
+            lambda w: reader.read(w)[bands], block.read, job.tiles.height, job.tiles.width
         )
     x, nodata_mask = job.normalizer.apply(pixels, job.nodata)
-    stitched = _run_tiles(job, block, x, model, device)
+    stitched = _run_tiles(job, block, x, model)
     core = block.core.relative_to(block.read).slices
     labels = stitched.labels.astype(label_dtype(job.num_classes))
     missing = nodata_mask[core]
@@ -98,13 +83,15 @@ def segment_block(job: SegmentJob, index: tuple[int, int]) -> BlockResult:
         probs = stitched.probabilities
         probs[:, missing] = 0
         open_array(job.probabilities_path)[:, rows, cols] = probs.astype(np.float16)
-    return BlockResult(
-        block.id, labels.size, int(missing.sum()), time.perf_counter() - start
-    )
+    return BlockResult(block.id, labels.size, _counts(labels))
 
 
-def _run_tiles(job: SegmentJob, block: Block, x: np.ndarray, model, device):
-    runner = Runner(model, device, bf16=job.bf16)
+def _counts(labels: np.ndarray) -> dict[int, int]:
+    counts = np.bincount(labels.ravel())
+    return {int(i): int(c) for i, c in enumerate(counts) if c}
+
+
+def _run_tiles(job: SegmentJob, block: Block, x: np.ndarray, model: LoadedModel) -> Stitched:
     merger = Merger(
         block.core, blend=job.blend, margin=job.margin,
         probabilities=job.probabilities_path is not None,
@@ -113,7 +100,29 @@ def _run_tiles(job: SegmentJob, block: Block, x: np.ndarray, model, device):
     for i in range(0, len(tiles), job.batch_size):
         batch = tiles[i : i + job.batch_size]
         inputs = np.stack([x[(slice(None), *t.read.relative_to(block.read).slices)] for t in batch])
-        logits = runner(inputs)
+        logits = model.predict(inputs, precision=job.precision)
         for t, out in zip(batch, logits):
             merger.add(t, out)
     return merger.finalize()
+
+
+def segment_and_record(
+    job: SegmentJob, index: tuple[int, int], run_id: str, worker: str = "local"
+) -> BlockRecord:
+    """Segment one block, then mark it done (the body of every block task, on any executor)."""
+    start = time.perf_counter()
+    result = segment_block(job, index)
+    record = BlockRecord(
+        block_id=result.block_id, pixels=result.pixels, counts=result.counts,
+        seconds=time.perf_counter() - start, worker=worker, pid=os.getpid(), run_id=run_id,
+    )
+    job.workdir.mark_done(record)
+    return record
+
+
+def write_nodata(job: SegmentJob, index: tuple[int, int]) -> None:
+    """Fill the core of a failed block with the nodata label (and zero probabilities)."""
+    rows, cols = job.tiles.block_core(*index).slices
+    open_array(job.labels_path)[rows, cols] = nodata_label(job.num_classes)
+    if job.probabilities_path:
+        open_array(job.probabilities_path)[:, rows, cols] = 0

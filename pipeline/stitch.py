@@ -10,22 +10,17 @@ receptive field is larger than any affordable halo.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import StrEnum
 
 import numpy as np
 import torch
 
-from segpipe.pipeline.infer import labels_from_logits, probabilities_from_logits
+from segpipe.pipeline.labels import labels_from_logits, probabilities_from_logits
+from segpipe.pipeline.options import Blend
 from segpipe.pipeline.tiling import Tile, Window
 
+__all__ = ["Blend", "Merger", "Stitched", "gaussian_weights"]
+
 SIGMA_SCALE = 0.125
-
-
-class Blend(StrEnum):
-    """How overlapping tile outputs are combined."""
-
-    CROP = "crop"
-    GAUSSIAN = "gaussian"
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from functools import cached_property
 
 import numpy as np
 
-from segpipe.models.errors import InputError
+from segpipe.models.foundation import InputError
 
 
 @dataclass(frozen=True, order=True)
@@ -41,6 +41,11 @@ class Window:
     def col_stop(self) -> int:
         """One past the last column."""
         return self.col + self.width
+
+    @property
+    def size(self) -> int:
+        """Number of pixels."""
+        return self.height * self.width
 
     @property
     def slices(self) -> tuple[slice, slice]:
@@ -186,6 +191,19 @@ class TilePlan:
             for j in range(cols):
                 yield self.tile_at(i, j)
 
+    def block_indices(self) -> Iterator[tuple[int, int]]:
+        """Indices of all blocks, row by row (cheap: builds no tiles)."""
+        rows, cols = self.block_grid
+        for bi in range(rows):
+            for bj in range(cols):
+                yield bi, bj
+
+    def block_core(self, bi: int, bj: int) -> Window:
+        """The core of block ``(bi, bj)`` (cheap: builds no tiles)."""
+        side = self.block * self.tile
+        row, col = bi * side, bj * side
+        return Window(row, col, min(side, self.height - row), min(side, self.width - col))
+
     def block_at(self, bi: int, bj: int) -> Block:
         """Block ``(bi, bj)``: its own tiles, plus ``ring`` neighbours, and the window it reads."""
         rows, cols = self.grid
@@ -207,10 +225,8 @@ class TilePlan:
 
     def blocks(self) -> Iterator[Block]:
         """All blocks, row by row."""
-        rows, cols = self.block_grid
-        for bi in range(rows):
-            for bj in range(cols):
-                yield self.block_at(bi, bj)
+        for bi, bj in self.block_indices():
+            yield self.block_at(bi, bj)
 
     @property
     def n_blocks(self) -> int:

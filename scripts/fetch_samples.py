@@ -28,7 +28,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from segpipe.models.loading import file_sha256
+from segpipe.models.foundation import file_sha256
 
 
 @dataclass(frozen=True)

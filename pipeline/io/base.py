@@ -15,7 +15,7 @@ from typing import Any, Protocol, Self
 
 import numpy as np
 
-from segpipe.models.errors import RasterError
+from segpipe.models.foundation import RasterError
 from segpipe.pipeline.tiling import Window
 
 

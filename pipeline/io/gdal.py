@@ -1,4 +1,8 @@
-"""GDAL rasters (GeoTIFF, COG, anything GDAL reads) through rasterio, window by window."""
+"""GDAL rasters (GeoTIFF, COG, anything GDAL reads) through rasterio, window by window.
+
+Also here: :func:`bounded_gdal_cache`, the GDAL block cache every stage that streams a whole
+image through GDAL (ingest, export) runs under.
+"""
 
 from __future__ import annotations
 
@@ -9,9 +13,19 @@ import rasterio
 from rasterio.errors import RasterioIOError
 from rasterio.windows import Window as RioWindow
 
-from segpipe.models.errors import InputError, RasterError
+from segpipe.models.foundation import RasterError
 from segpipe.pipeline.io.base import RasterInfo, ReaderBase
+from segpipe.pipeline.io.pyramid import info_at_level
 from segpipe.pipeline.tiling import Window
+
+# GDAL's block cache while streaming whole images (ingest, export). GDAL's default, 5 % of the
+# RAM, would make the driver's memory grow with the image up to that much.
+GDAL_CACHE_BYTES = 64 << 20
+
+
+def bounded_gdal_cache() -> rasterio.Env:
+    """A rasterio environment whose GDAL block cache is :data:`GDAL_CACHE_BYTES` (64 MiB)."""
+    return rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES)
 
 
 def _nodata(ds: rasterio.DatasetReader) -> float | None:
@@ -38,10 +52,6 @@ class GdalReader(ReaderBase):
                 (base.height, base.width),
                 *((math.ceil(base.height / f), math.ceil(base.width / f)) for f in factors),
             )
-            if not 0 <= level < len(levels):
-                raise InputError(
-                    f"--level {level} does not exist in {path}: it has levels 0..{len(levels) - 1}"
-                )
             dtypes = set(base.dtypes)
             if len(dtypes) != 1:
                 raise RasterError(f"{path}: bands of mixed types {sorted(dtypes)} are unsupported")
@@ -60,10 +70,7 @@ class GdalReader(ReaderBase):
                 levels=levels,
                 extra={"driver": base.driver},
             )
-        if level:
-            height, width = levels[level]
-            info = info.with_level(level, height, width, base.height / height)
-        self.info = info
+        self.info = info_at_level(info, level)
         self._ds = rasterio.open(path, overview_level=level - 1) if level else rasterio.open(path)
 
     def read(self, window: Window) -> np.ndarray:

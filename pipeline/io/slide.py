@@ -24,9 +24,9 @@ from typing import Any
 
 import numpy as np
 
-from segpipe.models.errors import InputError, RasterError
+from segpipe.models.foundation import RasterError
 from segpipe.pipeline.io.base import RasterInfo, ReaderBase
-from segpipe.pipeline.io.levels import level_scale
+from segpipe.pipeline.io.pyramid import info_at_level
 from segpipe.pipeline.io.tiff import _positive
 from segpipe.pipeline.tiling import Window
 
@@ -76,11 +76,6 @@ class OpenSlideReader(ReaderBase):
     def _info(self, path: str, level: int) -> RasterInfo:
         slide = self._slide
         levels = tuple((h, w) for w, h in slide.level_dimensions)
-        if not 0 <= level < len(levels):
-            raise InputError(
-                f"--level {level} does not exist in {path}: it has levels 0..{len(levels) - 1} "
-                f"({', '.join(f'{w}x{h}' for h, w in levels)})"
-            )
         props = slide.properties
         mpp_x = _positive(props.get("openslide.mpp-x"))
         mpp_y = _positive(props.get("openslide.mpp-y"))
@@ -89,7 +84,7 @@ class OpenSlideReader(ReaderBase):
         if (power := _positive(props.get("openslide.objective-power"))) is not None:
             extra["objective_power"] = power
         height, width = levels[0]
-        info = RasterInfo(
+        info0 = RasterInfo(
             path=path,
             format="slide",
             height=height,
@@ -102,10 +97,7 @@ class OpenSlideReader(ReaderBase):
             levels=levels,
             extra=extra,
         )
-        if level:
-            h, w = levels[level]
-            info = info.with_level(level, h, w, level_scale(levels[0], levels[level])[1])
-        return info
+        return info_at_level(info0, level)
 
     def read(self, window: Window) -> np.ndarray:
         """Pixels of ``window`` as (3, h, w) uint8."""

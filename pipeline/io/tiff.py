@@ -13,34 +13,22 @@ here, with format ``"tiff"``.
 Physical pixel size, never invented: Aperio's ``MPP = 0.499`` (µm); ImageJ's ``unit`` with the
 resolution tags; or resolution tags in pixels per centimetre. A resolution in inches (often a
 meaningless 72 dpi) or without a unit gives no pixel size.
-
-Also here: the probability GeoTIFF writer (:func:`write_probabilities_geotiff`).
 """
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import tifffile
 import zarr
 
-from segpipe.models.errors import InputError, RasterError
+from segpipe.models.foundation import RasterError
 from segpipe.pipeline.io.base import RasterInfo, ReaderBase
-from segpipe.pipeline.io.levels import (
-    atomic_output,
-    class_channel_names,
-    level_scale,
-    normalize_unit,
-    open_stored,
-    probability_block,
-    pyramid_shapes,
-)
+from segpipe.pipeline.io.pyramid import check_level, info_at_level
+from segpipe.pipeline.io.units import normalize_unit
 from segpipe.pipeline.tiling import Window
 
 _TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
@@ -169,11 +157,7 @@ class TifffileReader(ReaderBase):
         series = self._tif.series[0]
         layouts = [AxisLayout.of(lv.axes, lv.shape, path) for lv in series.levels]
         levels = tuple((lay.height, lay.width) for lay in layouts)
-        if not 0 <= level < len(levels):
-            raise InputError(
-                f"--level {level} does not exist in {path}: it has levels 0..{len(levels) - 1} "
-                f"({', '.join(f'{w}x{h}' for h, w in levels)})"
-            )
+        check_level(path, levels, level)
         self._layout = layouts[level]
         try:
             self._array = zarr.open_array(series.aszarr(level=level), mode="r")
@@ -199,10 +183,7 @@ class TifffileReader(ReaderBase):
             levels=levels,
             extra={"axes": series.levels[0].axes, **meta.get("extra", {})},
         )
-        if level:
-            height, width = levels[level]
-            info = info.with_level(level, height, width, level_scale(levels[0], levels[level])[1])
-        return info
+        return info_at_level(info, level)
 
     def _metadata(self, series: tifffile.TiffPageSeries) -> dict[str, Any]:
         """pixel_size (y, x), pixel_unit, channel_names and extra of the series."""
@@ -275,68 +256,3 @@ class TiffReader(TifffileReader):
         elif page.resolutionunit == tifffile.RESUNIT.MICROMETER:
             meta["pixel_size"], meta["pixel_unit"] = (1 / yres, 1 / xres), "µm"
         return meta
-
-
-# ------------------------------------------------------------------- probabilities, GeoTIFF
-
-
-def write_probabilities_geotiff(
-    probs_path: str | os.PathLike[str],
-    out_path: str | os.PathLike[str],
-    info: RasterInfo,
-    *,
-    class_names: Sequence[str] | None = None,
-    as_uint8: bool = False,
-    block: int = 512,
-) -> None:
-    """Write the (K, H, W) probability Zarr as a GeoTIFF (COG layout), atomically.
-
-    The input's CRS and transform, one band per class (named after it), float32 (GDAL has no
-    float16) or ``round(p * 255)`` uint8, deflate, overviews by nearest resampling.
-    """
-    import rasterio
-    import rasterio.shutil
-    from affine import Affine
-    from rasterio.crs import CRS
-    from rasterio.windows import Window as RioWindow
-
-    probs = open_stored(probs_path, info, "probabilities", 3)
-    count, height, width = probs.shape
-    names = class_channel_names(count, class_names)
-    dtype = "uint8" if as_uint8 else "float32"
-    profile: dict[str, Any] = {
-        "driver": "GTiff", "height": height, "width": width, "count": count, "dtype": dtype,
-        "tiled": True, "blockxsize": block, "blockysize": block, "compress": "deflate",
-        "predictor": 2 if as_uint8 else 3, "BIGTIFF": "IF_SAFER",
-    }
-    if info.crs_wkt:
-        profile["crs"] = CRS.from_wkt(info.crs_wkt)
-    if info.transform:
-        profile["transform"] = Affine(*info.transform)
-    step = probs.chunks[1]
-    out = Path(out_path)
-    staging = out.with_name(f".{out.name}.staging.tif")
-    try:
-        with rasterio.open(staging, "w", **profile) as dst:
-            for row in range(0, height, step):
-                rows = min(step, height - row)
-                strip = probability_block(
-                    np.asarray(probs[:, row : row + rows, :]), as_uint8=as_uint8,
-                    float_dtype="float32",
-                )
-                dst.write(strip, window=RioWindow(0, row, width, rows))
-            for i, name in enumerate(names, start=1):
-                dst.set_band_description(i, name)
-            dst.update_tags(
-                CLASS_NAMES=json.dumps(names),
-                SCALE="1/255" if as_uint8 else "1",
-            )
-        with atomic_output(out) as partial:
-            rasterio.shutil.copy(
-                staging, partial, driver="COG", COMPRESS="DEFLATE", BLOCKSIZE=str(block),
-                BIGTIFF="IF_SAFER", RESAMPLING="NEAREST",
-                OVERVIEWS="AUTO" if len(pyramid_shapes(height, width, block)) > 1 else "NONE",
-                PREDICTOR="YES",
-            )
-    finally:
-        staging.unlink(missing_ok=True)

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import zarr
 
-from segpipe.models.errors import RasterError
+from segpipe.models.foundation import RasterError
 from segpipe.pipeline.io.base import RasterInfo, Reader, ReaderBase
 from segpipe.pipeline.tiling import Window
 

@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 import rasterio
 
-from segpipe.pipeline.run import RunOptions, run_local
+from segpipe.pipeline.options import RunOptions
+from segpipe.pipeline.stages import run_one
 from tests.conftest import smooth_image, write_geotiff
 from tests.pipeline.test_exactness import tiny_unet
 
@@ -49,8 +50,8 @@ def assets(tmp_path_factory):
 def options_for(src, out, model, args) -> RunOptions:
     """The RunOptions equal to CLI ``args`` (SMALL_ARGS or BIG_ARGS)."""
     kw = dict(zip(args[::2], args[1::2]))
-    return RunOptions(
-        input=str(src), output=str(out), model=str(model), tile=int(kw["--tile"]),
+    return RunOptions.of(
+        str(src), str(out), model=str(model), tile=int(kw["--tile"]),
         block_pixels=int(kw["--block-pixels"]), device="cpu",
         batch_size=int(kw.get("--batch-size", 4)),
     )
@@ -58,12 +59,12 @@ def options_for(src, out, model, args) -> RunOptions:
 
 @pytest.fixture(scope="session")
 def reference(assets, tmp_path_factory):
-    """Labels (and files) of the in-process reference path, run_local, for both inputs."""
+    """Labels (and files) of the in-process reference path, run_one, for both inputs."""
     d = tmp_path_factory.mktemp("reference")
     out = {}
     for name, args in (("small", SMALL_ARGS), ("big", BIG_ARGS)):
         path = d / f"{name}.tif"
-        run_local(options_for(assets[name], path, assets["model"], args))
+        run_one(options_for(assets[name], path, assets["model"], args))
         out[name] = read_labels(path)
         out[f"{name}_file"] = path
     return out

@@ -10,7 +10,7 @@ import subprocess
 import numpy as np
 
 from segpipe.flows.cli import main
-from segpipe.pipeline.manifest import done_blocks
+from segpipe.pipeline.workdir import WorkDir
 from tests.flows.conftest import (
     BIG_ARGS,
     SMALL_ARGS,
@@ -62,12 +62,12 @@ def test_a_worker_killed_mid_run_gives_identical_output(
     )
 
     def victim_has_worked():
-        done = done_blocks(workdir)
+        done = WorkDir(str(workdir)).done_blocks()
         return len(done) >= 8 and any(r.pid == victim.pid for r in done.values())
 
     wait_for(victim_has_worked, 180, "blocks from both workers")
     os.kill(victim.pid, signal.SIGKILL)
-    killed_at = len(done_blocks(workdir))
+    killed_at = len(WorkDir(str(workdir)).done_blocks())
     assert proc.wait(timeout=300) == 0, (tmp_path / "run.log").read_text()
     log.close()
     assert victim.wait(timeout=10) == -signal.SIGKILL
@@ -77,7 +77,7 @@ def test_a_worker_killed_mid_run_gives_identical_output(
     summary = json.loads((tmp_path / "s.json").read_text())
     assert summary["blocks_computed"] == 256 and not summary["failed_blocks"]
     by_pid = {}
-    for r in done_blocks(workdir).values():
+    for r in WorkDir(str(workdir)).done_blocks().values():
         by_pid[r.pid] = by_pid.get(r.pid, 0) + 1
     # the survivor did the rest, including what was in flight on the victim
     assert len(by_pid) == 2 and by_pid[victim.pid] < 256 - by_pid[victim.pid]

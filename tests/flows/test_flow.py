@@ -1,17 +1,19 @@
-"""``segpipe run`` as a Prefect flow on Dask: stage tasks, equality with run_local, reports,
+"""``segpipe run`` as a Prefect flow on Dask: stage tasks, equality with in-process, reports,
 batches, refusals and failed blocks."""
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 
 import numpy as np
 import pytest
 
 from segpipe.flows.cli import main
-from segpipe.pipeline.manifest import Manifest, done_blocks
-from segpipe.pipeline.run import artifact_key, default_workdir, sidecar_path
+from segpipe.pipeline.outputs import default_workdir, sidecar_path
+from segpipe.pipeline.report import artifact_key
+from segpipe.pipeline.workdir import WorkDir
 from tests.conftest import smooth_image, write_geotiff
 from tests.flows.conftest import SMALL, SMALL_ARGS, read_labels
 from tests.pipeline.test_exactness import tiny_unet
@@ -150,49 +152,40 @@ def test_existing_workdir_needs_resume_and_resume_refuses_a_changed_model(
     src = shutil.copy(assets["small"], tmp_path / "scene.tif")
     model = tiny_unet(tmp_path / "m.pt", 1, "valid")
     out = tmp_path / "labels.tif"
-    workdir = tmp_path / ".labels.tif.segpipe"
+    workdir = WorkDir(str(tmp_path / ".labels.tif.segpipe"))
     args = ["--input", src, "--output", out, "--model", model, *SMALL_ARGS, "--workers", "0"]
     _interrupted_run(tmp_path, src, model, out, SMALL_ARGS, blocks=4)
 
     code, err = cli(capsys, *args)
-    assert code == 2 and "--resume" in err and str(workdir) in err
-    assert len(done_blocks(workdir)) == 4  # nothing wiped
+    assert code == 2 and "--resume" in err and workdir.path in err
+    assert len(workdir.done_blocks()) == 4  # nothing wiped
 
     tiny_unet(model, 1, "valid", seed=7)  # the model file changes
     code, err = cli(capsys, *args, "--resume")
     assert code == 2, err
     assert "error: cannot --resume" in err and "model changed" in err and "Traceback" not in err
-    assert len(done_blocks(workdir)) == 4 and not out.exists()
+    assert len(workdir.done_blocks()) == 4 and not out.exists()
 
     tiny_unet(model, 1, "valid", seed=0)  # the same bytes again: resuming is allowed
     code, err = cli(capsys, *args, "--resume", "--tile", "64", "--block-pixels", "64")
     assert code == 2 and "--tile 32 → 64" in err
     code, err = cli(capsys, *args, "--resume")
     assert code == 0, err
-    assert not workdir.exists() and out.exists()
+    assert not os.path.exists(workdir.path) and out.exists()
 
 
 def _interrupted_run(tmp_path, src, model, out, args, blocks: int):
-    """A run that stopped after ``blocks`` blocks: the stages of run_local, cut short."""
-    from segpipe.pipeline.run import (
-        driver_model,
-        ingest_stage,
-        open_run,
-        pending_blocks,
-        plan_run,
-        segment_and_record,
-        stats_stage,
-    )
+    """A run that stopped after ``blocks`` blocks: the library's stages, cut short."""
+    from segpipe.pipeline.segment import segment_and_record
+    from segpipe.pipeline.stages import ingest_stage, plan_stage, stats_stage
     from tests.flows.conftest import options_for
 
-    options = options_for(src, out, model, args)
-    prep = plan_run(options, driver_model(str(model)))
-    prep, manifest, _ = open_run(prep, resume=False)
-    manifest = ingest_stage(prep, manifest)
-    prep, manifest = stats_stage(prep, manifest)
-    for index in pending_blocks(prep.plan, set())[:blocks]:
-        segment_and_record(prep.job(), index, prep.workdir, "first")
-    return prep
+    plan = plan_stage(options_for(src, out, model, args))
+    ingest_stage(plan)
+    plan = stats_stage(plan)
+    for index in list(plan.tiles.block_indices())[:blocks]:
+        segment_and_record(plan.job(), index, "first")
+    return plan
 
 
 def test_a_block_that_keeps_failing_is_nodata_reported_and_resumable(
@@ -200,7 +193,7 @@ def test_a_block_that_keeps_failing_is_nodata_reported_and_resumable(
 ):
     src = shutil.copy(assets["small"], tmp_path / "scene.tif")
     out = tmp_path / "labels.tif"
-    prep = _interrupted_run(tmp_path, src, assets["model"], out, SMALL_ARGS, blocks=0)
+    plan = _interrupted_run(tmp_path, src, assets["model"], out, SMALL_ARGS, blocks=0)
     # damage the ingested pixels of block 1_2 (one chunk): reading it fails on every attempt
     chunk = next(p for p in (tmp_path / ".labels.tif.segpipe" / "image.zarr").rglob("*")
                  if p.is_file() and p.parts[-3:] == ("0", "1", "2"))
@@ -219,14 +212,14 @@ def test_a_block_that_keeps_failing_is_nodata_reported_and_resumable(
     assert "1_2" in failed and len(failed) < 15 and f"{len(failed)} of 15 blocks" in lines[0]
     from segpipe.pipeline.io.zarrstore import open_array
 
-    labels = np.asarray(open_array(prep.labels_path, mode="r")[:])
+    labels = np.asarray(open_array(plan.workdir.labels, mode="r")[:])
     nodata = np.zeros(labels.shape, bool)
     for b in failed:
-        rows, cols = prep.plan.block_at(*map(int, b.split("_"))).core.slices
+        rows, cols = plan.tiles.block_core(*map(int, b.split("_"))).slices
         nodata[rows, cols] = True
     assert (labels[nodata] == 255).all() and (labels[~nodata] != 255).all()  # written as nodata
     every = {f"{i}_{j}" for i in range(3) for j in range(5)}
-    assert set(done_blocks(prep.workdir)) == every - failed
+    assert set(plan.workdir.done_blocks()) == every - failed
 
     chunk.write_bytes(good)  # the cause is fixed: --resume recomputes only the failed block
     code, err = cli(capsys, *args[:-3], "--workers", "0", "--resume", "--summary",
@@ -239,13 +232,13 @@ def test_a_block_that_keeps_failing_is_nodata_reported_and_resumable(
 
 
 def test_manifest_is_keyed_and_written_atomically(assets, tmp_path):
-    prep = _interrupted_run(tmp_path, assets["small"], assets["model"], tmp_path / "o.tif",
+    plan = _interrupted_run(tmp_path, assets["small"], assets["model"], tmp_path / "o.tif",
                             SMALL_ARGS, blocks=2)
-    manifest = Manifest.load(prep.workdir)
-    assert manifest.key == prep.key()
-    assert manifest.stages.keys() >= {"ingest", "stats"} and manifest.normalizer
-    assert not [p for p in (tmp_path / ".o.tif.segpipe").iterdir() if p.suffix == ".tmp"]
-    records = done_blocks(prep.workdir)
+    manifest = plan.workdir.require()
+    assert manifest.key == plan.label_key()
+    assert list(manifest.stages) == ["ingest", "stats"] and manifest.normalizer
+    assert not [p for p in (tmp_path / ".o.tif.segpipe").iterdir() if p.name.startswith(".")]
+    records = plan.workdir.done_blocks()
     assert sorted(records) == ["0_0", "0_1"] and records["0_0"].run_id == "first"
 
 
@@ -253,3 +246,45 @@ def test_manifest_is_keyed_and_written_atomically(assets, tmp_path):
 def test_bad_execution_options_exit_2(assets, tmp_path, capsys, bad):
     code, err = cli(capsys, "--input", assets["small"], "--output", tmp_path / "o.tif", *bad)
     assert code == 2 and err.startswith("error: --workers")
+
+
+def test_kept_workdir_reexports_output_option_changes_without_the_model(
+    prefect_api, assets, tmp_path, capsys
+):
+    src = shutil.copy(assets["small"], tmp_path / "scene.tif")
+    out = tmp_path / "labels.ome.zarr"
+    workdir = WorkDir(str(tmp_path / ".labels.ome.zarr.segpipe"))
+    args = ["--input", src, "--output", out, "--model", assets["model"], *SMALL_ARGS,
+            "--workers", "0", "--keep-workdir"]
+    code, err = cli(capsys, *args)
+    assert code == 0, err
+    markers = {p.name: p.stat().st_mtime_ns for p in workdir.done_dir.iterdir()}
+    assert len(markers) == 15
+    assert json.loads((out / ".zattrs").read_text())["multiscales"][0]["version"] == "0.4"
+
+    code, err = cli(capsys, *args, "--ngff-version", "0.5", "--overwrite", "--summary",
+                    tmp_path / "s.json")
+    assert code == 0, err
+    # re-exported as NGFF 0.5 from the kept label array: no block was segmented again
+    assert json.loads((out / "zarr.json").read_text())["attributes"]["ome"]["version"] == "0.5"
+    assert {p.name: p.stat().st_mtime_ns for p in workdir.done_dir.iterdir()} == markers
+    summary = json.loads((tmp_path / "s.json").read_text())
+    assert summary["blocks_computed"] == 0 and summary["blocks_reused"] == 15
+    assert sum(c["pixels"] for c in summary["classes"]) == SMALL[1] * SMALL[2]
+
+
+def test_resume_with_another_batch_size_is_identical_and_probabilities_are_refused(
+    prefect_api, assets, reference, tmp_path, capsys
+):
+    src = shutil.copy(assets["small"], tmp_path / "scene.tif")
+    out = tmp_path / "labels.tif"
+    args = ["--input", src, "--output", out, "--model", assets["model"], *SMALL_ARGS,
+            "--workers", "0", "--resume"]
+    _interrupted_run(tmp_path, src, assets["model"], out, SMALL_ARGS, blocks=5)
+    code, err = cli(capsys, *args, "--probabilities")
+    assert code == 2 and "--probabilities False → True" in err, err
+    assert not out.exists()
+    code, err = cli(capsys, *args, "--batch-size", "1", "--summary", tmp_path / "s.json")
+    assert code == 0, err
+    assert json.loads((tmp_path / "s.json").read_text())["blocks_reused"] == 5
+    assert out.read_bytes() == reference["small_file"].read_bytes()

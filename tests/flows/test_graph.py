@@ -10,8 +10,10 @@ import rasterio
 from affine import Affine
 
 from segpipe.flows.cluster import submit_blocks
-from segpipe.pipeline import run as run_module
-from segpipe.pipeline.run import RunOptions, driver_model, pending_blocks, plan_run
+from segpipe.pipeline import segment as segment_module
+from segpipe.pipeline.normalize import Normalizer
+from segpipe.pipeline.options import RunOptions
+from segpipe.pipeline.plan import plan_run
 from segpipe.pipeline.tiling import TilePlan
 
 
@@ -50,7 +52,7 @@ def test_100k_square_plan_and_submissions_compute_nothing(tmp_path, assets, monk
         calls["segment"] += 1
         raise AssertionError("a block was computed while building the graph")
 
-    monkeypatch.setattr(run_module, "segment_block", no_segment)
+    monkeypatch.setattr(segment_module, "segment_block", no_segment)
     from segpipe.pipeline.io.gdal import GdalReader
 
     real_read = GdalReader.read
@@ -62,38 +64,32 @@ def test_100k_square_plan_and_submissions_compute_nothing(tmp_path, assets, monk
     monkeypatch.setattr(GdalReader, "read", counting_read)
 
     start = time.perf_counter()
-    options = RunOptions(input=str(src), output=str(tmp_path / "huge.labels.tif"),
-                         model=str(assets["model"]), tile=512, device="cpu")
-    prep = plan_run(options, driver_model(str(assets["model"])))
-    prep = prep.with_normalizer(prep_normalizer(prep))
-    todo = pending_blocks(prep.plan, done=set())
+    options = RunOptions.of(str(src), str(tmp_path / "huge.labels.tif"),
+                            model=str(assets["model"]), tile=512, device="cpu")
+    plan = plan_run(options)
+    # a fixed normalizer: statistics would read pixels; they are their own stage
+    plan = plan.with_normalizer(Normalizer(plan.normalization.method, (0.0,), (1.0,)))
+    todo = list(plan.tiles.block_indices())
     client = RecordingClient()
-    futures, by_key = submit_blocks(client, prep.job(), todo, prep.workdir, "run")
+    futures, by_key = submit_blocks(client, plan.job(), todo, "run")
     seconds = time.perf_counter() - start
     print(f"plan + submissions for 100k x 100k: {seconds:.2f} s, {len(todo)} block tasks")
 
     assert calls == {"segment": 0, "read": 0}  # no pixel read, no block run
-    assert prep.plan.n_blocks == len(todo) == len(futures) == len(by_key) == 49 * 49
+    assert plan.tiles.n_blocks == len(todo) == len(futures) == len(by_key) == 49 * 49
     ((func, iterables, keys, kw),) = client.calls
     assert func.__name__ == "run_block" and kw["retries"] == 2 and kw["pure"] is False
     jobs, indices = iterables[0], iterables[1]
-    assert all(j is prep.job() or j == prep.job() for j in jobs[:3])
+    assert all(j is plan.job() or j == plan.job() for j in jobs[:3])
     # tasks carry a small job and a block index, never arrays
     assert len(pickle.dumps((jobs[0], indices[0]))) < 4096
     assert not any(isinstance(x, np.ndarray) for x in vars(jobs[0]).values())
     assert len(set(keys)) == len(keys)
 
 
-def prep_normalizer(prep):
-    """A fixed normalizer (statistics would read pixels; they are their own stage)."""
-    from segpipe.pipeline.normalize import Normalizer
-
-    return Normalizer(prep.card.normalization.method, (0.0,), (1.0,))
-
-
-def test_pending_blocks_match_the_plan_ids():
+def test_cheap_block_indices_and_cores_match_the_built_blocks():
     plan = TilePlan(1000, 700, 64, 8, block=3)
-    ids = [b.id for b in plan.blocks()]
-    assert [f"{i}_{j}" for i, j in pending_blocks(plan, set())] == ids
-    assert pending_blocks(plan, set(ids[1:])) == [plan.block_at(0, 0).index]
-    assert sum(run_module.block_pixels(plan, b.index) for b in plan.blocks()) == 1000 * 700
+    blocks = list(plan.blocks())
+    assert [b.index for b in blocks] == list(plan.block_indices())
+    assert [b.core for b in blocks] == [plan.block_core(*b.index) for b in blocks]
+    assert sum(plan.block_core(*i).size for i in plan.block_indices()) == 1000 * 700

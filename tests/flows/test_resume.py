@@ -7,7 +7,7 @@ import subprocess
 
 import numpy as np
 
-from segpipe.pipeline.manifest import done_blocks
+from segpipe.pipeline.workdir import WorkDir
 from tests.flows.conftest import BIG_ARGS, cli_env, kill_group, read_labels, segpipe_cmd, wait_for
 
 TOTAL = 256
@@ -17,7 +17,7 @@ def test_kill_9_three_times_then_resume_gives_identical_labels(
     prefect_api, assets, reference, tmp_path
 ):
     out = tmp_path / "labels.tif"
-    workdir = tmp_path / ".labels.tif.segpipe"
+    workdir = WorkDir(str(tmp_path / ".labels.tif.segpipe"))
     base = segpipe_cmd("run", "--input", assets["big"], "--output", out, "--model",
                        assets["model"], *BIG_ARGS, "--workers", "2", "--quiet")
     env = cli_env(prefect_api)
@@ -26,11 +26,11 @@ def test_kill_9_three_times_then_resume_gives_identical_labels(
         args = base + (["--resume"] if i else [])
         proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL, start_new_session=True)
-        wait_for(lambda t=target, p=proc: len(done_blocks(workdir)) >= t or p.poll() is not None,
+        wait_for(lambda t=target, p=proc: len(workdir.done_blocks()) >= t or p.poll() is not None,
                  240, f"{target} blocks done")
         kill_group(proc)  # kill -9 the run, its Dask workers and anything else it started
         assert proc.returncode == -9, "the run ended before it could be killed"
-        snapshot = {k: r.run_id for k, r in done_blocks(workdir).items()}
+        snapshot = {k: r.run_id for k, r in workdir.done_blocks().items()}
         assert target <= len(snapshot) < TOTAL
         assert set(snapshots[-1]) <= set(snapshot) if snapshots else True
         snapshots.append(snapshot)
@@ -48,7 +48,7 @@ def test_kill_9_three_times_then_resume_gives_identical_labels(
     last = snapshots[-1]
     assert summary["blocks_reused"] == len(last)
     assert summary["blocks_computed"] == TOTAL - len(last)
-    records = done_blocks(workdir)
+    records = workdir.done_blocks()
     assert len(records) == TOTAL
     # every block finished before a kill kept the marker of the attempt that did it: not redone
     for snapshot in snapshots:

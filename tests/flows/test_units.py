@@ -9,21 +9,14 @@ from types import SimpleNamespace
 
 import pytest
 
-from segpipe.flows.cluster import ClusterSpec, LocalLayout, TorchThreads
-from segpipe.flows.flow import expand_inputs, output_name
+from segpipe.flows.cluster import LocalLayout, TorchThreads
+from segpipe.flows.execution import Execution
+from segpipe.flows.inputs import expand_inputs, output_name
 from segpipe.flows.progress import Progress
-from segpipe.models.errors import InputError, ResumeError
-from segpipe.pipeline.manifest import (
-    BlockRecord,
-    InputIdentity,
-    Manifest,
-    RunKey,
-    done_blocks,
-    mark_done,
-    open_workdir,
-    write_atomic,
-)
-from segpipe.pipeline.run import RunOptions
+from segpipe.models.foundation import InputError, ResumeError, write_text_atomic
+from segpipe.pipeline.keys import InputIdentity, LabelKey
+from segpipe.pipeline.options import RunOptions
+from segpipe.pipeline.workdir import BlockRecord, Manifest, WorkDir, WorkState
 
 
 def test_input_identity_sees_a_rewrite_with_the_same_size_and_mtime(tmp_path):
@@ -36,45 +29,62 @@ def test_input_identity_sees_a_rewrite_with_the_same_size_and_mtime(tmp_path):
     after = InputIdentity.of(f)
     assert (after.size, after.mtime_ns) == (before.size, before.mtime_ns)
     assert after.sample_sha256 != before.sample_sha256
-    diffs = RunKey(after, "m").differences(RunKey(before, "m"))
+    diffs = LabelKey(after, "m").differences(LabelKey(before, "m"))
     assert diffs == [f"the input {after.path} changed (content)"]
 
 
-def test_run_key_names_every_difference():
+def test_label_key_names_every_difference():
     ident = InputIdentity("/a.tif", 1, 2, "h")
-    old = RunKey(ident, "a" * 64, RunOptions("i", "o", tile=32).parameters())
-    new = RunKey(ident, "b" * 64, RunOptions("i", "o", tile=64, bands=(1,)).parameters())
+    old = LabelKey(ident, "a" * 64, {"tile": 32, "bands": None})
+    new = LabelKey(ident, "b" * 64, {"tile": 64, "bands": (1,)})
     diffs = new.differences(old)
     assert any("model changed" in d for d in diffs)
     assert "--tile 32 → 64" in diffs and "--bands None → [1]" in diffs
-    assert not old.differences(RunKey.from_dict(old.to_dict()))  # survives JSON
+    assert not old.differences(LabelKey.from_dict(old.to_dict()))  # survives JSON
 
 
-def test_workdir_is_refused_without_resume_and_stale_markers_are_dropped(tmp_path):
-    key = RunKey(InputIdentity("/a.tif", 1, 2, "h"), "m", {"tile": 32})
-    workdir = tmp_path / "w"
-    workdir.mkdir()
-    mark_done(workdir, BlockRecord("0_0", 1, 0, 0.1, "w", 1, "old"))  # no manifest vouches
-    _, resumed = open_workdir(workdir, Manifest(key, "o.tif"), resume=False)
-    assert not resumed and done_blocks(workdir) == {}
-    mark_done(workdir, BlockRecord("0_1", 1, 0, 0.1, "w", 1, "r1"))
+def record(block_id: str, run_id: str, worker: str = "w") -> BlockRecord:
+    return BlockRecord(block_id, 4, {0: 3, 255: 1}, 0.1, worker, 1, run_id)
+
+
+def test_workdir_refuses_without_resume_and_drops_stale_markers(tmp_path):
+    key = LabelKey(InputIdentity("/a.tif", 1, 2, "h"), "m", {"tile": 32})
+    workdir = WorkDir(str(tmp_path / "w"))
+    workdir.mark_done(record("0_0", "old"))  # no manifest vouches for it
+    _, state = workdir.open(Manifest(key, "o.tif"), resume=False)
+    assert state is WorkState.NEW and workdir.done_blocks() == {}
+    workdir.mark_done(record("0_1", "r1"))
     with pytest.raises(ResumeError, match="--resume"):
-        open_workdir(workdir, Manifest(key, "o.tif"), resume=False)
-    other = RunKey(key.input, "m", {"tile": 64})
+        workdir.open(Manifest(key, "o.tif"), resume=False)
+    other = LabelKey(key.input, "m", {"tile": 64})
     with pytest.raises(ResumeError, match="--tile 32 → 64"):
-        open_workdir(workdir, Manifest(other, "o.tif"), resume=True)
-    _, resumed = open_workdir(workdir, Manifest(key, "o.tif"), resume=True)
-    assert resumed and list(done_blocks(workdir)) == ["0_1"]
+        workdir.open(Manifest(other, "o.tif"), resume=True)
+    _, state = workdir.open(Manifest(key, "o.tif"), resume=True)
+    assert state is WorkState.RESUMED and list(workdir.done_blocks()) == ["0_1"]
+
+
+def test_a_finished_workdir_is_reused_with_the_new_export_key(tmp_path):
+    key = LabelKey(InputIdentity("/a.tif", 1, 2, "h"), "m", {"tile": 32})
+    workdir = WorkDir(str(tmp_path / "w"))
+    workdir.open(Manifest(key, "o.tif", export={"ngff_version": "0.4"}), resume=False)
+    workdir.record_stage("segment", 1.0)
+    manifest, state = workdir.open(
+        Manifest(key, "o.tif", export={"ngff_version": "0.5"}), resume=False
+    )
+    assert state is WorkState.FINISHED and manifest.export == {"ngff_version": "0.5"}
+    assert workdir.require().export == {"ngff_version": "0.5"}
 
 
 def test_markers_are_atomic_and_unreadable_ones_do_not_count(tmp_path):
-    write_atomic(tmp_path / "f.json", "{}")
+    write_text_atomic(tmp_path / "f.json", "{}")
     assert [p.name for p in tmp_path.iterdir()] == ["f.json"]
-    mark_done(tmp_path, BlockRecord("1_2", 10, 0, 0.5, "tcp://w", 7, "r"))
+    workdir = WorkDir(str(tmp_path))
+    workdir.mark_done(record("1_2", "r", worker="tcp://w"))
     (tmp_path / "done" / "3_3").write_text('{"block_id": "3_')  # a torn write
-    (tmp_path / "done" / ".3_4.99.tmp").write_text("")
-    assert list(done_blocks(tmp_path)) == ["1_2"]
-    assert done_blocks(tmp_path)["1_2"].worker == "tcp://w"
+    (tmp_path / "done" / ".3_4.99.partial").mkdir()
+    assert list(workdir.done_blocks()) == ["1_2"]
+    assert workdir.done_blocks()["1_2"].worker == "tcp://w"
+    assert workdir.done_blocks()["1_2"].counts == {0: 3, 255: 1}  # label keys survive JSON
 
 
 def test_progress_reports_rate_eta_and_a_stall_once():
@@ -124,12 +134,12 @@ def test_torch_threads_plugin_divides_the_host_cores(monkeypatch):
         torch.set_num_threads(before)
 
 
-def test_cluster_spec_refuses_bad_combinations():
+def test_execution_refuses_bad_combinations():
     with pytest.raises(InputError, match="--workers"):
-        ClusterSpec(workers=-1)
+        Execution(workers=-1)
     with pytest.raises(InputError, match="--scheduler"):
-        ClusterSpec(scheduler="tcp://h:1", workers=2)
-    assert ClusterSpec(workers=0).in_process
+        Execution(scheduler="tcp://h:1", workers=2)
+    assert Execution(workers=0).cluster_spec().in_process
 
 
 def test_inputs_from_paths_directories_and_globs(tmp_path):
@@ -159,7 +169,7 @@ def test_stages_are_retried_on_io_errors_only():
     from prefect.states import Failed
 
     from segpipe.flows.flow import retry_on_io_error
-    from segpipe.models.errors import RasterError
+    from segpipe.models.foundation import RasterError
 
     assert retry_on_io_error(None, None, Failed(data=OSError("disk hiccup")))
     assert not retry_on_io_error(None, None, Failed(data=RasterError("not a raster")))

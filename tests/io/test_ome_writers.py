@@ -17,12 +17,15 @@ from ome_zarr_models.v04.image_label import ImageLabel as ImageLabelV04
 from ome_zarr_models.v05.image import Image as ImageV05
 from ome_zarr_models.v05.image_label import ImageLabel as ImageLabelV05
 
-from segpipe.models.errors import InputError
-from segpipe.pipeline.io import ometiff, omezarr
+from segpipe.models.foundation import InputError
 from segpipe.pipeline.io.base import RasterInfo
-from segpipe.pipeline.io.ometiff import OmeTiffReader, write_label_ome_tiff
-from segpipe.pipeline.io.omezarr import OmeZarrReader, write_label_ome_zarr
+from segpipe.pipeline.io.ometiff import OmeTiffReader
+from segpipe.pipeline.io.omezarr import OmeZarrReader
+from segpipe.pipeline.io.writers import ExportJob
+from segpipe.pipeline.io.writers import ometiff as ometiff_writer
+from segpipe.pipeline.io.writers import omezarr as omezarr_writer
 from segpipe.pipeline.io.zarrstore import create_array
+from segpipe.pipeline.options import ExportOptions
 
 with warnings.catch_warnings():  # ome_zarr.writer (imported by ome_zarr.reader) deprecates Scaler
     warnings.simplefilter("ignore", DeprecationWarning)
@@ -53,6 +56,17 @@ def _info(pixel_size=(0.5, 0.25), unit="µm") -> RasterInfo:
     )
 
 
+def _job(labels_path, out, info=None, *, nodata=NODATA, tags=None, image_path=None,
+         version="0.4") -> ExportJob:
+    return ExportJob(
+        labels_path=str(labels_path), out=str(out), info=info or _info(),
+        class_names=tuple(CLASSES), colors=tuple(COLORS), nodata=nodata, tags=tags or {},
+        staging_dir=str(labels_path.parent),
+        options=ExportOptions(ngff_version=version),
+        image_path=None if image_path is None else str(image_path),
+    )
+
+
 class _CountingArray:
     """A Zarr array that remembers the largest block read from it."""
 
@@ -75,10 +89,10 @@ class _CountingArray:
 def test_label_ome_tiff_pyramid_metadata_and_validation(tmp_path):
     labels_path, data = _labels(tmp_path)
     out = tmp_path / "mask.ome.tif"
-    write_label_ome_tiff(
-        labels_path, out, _info(), class_names=CLASSES, colors=COLORS, nodata=NODATA,
-        tags={"model_sha256": "abc123", "tile": "256"}, tile=T,
+    written = ometiff_writer.write_labels(
+        _job(labels_path, out, tags={"model_sha256": "abc123", "tile": "256"}), tile=T
     )
+    assert written == out
     assert sorted(p.name for p in tmp_path.iterdir()) == ["labels.zarr", "mask.ome.tif"]
     with tifffile.TiffFile(out) as tif:
         ome = ome_types.from_xml(tif.ome_metadata, validate=True)
@@ -95,10 +109,10 @@ def test_label_ome_tiff_pyramid_metadata_and_validation(tmp_path):
     assert pixels.physical_size_x_unit.value == pixels.physical_size_y_unit.value == "µm"
     assert [c.name for c in pixels.channels] == ["labels"]
     maps = {a.namespace: dict(a.value) for a in ome.structured_annotations.map_annotations}
-    assert maps[ometiff.NS_CLASSES] == {"0": "background", "1": "tumour", "2": "stroma"}
-    assert maps[ometiff.NS_COLORS] == {"0": "#000000", "1": "#e6194b", "2": "#3cb44b"}
-    assert maps[ometiff.NS_PROVENANCE]["model_sha256"] == "abc123"
-    assert maps[ometiff.NS_PROVENANCE]["nodata"] == "255"
+    assert maps[ometiff_writer.NS_CLASSES] == {"0": "background", "1": "tumour", "2": "stroma"}
+    assert maps[ometiff_writer.NS_COLORS] == {"0": "#000000", "1": "#e6194b", "2": "#3cb44b"}
+    assert maps[ometiff_writer.NS_PROVENANCE]["model_sha256"] == "abc123"
+    assert maps[ometiff_writer.NS_PROVENANCE]["nodata"] == "255"
     with OmeTiffReader(str(out), level=2) as r:  # and segpipe reads its own output
         assert r.info.pixel_size == (2.0, 1.0)
         np.testing.assert_array_equal(r.read(r.info.window)[0], data[::4, ::4])
@@ -107,10 +121,7 @@ def test_label_ome_tiff_pyramid_metadata_and_validation(tmp_path):
 def test_label_ome_tiff_without_pixel_size_has_no_physical_size(tmp_path):
     labels_path, data = _labels(tmp_path, "uint16")
     out = tmp_path / "mask.ome.tiff"
-    write_label_ome_tiff(
-        labels_path, out, _info(pixel_size=None), class_names=CLASSES, colors=COLORS,
-        nodata=65535, tags={},
-    )
+    ometiff_writer.write_labels(_job(labels_path, out, _info(pixel_size=None), nodata=65535))
     with tifffile.TiffFile(out) as tif:
         xml = tif.ome_metadata
         np.testing.assert_array_equal(tif.series[0].asarray(), data)
@@ -124,11 +135,8 @@ def test_label_ome_tiff_without_pixel_size_has_no_physical_size(tmp_path):
 def test_label_ome_tiff_streams_tile_rows(tmp_path, monkeypatch):
     labels_path, _ = _labels(tmp_path)
     counting = _CountingArray(zarr.open_array(labels_path, mode="r"))
-    monkeypatch.setattr(ometiff, "open_stored", lambda *a, **k: counting)
-    write_label_ome_tiff(
-        labels_path, tmp_path / "m.ome.tif", _info(), class_names=CLASSES, colors=COLORS,
-        nodata=NODATA, tags={}, tile=T,
-    )
+    monkeypatch.setattr(ometiff_writer, "open_stored", lambda *a, **k: counting)
+    ometiff_writer.write_labels(_job(labels_path, tmp_path / "m.ome.tif"), tile=T)
     assert 0 < counting.largest <= T * W  # one tile row of level 0 at most
 
 
@@ -139,22 +147,20 @@ def test_label_ome_tiff_failure_leaves_nothing(tmp_path, monkeypatch):
         yield np.zeros((T, T), np.uint8)
         raise OSError("disk full")
 
-    monkeypatch.setattr(ometiff, "iter_tiles", broken)
+    monkeypatch.setattr(ometiff_writer, "iter_tiles", broken)
     with pytest.raises(OSError, match="disk full"):
-        write_label_ome_tiff(
-            labels_path, tmp_path / "m.ome.tif", _info(), class_names=CLASSES, colors=COLORS,
-            nodata=NODATA, tags={}, tile=T,
-        )
+        ometiff_writer.write_labels(_job(labels_path, tmp_path / "m.ome.tif"), tile=T)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["labels.zarr"]
 
 
 def test_labels_of_another_image_are_refused(tmp_path):
     labels_path, _ = _labels(tmp_path)
     with pytest.raises(InputError, match="do not belong"):
-        write_label_ome_tiff(
-            labels_path, tmp_path / "m.ome.tif", replace(_info(), height=H + 1),
-            class_names=CLASSES, colors=COLORS, nodata=NODATA, tags={},
+        ometiff_writer.write_labels(
+            _job(labels_path, tmp_path / "m.ome.tif", replace(_info(), height=H + 1))
         )
+    with pytest.raises(InputError, match="3 class names but 2 colors"):
+        replace(_job(labels_path, tmp_path / "m.ome.tif"), colors=tuple(COLORS[:2]))
 
 
 # ------------------------------------------------------------------------------- OME-Zarr
@@ -175,10 +181,7 @@ def test_label_ome_zarr(tmp_path, version, with_image, caplog):
         image_path = tmp_path / "image.zarr"
         create_array(image_path, image.shape, (3, T, T), "uint8")[:] = image
     out = tmp_path / "mask.ome.zarr"
-    write_label_ome_zarr(
-        labels_path, out, _info(), class_names=CLASSES, colors=COLORS, nodata=NODATA,
-        image_path=image_path, ngff_version=version,
-    )
+    omezarr_writer.write_labels(_job(labels_path, out, image_path=image_path, version=version))
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 
     # independent validation: ome-zarr-models
@@ -226,15 +229,12 @@ def test_label_ome_zarr(tmp_path, version, with_image, caplog):
 def test_label_ome_zarr_without_pixel_size_is_unitless(tmp_path):
     labels_path, _ = _labels(tmp_path)
     out = tmp_path / "m.ome.zarr"
-    write_label_ome_zarr(
-        labels_path, out, _info(pixel_size=None), class_names=CLASSES, colors=COLORS,
-        nodata=None,
-    )
+    omezarr_writer.write_labels(_job(labels_path, out, _info(pixel_size=None)))
     attrs = zarr.open_group(str(out / "labels" / "labels"), mode="r").attrs.asdict()
     multiscale = attrs["multiscales"][0]
     assert all("unit" not in a for a in multiscale["axes"])
     assert multiscale["datasets"][2]["coordinateTransformations"][0]["scale"] == [1.0, 4.0, 4.0]
-    assert [c["label-value"] for c in attrs["image-label"]["colors"]] == [0, 1, 2]
+    assert [c["label-value"] for c in attrs["image-label"]["colors"]] == [0, 1, 2, NODATA]
     with OmeZarrReader(str(out)) as r:
         assert r.info.pixel_size is None
 
@@ -242,18 +242,11 @@ def test_label_ome_zarr_without_pixel_size_is_unitless(tmp_path):
 def test_label_ome_zarr_streams_chunk_rows(tmp_path, monkeypatch):
     labels_path, _ = _labels(tmp_path)
     counting = _CountingArray(zarr.open_array(labels_path, mode="r"))
-    monkeypatch.setattr(omezarr, "open_stored", lambda *a, **k: counting)
-    write_label_ome_zarr(
-        labels_path, tmp_path / "m.ome.zarr", _info(), class_names=CLASSES, colors=COLORS,
-        nodata=NODATA,
-    )
+    monkeypatch.setattr(omezarr_writer, "open_stored", lambda *a, **k: counting)
+    omezarr_writer.write_labels(_job(labels_path, tmp_path / "m.ome.zarr"))
     assert 0 < counting.largest <= T * W
 
 
-def test_unknown_ngff_version(tmp_path):
-    labels_path, _ = _labels(tmp_path)
-    with pytest.raises(InputError, match=r"'0\.4', '0\.5'"):
-        write_label_ome_zarr(
-            labels_path, tmp_path / "m.ome.zarr", _info(), class_names=CLASSES, colors=COLORS,
-            nodata=NODATA, ngff_version="0.3",
-        )
+def test_unknown_ngff_version():
+    with pytest.raises(InputError, match=r"--ngff-version '0\.3' is not one of 0\.4, 0\.5"):
+        ExportOptions(ngff_version="0.3")

@@ -9,7 +9,7 @@ import pytest
 import zarr
 from iohelpers import reader_class
 
-from segpipe.models.errors import InputError, RasterError
+from segpipe.models.foundation import InputError, RasterError
 from segpipe.pipeline.io.omezarr import OmeZarrReader, is_ome_zarr
 from segpipe.pipeline.io.zarrstore import ZarrReader, create_array, is_zarr
 from segpipe.pipeline.tiling import Window

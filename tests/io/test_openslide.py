@@ -9,7 +9,7 @@ import pytest
 import tifffile
 from iohelpers import reader_class
 
-from segpipe.models.errors import InputError, RasterError
+from segpipe.models.foundation import InputError, RasterError
 from segpipe.pipeline.io import slide
 from segpipe.pipeline.io.slide import OpenSlideReader
 from segpipe.pipeline.tiling import Window

@@ -10,7 +10,7 @@ import rasterio
 import tifffile
 from iohelpers import READER_ORDER, downsample, reader_class, write_ome_tiff
 
-from segpipe.models.errors import InputError, RasterError
+from segpipe.models.foundation import InputError, RasterError
 from segpipe.pipeline.io.gdal import GdalReader
 from segpipe.pipeline.io.ometiff import OmeTiffReader
 from segpipe.pipeline.io.ometiff import accepts as ome_accepts

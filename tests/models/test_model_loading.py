@@ -1,16 +1,20 @@
 import logging
+import os
 import re
 import shutil
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from segpipe.models import (
+    LoadedModel,
     ModelCard,
     ModelError,
     ModelFormat,
+    Precision,
     UNet,
     create_model,
     default_card,
@@ -18,10 +22,11 @@ from segpipe.models import (
     export_program,
     export_torchscript,
     load_model,
+    load_model_cached,
     probe_geometry,
     save_checkpoint,
 )
-from segpipe.models.errors import InputError
+from segpipe.models.foundation import InputError
 
 CONFIG = {"in_channels": 3, "num_classes": 3, "depth": 2, "base_width": 4, "padding": "valid"}
 SIZES = [(2, 44, 44), (1, 60, 52)]  # batch, height, width: all valid for depth 2
@@ -246,3 +251,141 @@ def test_export_refuses_a_model_specialized_to_the_example_size(tmp_path):
         export_program(_SizeBranching(), path, card=None, example_size=48)
     assert not path.exists()
     assert list(tmp_path.iterdir()) == []
+
+
+# ------------------------------------------------------------------------------- predict
+
+
+def _host_batch(seed: int, shape=(2, 3, 92, 92)) -> np.ndarray:
+    return np.random.default_rng(seed).random(shape, dtype=np.float32)
+
+
+@pytest.mark.parametrize("kind", [ModelFormat.CHECKPOINT, ModelFormat.EXPORTED])
+def test_predict_fp32_is_bit_identical_to_the_eager_module(files, net, kind):
+    loaded = load_model(files[kind])
+    x = _host_batch(0)
+    with torch.no_grad():
+        expected = net(torch.from_numpy(x.copy()))
+    got = loaded.predict(x)
+    assert got.dtype == torch.float32
+    assert got.device == loaded.device
+    assert got.shape == (2, 3, 52, 52)
+    if kind is ModelFormat.CHECKPOINT:  # the same eager kernels: the same bits
+        assert torch.equal(got, expected)
+    else:
+        torch.testing.assert_close(got, expected, atol=1e-4, rtol=0)
+
+
+def test_predict_converts_any_host_array_like_a_float32_copy(files):
+    loaded = load_model(files[ModelFormat.CHECKPOINT])
+    x = _host_batch(1, (3, 2, 60, 52))
+    strided = np.swapaxes(x.astype(np.float64), 0, 1)  # non-contiguous float64, N×C = 2×3
+    assert torch.equal(
+        loaded.predict(strided), loaded.predict(np.ascontiguousarray(x.swapaxes(0, 1)))
+    )
+
+
+def test_predict_bf16_agrees_with_fp32_labels(files):
+    loaded = load_model(files[ModelFormat.CHECKPOINT])
+    x = _host_batch(2)
+    fp32 = loaded.predict(x, precision=Precision.FP32)
+    bf16 = loaded.predict(x, precision=Precision.BF16)
+    assert bf16.dtype == torch.float32
+    assert bf16.shape == fp32.shape
+    assert not torch.equal(bf16, fp32)  # autocast did run in bf16
+    agreement = (bf16.argmax(1) == fp32.argmax(1)).double().mean().item()
+    assert agreement >= 0.99
+    assert torch.equal(loaded.predict(x, precision="bf16"), bf16)  # plain strings work too
+
+
+def test_predict_and_call_validate_alike(files):
+    loaded = load_model(files[ModelFormat.CHECKPOINT])
+    with pytest.raises(ModelError, match="expects 3"):
+        loaded.predict(np.zeros((1, 4, 44, 44), np.float32))
+    with pytest.raises(ModelError, match="N×C×H×W"):
+        loaded.predict(np.zeros((3, 44, 44), np.float32))
+    with pytest.raises(InputError, match="precision 'fp16'"):
+        loaded.predict(np.zeros((1, 3, 44, 44), np.float32), precision="fp16")  # type: ignore[arg-type]
+    squeezed = LoadedModel(
+        lambda x: x[:, 0],
+        card=None,
+        sha256="0" * 64,
+        format=ModelFormat.BUILTIN,
+        path=None,
+        device=torch.device("cpu"),
+        in_channels=None,
+    )
+    with pytest.raises(ModelError, match=r"returned \[2, 8, 8\].*N×K×h×w"):
+        squeezed.predict(np.zeros((2, 3, 8, 8), np.float32))
+    with pytest.raises(ModelError, match=r"returned \[2, 8, 8\].*N×K×h×w"):
+        squeezed(torch.zeros(2, 3, 8, 8))
+
+
+@pytest.mark.gpu
+def test_predict_on_cuda(files, net):
+    loaded = load_model(files[ModelFormat.CHECKPOINT], device="cuda")
+    x = _host_batch(3)
+    with torch.no_grad():
+        expected = net(torch.from_numpy(x.copy()))
+    fp32 = loaded.predict(x)
+    bf16 = loaded.predict(x, precision=Precision.BF16)
+    assert fp32.device.type == bf16.device.type == "cuda"
+    assert fp32.dtype == bf16.dtype == torch.float32
+    torch.testing.assert_close(fp32.cpu(), expected, atol=1e-3, rtol=0)
+    agreement = (bf16.argmax(1) == fp32.argmax(1)).double().mean().item()
+    assert agreement >= 0.99
+
+
+# --------------------------------------------------------------------------------- cache
+
+
+def _save_seeded(path: Path, seed: int) -> None:
+    torch.manual_seed(seed)
+    model = create_model("unet", **CONFIG)
+    save_checkpoint(model, path, architecture="unet", config=CONFIG, card=None)
+
+
+def test_cached_model_is_reused_and_reloaded_when_the_file_changes(tmp_path):
+    path = tmp_path / "net.pth"
+    _save_seeded(path, 1)
+    first = load_model_cached(str(path), "cpu")
+    assert load_model_cached(str(path), "cpu") is first
+    assert load_model_cached(str(path), "cpu", sha256=first.sha256) is first
+    before = path.stat()
+    _save_seeded(path, 2)  # retrained: same size, new weights
+    assert path.stat().st_size == before.st_size
+    # Give the new file a distinct mtime: two saves may fall in one clock tick.
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns + 1_000_000_000))
+    second = load_model_cached(str(path), "cpu")
+    assert second is not first
+    assert second.sha256 != first.sha256
+    x = torch.rand(1, 3, 44, 44, generator=torch.Generator().manual_seed(0))
+    assert not torch.equal(first(x), second(x))
+
+
+def test_cache_holds_one_model(tmp_path, files):
+    first = load_model_cached(str(files[ModelFormat.CHECKPOINT]), "cpu")
+    other = load_model_cached(str(files[ModelFormat.EXPORTED]), "cpu")
+    assert other is not first
+    assert load_model_cached(str(files[ModelFormat.CHECKPOINT]), "cpu") is not first
+
+
+def test_cached_model_with_a_wrong_hash_names_the_file(tmp_path):
+    path = tmp_path / "planned.pth"
+    _save_seeded(path, 3)
+    planned = load_model_cached(str(path), "cpu").sha256
+    stale = "f" * 64
+    with pytest.raises(ModelError) as info:
+        load_model_cached(str(path), "cpu", sha256=stale)
+    message = str(info.value)
+    assert str(path) in message
+    assert "changed since the run was planned" in message
+    assert f"{stale[:12]}… → {planned[:12]}…" in message
+
+
+def test_cached_registry_name(tmp_path):
+    first = load_model_cached("unet", "cpu")
+    assert first.format is ModelFormat.BUILTIN
+    assert load_model_cached("unet", "cpu", sha256=first.sha256) is first
+    with pytest.raises(ModelError, match="'unet' built here differs"):
+        load_model_cached("unet", "cpu", sha256="0" * 64)

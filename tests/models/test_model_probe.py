@@ -38,7 +38,9 @@ def test_same_unet_margin_zero_residue_zero():
 def test_fcn_margin_zero_all_sizes_valid():
     model = create_model("fcn_resnet50", num_classes=2).eval()
     geometry = probe_geometry(model, 3, stride=8, base=32)
-    assert geometry == Geometry(margin=0, stride=8, period=1, valid_residues=frozenset({0}))
+    assert geometry == Geometry(
+        margin=0, stride=8, period=1, valid_residues=frozenset({0}), out_channels=2
+    )
     assert all(geometry.is_valid(n) for n in range(1, 40))
 
 
@@ -78,11 +80,46 @@ def test_varying_class_count():
 
 def test_geometry_validation():
     with pytest.raises(ModelError, match="valid_residues"):
-        Geometry(margin=0, stride=4, period=4, valid_residues=frozenset({5}))
+        Geometry(margin=0, stride=4, period=4, valid_residues=frozenset({5}), out_channels=2)
     with pytest.raises(ModelError, match="margin"):
-        Geometry(margin=-1, stride=4, period=4, valid_residues=frozenset({0}))
-    geometry = Geometry(margin=2, stride=8, period=8, valid_residues=frozenset({1, 5}))
+        Geometry(margin=-1, stride=4, period=4, valid_residues=frozenset({0}), out_channels=2)
+    with pytest.raises(ModelError, match="out_channels=0"):
+        Geometry(margin=0, stride=4, period=4, valid_residues=frozenset({0}), out_channels=0)
+    geometry = Geometry(
+        margin=2, stride=8, period=8, valid_residues=frozenset({1, 5}), out_channels=1
+    )
+    assert geometry.num_classes == 2
     assert [n for n in range(20) if geometry.is_valid(n)] == [5, 9, 13, 17]
     assert geometry.fit(0) == 5
     with pytest.raises(ModelError, match="use 13"):
         geometry.output_size(10)
+
+
+@pytest.mark.parametrize(("num_classes", "padding"), [(3, "valid"), (1, "valid"), (5, "same")])
+def test_out_channels_matches_an_independent_forward(num_classes, padding):
+    torch.manual_seed(0)
+    config = {"num_classes": num_classes, "depth": 2, "base_width": 4, "padding": padding}
+    model = create_model("unet", **config).eval()
+    geometry = probe_geometry(model, 3, stride=4, base=64)
+    with torch.inference_mode():  # a size outside the probed window, in a batch of 2
+        out = model(torch.rand(2, 3, 92, 92, generator=torch.Generator().manual_seed(1)))
+    assert geometry.out_channels == out.shape[1] == num_classes
+    assert geometry.num_classes == max(num_classes, 2)
+
+
+def test_single_logit_model_has_two_classes():
+    conv = torch.nn.Conv2d(3, 1, kernel_size=3).eval()  # valid 3×3: margin 1, K = 1
+    geometry = probe_geometry(conv, 3, stride=2, base=16)
+    assert (geometry.margin, geometry.out_channels, geometry.num_classes) == (1, 1, 2)
+
+
+def test_class_count_changing_at_the_confirmation_size():
+    # Only side 16 works in the window 16..19, so side 20 is run to confirm: K changes there.
+    def model(x: torch.Tensor) -> torch.Tensor:
+        n = x.shape[-1]
+        if n % 4:
+            raise RuntimeError("size not supported")
+        return x[:, : (1 if n == 16 else 2)]
+
+    with pytest.raises(ModelError, match=r"class counts \[1, 2\]"):
+        probe_geometry(model, 3, stride=4, base=16)

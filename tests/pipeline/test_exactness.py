@@ -21,7 +21,8 @@ from segpipe.models import (
     probe_geometry,
     save_checkpoint,
 )
-from segpipe.pipeline.run import RunOptions, run_local
+from segpipe.pipeline.options import RunOptions
+from segpipe.pipeline.stages import run_one
 from segpipe.pipeline.stitch import Blend
 
 
@@ -61,7 +62,7 @@ def oracle_labels(model_path, image: np.ndarray, halo: int, normalizer, nodata=N
 def run_and_read(tmp_path, src, model, **kw):
     out = tmp_path / f"out_{src.stem}.tif"
     kw.setdefault("normalize", NormMethod.MEANSTD)
-    summary = run_local(RunOptions(input=str(src), output=str(out), model=str(model),
+    summary = run_one(RunOptions.of(input=str(src), output=str(out), model=str(model),
                                    device="cpu", **kw))
     with rasterio.open(out) as ds:
         return ds.read(1), summary

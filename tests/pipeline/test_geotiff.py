@@ -9,7 +9,8 @@ from affine import Affine
 from rio_cogeo.cogeo import cog_validate
 
 from segpipe.models import NormMethod
-from segpipe.pipeline.run import RunOptions, run_local
+from segpipe.pipeline.options import RunOptions
+from segpipe.pipeline.stages import run_one
 from tests.conftest import CUSTOM_WKT, UTM_21N, WGS84, smooth_image, write_geotiff
 from tests.pipeline.test_exactness import tiny_unet
 
@@ -32,7 +33,7 @@ def test_georeferencing_round_trip(tmp_path, model, crs, transform):
     src = write_geotiff(tmp_path / "in.tif", smooth_image((3, 90, 70), "uint8"), crs=crs,
                         transform=transform)
     out = tmp_path / "out.tif"
-    run_local(RunOptions(input=str(src), output=str(out), model=str(model), tile=32,
+    run_one(RunOptions.of(input=str(src), output=str(out), model=str(model), tile=32,
                          device="cpu"))
     with rasterio.open(src) as a, rasterio.open(out) as b:
         assert b.crs.to_wkt() == a.crs.to_wkt()
@@ -50,7 +51,7 @@ def test_nodata_becomes_255_and_float_nan_too(tmp_path, model):
     img[0, 40:45, 40:45] = 0  # one band only: still data
     src = write_geotiff(tmp_path / "nd.tif", img, nodata=0)
     out = tmp_path / "nd_out.tif"
-    run_local(RunOptions(input=str(src), output=str(out), model=str(model), tile=32,
+    run_one(RunOptions.of(input=str(src), output=str(out), model=str(model), tile=32,
                          device="cpu", normalize=NormMethod.MEANSTD))
     with rasterio.open(out) as ds:
         labels = ds.read(1)
@@ -62,7 +63,7 @@ def test_nodata_becomes_255_and_float_nan_too(tmp_path, model):
     fimg[:, :7, :] = np.nan
     fsrc = write_geotiff(tmp_path / "f.tif", fimg, nodata=float("nan"))
     fout = tmp_path / "f_out.tif"
-    run_local(RunOptions(input=str(fsrc), output=str(fout), model=str(model), tile=32,
+    run_one(RunOptions.of(input=str(fsrc), output=str(fout), model=str(model), tile=32,
                          device="cpu", normalize=NormMethod.MEANSTD))
     with rasterio.open(fout) as ds:
         flabels = ds.read(1)
@@ -72,7 +73,7 @@ def test_nodata_becomes_255_and_float_nan_too(tmp_path, model):
 def test_output_carries_classes_colors_provenance_and_nearest_overviews(tmp_path, model):
     src = write_geotiff(tmp_path / "big.tif", smooth_image((3, 600, 700), "uint8", seed=2))
     out = tmp_path / "big_out.tif"
-    summary = run_local(RunOptions(input=str(src), output=str(out), model=str(model), tile=128,
+    summary = run_one(RunOptions.of(input=str(src), output=str(out), model=str(model), tile=128,
                                    device="cpu", normalize=NormMethod.MEANSTD))
     with rasterio.open(out) as ds:
         tags = ds.tags()

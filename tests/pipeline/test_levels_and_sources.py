@@ -16,7 +16,8 @@ from ome_types import from_xml
 from rasterio.errors import NotGeoreferencedWarning
 
 from segpipe.models import create_model, default_card, save_checkpoint
-from segpipe.pipeline.run import RunOptions, run_local
+from segpipe.pipeline.options import RunOptions
+from segpipe.pipeline.stages import run_one
 from tests.conftest import ome_zarr_label_node, smooth_image, write_geotiff
 from tests.io.iohelpers import write_ome_tiff
 from tests.pipeline.test_exactness import tiny_unet
@@ -43,7 +44,7 @@ def ome_pixels(path):
 def test_level_by_index_or_pixel_size(tmp_path, pyramid, args, shape, size):
     model = tiny_unet(tmp_path / "m.pt", 3, "valid")
     out = tmp_path / "out.ome.tif"
-    run_local(RunOptions(input=str(pyramid), output=str(out), model=str(model), tile=32,
+    run_one(RunOptions.of(input=str(pyramid), output=str(out), model=str(model), tile=32,
                          device="cpu", **args))
     pixels = ome_pixels(out)
     assert (pixels.size_y, pixels.size_x) == shape
@@ -57,7 +58,7 @@ def test_level_from_the_model_card_pixel_size(tmp_path, pyramid):
     card = replace(default_card("unet", **config), pixel_size=0.001, pixel_size_unit="mm")
     save_checkpoint(net, tmp_path / "m.pt", architecture="unet", config=config, card=card)
     out = tmp_path / "out.ome.tif"
-    run_local(RunOptions(input=str(pyramid), output=str(out), model=str(tmp_path / "m.pt"),
+    run_one(RunOptions.of(input=str(pyramid), output=str(out), model=str(tmp_path / "m.pt"),
                          tile=32, device="cpu"))
     pixels = ome_pixels(out)  # 1 µm per pixel: level 1
     assert (pixels.size_y, pixels.size_x) == (128, 96)
@@ -74,7 +75,7 @@ def test_zarr_input_is_segmented_in_place_with_the_same_labels(tmp_path):
     for name, src in [("tif", src_tif), ("zarr", tmp_path / "in.zarr")]:
         out = tmp_path / f"{name}.tif"
         work = tmp_path / f"work_{name}"
-        summary = run_local(RunOptions(input=str(src), output=str(out), model=str(model),
+        summary = run_one(RunOptions.of(input=str(src), output=str(out), model=str(model),
                                        tile=32, device="cpu", workdir=str(work),
                                        keep_workdir=True))
         with warnings.catch_warnings():  # the Zarr input has no georeferencing, so neither
@@ -89,7 +90,7 @@ def test_probabilities_agree_with_labels_and_ngff_05_is_written(tmp_path):
     src = write_geotiff(tmp_path / "in.tif", smooth_image((3, 70, 90), "uint8", seed=2))
     model = tiny_unet(tmp_path / "m.pt", 3, "valid")
     out = tmp_path / "mask.tif"
-    run_local(RunOptions(input=str(src), output=str(out), model=str(model), tile=32,
+    run_one(RunOptions.of(input=str(src), output=str(out), model=str(model), tile=32,
                          device="cpu", probabilities=True))
     with rasterio.open(out) as a, rasterio.open(tmp_path / "mask.probabilities.tif") as p:
         labels, probs = a.read(1), p.read()
@@ -99,7 +100,7 @@ def test_probabilities_agree_with_labels_and_ngff_05_is_written(tmp_path):
     np.testing.assert_array_equal(probs.argmax(axis=0), labels)
 
     zout = tmp_path / "mask.ome.zarr"
-    run_local(RunOptions(input=str(src), output=str(zout), model=str(model), tile=32,
+    run_one(RunOptions.of(input=str(src), output=str(zout), model=str(model), tile=32,
                          device="cpu", ngff_version="0.5"))
     assert (zout / "zarr.json").is_file()  # NGFF 0.5 is Zarr v3
     node = ome_zarr_label_node(zout)

@@ -8,7 +8,9 @@ import pytest
 from segpipe.models import Normalization, NormMethod, load_model
 from segpipe.pipeline import normalize
 from segpipe.pipeline.normalize import compute_normalizer
-from segpipe.pipeline.run import RunOptions, prepare
+from segpipe.pipeline.options import RunOptions
+from segpipe.pipeline.plan import plan_run
+from segpipe.pipeline.stages import image_statistics
 from tests.conftest import smooth_image, write_geotiff
 from tests.pipeline.test_exactness import tiny_unet
 
@@ -21,9 +23,9 @@ def test_statistics_do_not_depend_on_the_tile_size(tmp_path, method, monkeypatch
     model = load_model(tiny_unet(tmp_path / "m.pt", 3, "valid"))
     found = set()
     for tile in (16, 32, 64, 128):
-        prep = prepare(RunOptions(input=str(src), output=str(tmp_path / "o.tif"),
-                                  model=str(model.path), tile=tile, normalize=method), model)
-        found.add(prep.normalizer)
+        plan = plan_run(RunOptions.of(str(src), str(tmp_path / "o.tif"), model=str(model.path),
+                                      tile=tile, normalize=method))
+        found.add(image_statistics(plan))
     assert len(found) == 1
 
 

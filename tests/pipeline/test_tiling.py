@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from segpipe.models.errors import InputError
+from segpipe.models.foundation import InputError
 from segpipe.pipeline.tiling import TilePlan, Window, mirror_indices, read_mirrored
 
 sizes = st.integers(min_value=1, max_value=70)

@@ -1,7 +1,9 @@
-"""Pyramid levels: choosing one to read, and building them for the outputs.
+"""Pyramid levels: choosing one to read, deriving its metadata, and building them for outputs.
 
 Reading: every reader fills :attr:`RasterInfo.levels` with the (height, width) of each level;
-:func:`choose_level` picks the level asked for by index or by pixel size.
+:func:`choose_level` picks the level asked for by index or by pixel size and
+:func:`info_at_level` derives that level's :class:`RasterInfo` from the level-0 one (what the
+readers report when opened at that level), so a planner opens the raster once.
 
 Writing: output pyramids are derived from the stored level 0 by nearest downsampling with the
 top-left convention, level ``i`` = ``level0[::2**i, ::2**i]`` (labels are categories and are never
@@ -10,77 +12,33 @@ pixel ``k * 2**i`` of level 0, so the level's pixel size is exactly ``2**i`` tim
 no offset, and ``level[i+1] == level[i][::2, ::2]``. :func:`pyramid_shapes` lists the levels (by
 factors of 2 until one tile holds the level) and :func:`read_nearest` reads rows of any level
 straight from a level-0 array without reading the rest of it.
-
-Outputs are written under a temporary name beside the destination and renamed into place only
-when complete (:func:`atomic_output`), so a failed export never leaves a partial file behind.
 """
 
 from __future__ import annotations
 
 import math
 import os
-import shutil
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from enum import StrEnum
-from pathlib import Path
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
-from segpipe.models.errors import InputError
+from segpipe.models.foundation import InputError
 from segpipe.pipeline.io.base import RasterInfo
 
-# Length units: the OME symbol (what RasterInfo.pixel_unit holds), the NGFF (UDUNITS-2) name and
-# the size in metres.
-LENGTH_UNITS: dict[str, tuple[str, float]] = {
-    "Å": ("angstrom", 1e-10),
-    "pm": ("picometer", 1e-12),
-    "nm": ("nanometer", 1e-9),
-    "µm": ("micrometer", 1e-6),
-    "mm": ("millimeter", 1e-3),
-    "cm": ("centimeter", 1e-2),
-    "dm": ("decimeter", 1e-1),
-    "m": ("meter", 1.0),
-    "km": ("kilometer", 1e3),
-    "in": ("inch", 0.0254),
-    "ft": ("foot", 0.3048),
-    "yd": ("yard", 0.9144),
-    "mi": ("mile", 1609.344),
-}
-_ALIASES = {
-    "um": "µm", "μm": "µm", "micron": "µm", "microns": "µm", "\\u00b5m": "µm",
-    "micrometre": "µm", "micrometres": "µm", "micrometers": "µm",
-    "metre": "m", "metres": "m", "meters": "m", "nanometre": "nm", "millimetre": "mm",
-    "centimetre": "cm", "inches": "in", "feet": "ft", "angstroms": "Å",
-}
-_ALIASES.update({name: symbol for symbol, (name, _) in LENGTH_UNITS.items()})
-
-
-def normalize_unit(unit: str | None) -> str | None:
-    """The OME symbol of a length unit (``"micron"``, ``"um"``, ``"micrometer"`` → ``"µm"``).
-
-    An empty unit is None; an unknown one is returned as given (stripped), never guessed.
-    """
-    if unit is None or not str(unit).strip():
-        return None
-    text = str(unit).strip()
-    if text in LENGTH_UNITS:
-        return text
-    return _ALIASES.get(text.lower(), _ALIASES.get(text, text))
-
-
-def ngff_unit(unit: str | None) -> str | None:
-    """The NGFF axis unit name of ``unit`` (``"µm"`` → ``"micrometer"``), None if not a length."""
-    symbol = normalize_unit(unit)
-    return LENGTH_UNITS[symbol][0] if symbol in LENGTH_UNITS else None
-
-
-def unit_in_meters(unit: str | None) -> float | None:
-    """How many metres one ``unit`` is, None if it is not a known length unit."""
-    symbol = normalize_unit(unit)
-    return LENGTH_UNITS[symbol][1] if symbol in LENGTH_UNITS else None
-
+__all__ = [
+    "check_level",
+    "choose_level",
+    "info_at_level",
+    "iter_strips",
+    "iter_tiles",
+    "level_pixel_sizes",
+    "level_scale",
+    "open_stored",
+    "pyramid_shapes",
+    "read_nearest",
+]
 
 # ----------------------------------------------------------------------------------- reading
 
@@ -99,6 +57,44 @@ def level_scale(base: tuple[int, int], level: tuple[int, int]) -> tuple[float, f
         if tuple(level) in (floor, ceil):
             return float(factor), float(factor)
     return ratio_y, ratio_x
+
+
+def check_level(path: str, levels: Sequence[tuple[int, int]], level: int) -> None:
+    """Raise :class:`InputError`, listing the levels, unless ``level`` is one of ``levels``."""
+    if not 0 <= level < len(levels):
+        raise InputError(
+            f"--level {level} does not exist in {path}: it has levels 0..{len(levels) - 1} "
+            f"({', '.join(f'{w}x{h}' for h, w in levels)})"
+        )
+
+
+def info_at_level(info: RasterInfo, level: int) -> RasterInfo:
+    """The :class:`RasterInfo` of pyramid level ``level``, from the level-0 ``info`` alone.
+
+    The same computation the readers do (they call this): the level's shape from
+    ``info.levels``; transform and pixel size scaled by how much coarser the level is. GDAL
+    georeferences an overview by its size ratio to level 0 (rows); other pyramids by the integer
+    factor that explains the shape (:func:`level_scale`). A reader whose levels declare their
+    own pixel size (OME-Zarr's scale transforms) lists them in
+    ``info.extra["level_pixel_sizes"]``, and those are used. Raises :class:`InputError` listing
+    the levels when ``level`` does not exist.
+    """
+    if info.level != 0:
+        raise ValueError(f"info_at_level needs the level-0 info, got level {info.level}")
+    levels = info.levels or ((info.height, info.width),)
+    check_level(info.path, levels, level)
+    if level == 0:
+        return info
+    height, width = levels[level]
+    if info.format == "gdal":
+        scale = levels[0][0] / height
+    else:
+        scale = level_scale(levels[0], levels[level])[1]
+    derived = info.with_level(level, height, width, scale)
+    declared = info.extra.get("level_pixel_sizes")
+    if declared is not None and len(declared) == len(levels):
+        derived = replace(derived, pixel_size=declared[level])
+    return derived
 
 
 def level_pixel_sizes(info: RasterInfo) -> tuple[tuple[float, float], ...] | None:
@@ -230,131 +226,3 @@ def open_stored(path: str | os.PathLike[str], info: RasterInfo, what: str, ndim:
             f"{info.height}x{info.width}: they do not belong to this image"
         )
     return array
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
-    else:
-        path.unlink(missing_ok=True)
-
-
-@contextmanager
-def atomic_output(out_path: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield a temporary path beside ``out_path``; on success move it to ``out_path``.
-
-    Works for files and for directories (Zarr stores). An existing ``out_path`` is replaced only
-    once the new output is complete (callers refuse to overwrite without ``--overwrite``). On
-    error the temporary output is removed and ``out_path`` is left as it was.
-    """
-    out = Path(out_path)
-    partial = out.with_name(f".{out.name}.partial")
-    _remove(partial)
-    try:
-        yield partial
-        if partial.is_dir() and out.exists():
-            old = out.with_name(f".{out.name}.old")
-            _remove(old)
-            os.replace(out, old)
-            os.replace(partial, out)
-            _remove(old)
-        else:
-            if out.is_dir():
-                _remove(out)
-            os.replace(partial, out)
-    finally:
-        _remove(partial)
-
-
-# ---------------------------------------------------------------------------- probabilities
-
-
-class OutputFormat(StrEnum):
-    """The formats segpipe writes; chosen from the output path's extension."""
-
-    GEOTIFF = "geotiff"
-    OME_TIFF = "ome-tiff"
-    OME_ZARR = "ome-zarr"
-
-    @classmethod
-    def from_path(cls, path: str | os.PathLike[str]) -> OutputFormat:
-        """``.ome.tif``/``.ome.tiff`` → OME-TIFF, ``.ome.zarr`` → OME-Zarr, ``.tif``/``.tiff``."""
-        name = Path(path).name.lower().rstrip("/")
-        if name.endswith((".ome.tif", ".ome.tiff", ".ome.tf2", ".ome.tf8", ".ome.btf")):
-            return cls.OME_TIFF
-        if name.endswith(".ome.zarr"):
-            return cls.OME_ZARR
-        if name.endswith((".tif", ".tiff")):
-            return cls.GEOTIFF
-        raise InputError(
-            f"--output {path}: unknown extension; use .tif/.tiff (GeoTIFF), .ome.tif/.ome.tiff "
-            "(OME-TIFF) or .ome.zarr (OME-Zarr)"
-        )
-
-
-def companion_path(out_path: str | os.PathLike[str], what: str, ext: str | None = None) -> Path:
-    """A file beside the label output: ``mask.tif`` → ``mask.<what>.tif`` (or ``.<ext>``).
-
-    ``mask.ome.tif`` → ``mask.<what>.ome.tif``, ``mask.ome.zarr`` → ``mask.<what>.ome.zarr``.
-    """
-    out = Path(out_path)
-    name = out.name
-    for suffix in (".ome.tiff", ".ome.tif", ".ome.zarr", ".tiff", ".tif"):
-        if name.lower().endswith(suffix):
-            return out.with_name(f"{name[: -len(suffix)]}.{what}{ext or name[-len(suffix):]}")
-    return out.with_name(f"{name}.{what}{ext or ''}")
-
-
-def probabilities_path(out_path: str | os.PathLike[str]) -> Path:
-    """Where the probabilities go: ``mask.tif`` → ``mask.probabilities.tif`` and so on."""
-    return companion_path(out_path, "probabilities")
-
-
-def write_probabilities(
-    probs_path: str | os.PathLike[str],
-    out_path: str | os.PathLike[str],
-    info: RasterInfo,
-    fmt: OutputFormat | str | None = None,
-    *,
-    class_names: Sequence[str] | None = None,
-    as_uint8: bool = False,
-) -> None:
-    """Write the (K, H, W) probability Zarr at ``probs_path`` to ``out_path`` in ``fmt``.
-
-    ``fmt`` defaults to the one of ``out_path``'s extension. Values are float32 in the TIFFs
-    (neither GDAL nor OME know float16) and float16 in OME-Zarr; with ``as_uint8`` they are
-    ``round(p * 255)`` as uint8 everywhere. Bands/channels are named after ``class_names``.
-    """
-    fmt = OutputFormat(fmt) if fmt is not None else OutputFormat.from_path(out_path)
-    if fmt is OutputFormat.GEOTIFF:
-        from segpipe.pipeline.io.tiff import write_probabilities_geotiff
-
-        write_probabilities_geotiff(
-            probs_path, out_path, info, class_names=class_names, as_uint8=as_uint8
-        )
-    elif fmt is OutputFormat.OME_TIFF:
-        from segpipe.pipeline.io.ometiff import write_probabilities_ome_tiff
-
-        write_probabilities_ome_tiff(
-            probs_path, out_path, info, class_names=class_names, as_uint8=as_uint8
-        )
-    else:
-        from segpipe.pipeline.io.omezarr import write_probabilities_ome_zarr
-
-        write_probabilities_ome_zarr(
-            probs_path, out_path, info, class_names=class_names, as_uint8=as_uint8
-        )
-
-
-def probability_block(block: np.ndarray, *, as_uint8: bool, float_dtype: str) -> np.ndarray:
-    """A block of probabilities in the output type: float (``float_dtype``) or scaled uint8."""
-    if as_uint8:
-        return np.rint(np.clip(block.astype(np.float32), 0, 1) * 255).astype(np.uint8)
-    return block.astype(float_dtype, copy=False)
-
-
-def class_channel_names(count: int, class_names: Sequence[str] | None) -> list[str]:
-    """One name per probability channel: the class names, or ``class_<i>``."""
-    if class_names is not None and len(class_names) == count:
-        return [str(n) for n in class_names]
-    return [f"class_{i}" for i in range(count)]

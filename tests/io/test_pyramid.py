@@ -1,25 +1,27 @@
-"""choose_level, the nearest pyramid convention, atomic outputs, units and output formats."""
+"""choose_level, info_at_level, the nearest pyramid convention and length units."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
+import rasterio
+from iohelpers import write_ome_tiff
+from rasterio.enums import Resampling
 
-from segpipe.models.errors import InputError
-from segpipe.pipeline.io.base import RasterInfo
-from segpipe.pipeline.io.levels import (
-    OutputFormat,
-    atomic_output,
+from segpipe.models.foundation import InputError
+from segpipe.pipeline.io.base import RasterInfo, open_raster
+from segpipe.pipeline.io.pyramid import (
     choose_level,
+    info_at_level,
     iter_tiles,
     level_pixel_sizes,
     level_scale,
-    ngff_unit,
-    normalize_unit,
-    probabilities_path,
     pyramid_shapes,
     read_nearest,
 )
+from segpipe.pipeline.io.units import ngff_unit, normalize_unit, unit_in_meters
 from segpipe.pipeline.io.zarrstore import create_array
 
 LEVELS = ((4000, 3000), (2000, 1500), (1000, 750), (500, 375))
@@ -120,36 +122,6 @@ def test_read_nearest_is_numpy_step_slicing(tmp_path, factor):
     np.testing.assert_array_equal(np.vstack(rows), level[0])
 
 
-def test_atomic_output_replaces_only_on_success(tmp_path):
-    out = tmp_path / "mask.tif"
-    out.write_text("old")
-    with pytest.raises(RuntimeError), atomic_output(out) as partial:
-        partial.write_text("half")
-        raise RuntimeError("boom")
-    assert out.read_text() == "old"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["mask.tif"]
-    with atomic_output(out) as partial:
-        assert partial.parent == out.parent and partial.name != out.name
-        partial.write_text("new")
-    assert out.read_text() == "new"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["mask.tif"]
-
-
-def test_atomic_output_directories(tmp_path):
-    out = tmp_path / "mask.ome.zarr"
-    for text in ("first", "second"):
-        with atomic_output(out) as partial:
-            partial.mkdir()
-            (partial / "zarr.json").write_text(text)
-        assert (out / "zarr.json").read_text() == text
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["mask.ome.zarr"]
-    with pytest.raises(RuntimeError), atomic_output(out) as partial:
-        partial.mkdir()
-        raise RuntimeError("boom")
-    assert (out / "zarr.json").read_text() == "second"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["mask.ome.zarr"]
-
-
 def test_units():
     for text in ("µm", "μm", "um", "micron", "micrometer", "MICROMETER", "\\u00B5m"):
         assert normalize_unit(text) == "µm"
@@ -157,14 +129,86 @@ def test_units():
     assert normalize_unit("parsec-ish") == "parsec-ish"  # unknown: kept, never guessed
     assert ngff_unit("µm") == "micrometer" and ngff_unit("nm") == "nanometer"
     assert ngff_unit("pixel") is None
+    assert unit_in_meters("mm") == 1e-3 and unit_in_meters("pixel") is None
 
 
-def test_output_format_and_probability_paths(tmp_path):
-    assert OutputFormat.from_path("a/mask.tif") is OutputFormat.GEOTIFF
-    assert OutputFormat.from_path("mask.OME.TIFF") is OutputFormat.OME_TIFF
-    assert OutputFormat.from_path("mask.ome.zarr/") is OutputFormat.OME_ZARR
-    with pytest.raises(InputError, match=r"\.ome\.zarr"):
-        OutputFormat.from_path("mask.png")
-    assert probabilities_path("d/mask.tif").as_posix() == "d/mask.probabilities.tif"
-    assert probabilities_path("mask.ome.tif").name == "mask.probabilities.ome.tif"
-    assert probabilities_path("mask.ome.zarr").name == "mask.probabilities.ome.zarr"
+# ---------------------------------------------------------------------------- info_at_level
+
+FIELDS = ("height", "width", "transform", "pixel_size", "pixel_unit", "level", "levels")
+
+
+def _fields(info: RasterInfo) -> dict:
+    return {name: getattr(info, name) for name in FIELDS}
+
+
+@pytest.mark.parametrize("shape", [(3, 200, 260), (1, 75, 101)], ids=["even", "odd"])
+def test_info_at_level_matches_the_gdal_reader(tmp_path, geotiff, shape):
+    path = geotiff(shape, "uint8")
+    with rasterio.open(path, "r+") as ds:  # GDAL's own overviews, as a GIS would add them
+        ds.build_overviews([2, 4], Resampling.nearest)
+    info0 = open_raster(path).info
+    assert len(info0.levels) == 3
+    for k in range(3):
+        with open_raster(path, level=k) as r, rasterio.open(
+            path, overview_level=k - 1
+        ) if k else rasterio.open(path) as ds:
+            derived = info_at_level(info0, k)
+            assert _fields(derived) == _fields(r.info)
+            assert (derived.height, derived.width) == (ds.height, ds.width)  # GDAL's own sizes
+            assert derived.transform[4] == pytest.approx(ds.transform.e)
+
+
+@pytest.mark.parametrize("shape", [(128, 96), (130, 151)], ids=["even", "odd"])
+def test_info_at_level_matches_the_ome_tiff_reader(tmp_path, shape):
+    data = np.random.default_rng(0).integers(0, 255, (2, *shape), dtype=np.uint8)
+    path = write_ome_tiff(
+        tmp_path / "p.ome.tif", data, "CYX", pixel_size=(0.5, 0.25), sublevels=2, tile=16
+    )
+    info0 = open_raster(path).info
+    assert len(info0.levels) == 3
+    for k in range(3):
+        with open_raster(path, level=k) as r:
+            derived = info_at_level(info0, k)
+            assert _fields(derived) == _fields(r.info)
+            assert derived.pixel_size == (0.5 * 2**k, 0.25 * 2**k)
+            assert derived == r.info  # every compared field, extras aside
+
+
+def test_info_at_level_refuses_missing_levels_and_non_base_infos():
+    with pytest.raises(InputError, match=r"--level 4 does not exist .* levels 0\.\.3"):
+        info_at_level(_slide(), 4)
+    with pytest.raises(ValueError, match="level-0"):
+        info_at_level(_slide(level=1), 2)
+    assert info_at_level(_slide(), 0) == _slide()
+    assert info_at_level(replace(_slide(), levels=()), 0).level == 0
+
+
+@pytest.mark.parametrize("version", ["0.4", "0.5"])
+def test_info_at_level_matches_the_ome_zarr_reader_with_declared_scales(tmp_path, version):
+    import warnings
+
+    import zarr
+
+    with warnings.catch_warnings():  # ome_zarr.writer deprecates its Scaler at import time
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from ome_zarr.format import FormatV04, FormatV05
+        from ome_zarr.scale import Methods
+        from ome_zarr.writer import write_image
+
+    fmt = FormatV04() if version == "0.4" else FormatV05()
+    path = tmp_path / "odd.ome.zarr"
+    group = zarr.open_group(str(path), mode="w", zarr_format=fmt.zarr_format)
+    data = np.zeros((1, 150, 110), np.uint8)
+    write_image(  # odd sizes: ome-zarr declares the size ratios, not exact factors of 2
+        data, group, fmt=fmt, axes="cyx", scale={"c": 1.0, "y": 0.5, "x": 0.25},
+        axes_units={"y": "micrometer", "x": "micrometer"}, scale_factors=(2, 4),
+        method=Methods.NEAREST, storage_options={"chunks": (1, 32, 32)},
+    )
+    info0 = open_raster(path).info
+    attrs = zarr.open_group(str(path), mode="r").attrs.asdict()
+    datasets = attrs.get("ome", attrs)["multiscales"][0]["datasets"]
+    for k in range(len(info0.levels)):
+        declared = datasets[k]["coordinateTransformations"][0]["scale"][1:]
+        with open_raster(path, level=k) as r:
+            assert _fields(info_at_level(info0, k)) == _fields(r.info)
+            assert info_at_level(info0, k).pixel_size == pytest.approx(tuple(declared))

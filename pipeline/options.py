@@ -1,0 +1,293 @@
+"""What a run is asked for: small frozen option groups and the closed choices as StrEnums.
+
+Each group is validated on construction; a bad value raises :class:`InputError` naming the
+option as the command line spells it, the value, the constraint and the fix. The command line
+builds its options from these dataclasses (``segpipe.flows.clioptions``): every default is
+written here once, with its help text in the field's metadata.
+
+This module imports neither torch nor any I/O library, so the command line can import it cheaply.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, TypeVar
+
+from segpipe.models.card import NormMethod
+from segpipe.models.foundation import InputError, Precision
+
+__all__ = [
+    "Blend",
+    "ExportOptions",
+    "InferenceOptions",
+    "NgffVersion",
+    "NormMethod",
+    "OutputFormat",
+    "OverviewResampling",
+    "Precision",
+    "ProbabilityDtype",
+    "RunOptions",
+    "SourceOptions",
+    "TilingOptions",
+    "choice",
+]
+
+E = TypeVar("E", bound=StrEnum)
+
+
+class Blend(StrEnum):
+    """How overlapping tile outputs are combined: ``crop`` (exact) or ``gaussian``."""
+
+    CROP = "crop"
+    GAUSSIAN = "gaussian"
+
+
+class OverviewResampling(StrEnum):
+    """How pyramid levels of GeoTIFF outputs are made (labels are never averaged)."""
+
+    NEAREST = "nearest"
+    MODE = "mode"
+
+
+class ProbabilityDtype(StrEnum):
+    """Probabilities as float (float32 in TIFFs, float16 in Zarr) or uint8 (p × 255)."""
+
+    FLOAT = "float"
+    UINT8 = "uint8"
+
+
+class NgffVersion(StrEnum):
+    """The OME-Zarr versions segpipe writes."""
+
+    V04 = "0.4"
+    V05 = "0.5"
+
+
+class OutputFormat(StrEnum):
+    """The formats segpipe writes; chosen from the output path's extension."""
+
+    GEOTIFF = "geotiff"
+    OME_TIFF = "ome-tiff"
+    OME_ZARR = "ome-zarr"
+
+    @classmethod
+    def from_path(cls, path: str | os.PathLike[str]) -> OutputFormat:
+        """``.ome.tif``/``.ome.tiff`` → OME-TIFF, ``.ome.zarr`` → OME-Zarr, ``.tif``/``.tiff``."""
+        name = Path(path).name.lower().rstrip("/")
+        if name.endswith((".ome.tif", ".ome.tiff", ".ome.tf2", ".ome.tf8", ".ome.btf")):
+            return cls.OME_TIFF
+        if name.endswith(".ome.zarr"):
+            return cls.OME_ZARR
+        if name.endswith((".tif", ".tiff")):
+            return cls.GEOTIFF
+        raise InputError(
+            f"--output {path}: unknown extension; use .tif/.tiff (GeoTIFF), .ome.tif/.ome.tiff "
+            "(OME-TIFF) or .ome.zarr (OME-Zarr)"
+        )
+
+
+def choice(enum: type[E], value: object, option: str) -> E:
+    """``value`` as a member of ``enum``; else :class:`InputError` listing the choices."""
+    if isinstance(value, enum):
+        return value
+    try:
+        return enum(str(value).strip().lower())
+    except ValueError:
+        names = [str(m) for m in enum]
+        close = difflib.get_close_matches(str(value), names, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise InputError(
+            f"{option} {value!r} is not one of {', '.join(names)}{hint}"
+        ) from None
+
+
+def _positive(option: str, value: int | float | None, example: str, *, zero: bool = False) -> None:
+    if value is None:
+        return
+    ok = value >= 0 if zero else value > 0
+    if isinstance(value, bool) or not ok:
+        rule = "0 or more" if zero else "a positive number"
+        raise InputError(
+            f"{option} {value} is invalid: it must be {rule} (e.g. {option} {example})"
+        )
+
+
+def opt(default: Any, help: str, **cli: Any) -> Any:
+    """A dataclass field with its command-line help (and click settings) in its metadata."""
+    return field(default=default, metadata={"help": help, **cli})
+
+
+_DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+
+
+@dataclass(frozen=True)
+class SourceOptions:
+    """Which pixels to read: bands and pyramid level."""
+
+    bands: tuple[int, ...] | None = opt(None, "1-based bands to read, e.g. 1,2,3.")
+    level: int | None = opt(
+        None, "Pyramid level to read (default: 0, or the one nearest the card's pixel size)."
+    )
+    pixel_size: float | None = opt(
+        None, "Read the pyramid level closest to this pixel size (input units)."
+    )
+
+    def __post_init__(self) -> None:
+        if self.bands is not None:
+            object.__setattr__(self, "bands", tuple(self.bands))
+            if not self.bands:
+                raise InputError(
+                    "--bands selects no band: give 1-based numbers, e.g. --bands 1,2,3"
+                )
+            bad = [b for b in self.bands if b < 1]
+            if bad:
+                raise InputError(f"--bands {bad} is invalid: bands are numbered from 1")
+        _positive("--level", self.level, "1", zero=True)
+        _positive("--pixel-size", self.pixel_size, "0.5")
+        if self.level is not None and self.pixel_size is not None:
+            raise InputError("give --level or --pixel-size, not both")
+
+
+@dataclass(frozen=True)
+class TilingOptions:
+    """How the image is cut: tile, halo, blending and the block (one task) size."""
+
+    tile: int = opt(512, "Tile size in pixels (a multiple of the model's stride).")
+    halo: int | None = opt(None, "Halo in pixels (default: from the model).")
+    blend: Blend = opt(Blend.CROP, "How overlapping tiles are combined.")
+    block_pixels: int = opt(
+        2048, "Side of a block (one task) in pixels, rounded to whole tiles.", hidden=True
+    )
+
+    def __post_init__(self) -> None:
+        _positive("--tile", self.tile, "512")
+        _positive("--halo", self.halo, "32", zero=True)
+        _positive("--block-pixels", self.block_pixels, "2048")
+        object.__setattr__(self, "blend", choice(Blend, self.blend, "--blend"))
+
+
+@dataclass(frozen=True)
+class InferenceOptions:
+    """Which model and how to run it."""
+
+    model: str = opt("unet", "Model file or registry name.")
+    normalize: NormMethod | None = opt(None, "Override the model card's normalization.")
+    precision: Precision = opt(Precision.FP32, "Forward-pass arithmetic (bf16: autocast).")
+    probabilities: bool = opt(False, "Also write per-class probabilities.")
+    batch_size: int = opt(4, "Tiles per forward pass.")
+    device: str = opt("auto", "auto, cpu, cuda or cuda:N.")
+
+    def __post_init__(self) -> None:
+        if self.normalize is not None:
+            object.__setattr__(
+                self, "normalize", choice(NormMethod, self.normalize, "--normalize")
+            )
+        object.__setattr__(self, "precision", choice(Precision, self.precision, "--precision"))
+        _positive("--batch-size", self.batch_size, "4")
+        device = str(self.device).strip().lower()
+        if not _DEVICE.match(device):
+            raise InputError(
+                f"--device {self.device!r} is not a device: use auto, cpu, cuda or cuda:N"
+            )
+        object.__setattr__(self, "device", device)
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    """How the output files are written from the label array (never changes the labels)."""
+
+    overview_resampling: OverviewResampling = opt(
+        OverviewResampling.NEAREST,
+        "How GeoTIFF pyramid levels are made (labels are never averaged).",
+    )
+    probabilities_dtype: ProbabilityDtype = opt(
+        ProbabilityDtype.FLOAT,
+        "float (float32 in TIFFs, float16 in Zarr) or uint8 (p × 255).",
+    )
+    ngff_version: NgffVersion = opt(NgffVersion.V04, "OME-Zarr output version.")
+
+    def __post_init__(self) -> None:
+        object.__setattr__(
+            self, "overview_resampling",
+            choice(OverviewResampling, self.overview_resampling, "--overview-resampling"),
+        )
+        object.__setattr__(
+            self, "probabilities_dtype",
+            choice(ProbabilityDtype, self.probabilities_dtype, "--probabilities-dtype"),
+        )
+        object.__setattr__(
+            self, "ngff_version", choice(NgffVersion, self.ngff_version, "--ngff-version")
+        )
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """One input to one output, with the option groups and the handling switches."""
+
+    input: str
+    output: str
+    source: SourceOptions = field(default_factory=SourceOptions)
+    tiling: TilingOptions = field(default_factory=TilingOptions)
+    inference: InferenceOptions = field(default_factory=InferenceOptions)
+    export: ExportOptions = field(default_factory=ExportOptions)
+    workdir: str | None = None
+    overwrite: bool = False
+    resume: bool = False
+    keep_workdir: bool = False
+
+    def __post_init__(self) -> None:
+        if self.output:
+            OutputFormat.from_path(self.output)
+
+    @property
+    def output_format(self) -> OutputFormat:
+        """The format the output extension asks for."""
+        return OutputFormat.from_path(self.output)
+
+    def for_file(self, input: str, output: str) -> RunOptions:
+        """These settings for another input and output (a batch shares one set of settings)."""
+        return replace(self, input=input, output=output)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form (for Prefect parameters and reports)."""
+        from dataclasses import asdict
+
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RunOptions:
+        """Inverse of :meth:`to_dict`."""
+        kw = {k: (_GROUPS[k](**v) if k in _GROUPS and isinstance(v, dict) else v)
+              for k, v in d.items()}
+        return cls(**kw)
+
+    @classmethod
+    def of(cls, input: str, output: str, **options: Any) -> RunOptions:
+        """Options by their flat names, as on the command line (``tile=256, device="cpu"``).
+
+        Each name goes to its group; names of no group are the handling switches
+        (``workdir``, ``overwrite``, ``resume``, ``keep_workdir``).
+        """
+        groups: dict[str, dict[str, Any]] = {name: {} for name in _GROUPS}
+        rest: dict[str, Any] = {}
+        for key, value in options.items():
+            owner = next((g for g, c in _GROUPS.items() if key in _field_names(c)), None)
+            (groups[owner] if owner else rest)[key] = value
+        return cls(input, output, **{g: _GROUPS[g](**kw) for g, kw in groups.items()}, **rest)
+
+
+_GROUPS: dict[str, type] = {
+    "source": SourceOptions, "tiling": TilingOptions, "inference": InferenceOptions,
+    "export": ExportOptions,
+}
+
+
+def _field_names(cls: type) -> set[str]:
+    from dataclasses import fields
+
+    return {f.name for f in fields(cls)}

@@ -1,0 +1,96 @@
+"""Where a run writes, and whether it may.
+
+Output checks, the work directory's default place, and the sidecar that says which run made an
+output.
+
+Beside every output ``mask.tif`` segpipe keeps a small hidden ``.mask.tif.segpipe.json`` with the
+label key and export key of the run that wrote it and its summary. A batch skips an input whose
+output exists with the same keys (up to date), and a folder given as ``--input`` never picks up
+outputs segpipe wrote.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from segpipe.models.foundation import InputError, OutputExistsError, write_text_atomic
+from segpipe.pipeline.keys import LabelKey, jsonable
+
+if TYPE_CHECKING:
+    from segpipe.pipeline.options import RunOptions
+
+__all__ = [
+    "check_output_exists",
+    "check_output_path",
+    "default_workdir",
+    "is_segpipe_output",
+    "output_is_current",
+    "sidecar_path",
+    "write_sidecar",
+]
+
+
+def default_workdir(output: str) -> str:
+    """The work directory beside the output: ``.<output name>.segpipe``."""
+    out = Path(output).absolute()
+    return str(out.with_name(f".{out.name}.segpipe"))
+
+
+def sidecar_path(output: str | os.PathLike[str]) -> Path:
+    """The small JSON file beside an output: the keys and summary of the run that made it."""
+    out = Path(output)
+    return out.with_name(f".{out.name}.segpipe.json")
+
+
+def is_segpipe_output(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is an output segpipe wrote (it has a sidecar)."""
+    return sidecar_path(path).is_file()
+
+
+def check_output_path(options: RunOptions) -> None:
+    """The output's extension, folder and name, checked before anything is read or written."""
+    fmt = options.output_format  # raises for an unknown extension
+    out = Path(options.output)
+    if not out.parent.is_dir():
+        raise InputError(
+            f"--output {out}: folder {out.parent} does not exist; create it or choose another"
+        )
+    if not os.access(out.parent, os.W_OK):
+        raise InputError(f"--output {out}: folder {out.parent} is not writable")
+    if "://" not in options.input and out.absolute() == Path(options.input).absolute():
+        raise InputError(f"--output {out} is the input itself; choose another output path")
+    if out.is_dir() and fmt != "ome-zarr":
+        raise InputError(f"--output {out} is a directory; give a file path")
+
+
+def check_output_exists(options: RunOptions) -> None:
+    """Refuse an existing output without ``--overwrite``."""
+    if Path(options.output).exists() and not options.overwrite:
+        raise OutputExistsError(
+            f"--output {options.output} exists; pass --overwrite to replace it"
+        )
+
+
+def write_sidecar(
+    output: str, key: LabelKey, export: Mapping[str, Any], summary: Mapping[str, Any]
+) -> None:
+    """Record which run made ``output`` (atomically)."""
+    data = {"key": key.to_dict(), "export": jsonable(dict(export)), "summary": summary}
+    write_text_atomic(sidecar_path(output), json.dumps(data, indent=2, default=str))
+
+
+def output_is_current(output: str, key: LabelKey, export: Mapping[str, Any]) -> bool:
+    """Whether ``output`` exists and was made with this label key and export key."""
+    side = sidecar_path(output)
+    if not Path(output).exists() or not side.is_file():
+        return False
+    try:
+        data = json.loads(side.read_text(encoding="utf-8"))
+        stored = LabelKey.from_dict(data["key"])
+        return not key.differences(stored) and jsonable(dict(export)) == data["export"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return False

@@ -1,0 +1,321 @@
+"""The stage sequence of a run, defined once: plan → ingest → stats → segment → export → report.
+
+:func:`run_one` runs the stages for one input over its work directory; where the blocks run is
+the :class:`~segpipe.pipeline.executor.BlockExecutor`'s business (in-process or Dask). Every
+caller goes through here: ``segpipe run`` (inside the Prefect flow, with ``--workers 0`` too),
+``segpipe serve``, and the tests' exactness oracle. The Prefect flow passes a ``call`` that wraps
+each stage function in a Prefect task (retries, logs, artifacts); without Prefect the stages are
+called directly.
+
+Each stage records itself in the manifest when it finishes, in this order, which is the contract
+for resume: a resumed run skips finished stages and finished blocks; a kept work directory whose
+blocks are all done only runs the export again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+from segpipe.models.foundation import BlocksFailedError, __version__, write_text_atomic
+from segpipe.pipeline.executor import BlockExecutor, InProcessExecutor, new_run_id
+from segpipe.pipeline.io.base import open_raster
+from segpipe.pipeline.io.gdal import bounded_gdal_cache
+from segpipe.pipeline.io.writers import ExportJob, write_outputs
+from segpipe.pipeline.io.zarrstore import create_array, ingest
+from segpipe.pipeline.labels import label_dtype
+from segpipe.pipeline.normalize import Normalizer, compute_normalizer
+from segpipe.pipeline.options import RunOptions
+from segpipe.pipeline.outputs import (
+    check_output_exists,
+    output_is_current,
+    sidecar_path,
+    write_sidecar,
+)
+from segpipe.pipeline.plan import RunPlan, plan_run
+from segpipe.pipeline.report import SegmentOutcome, summarize
+from segpipe.pipeline.segment import write_nodata
+from segpipe.pipeline.workdir import BlockRecord, Manifest, WorkState
+
+__all__ = ["Progress", "RunContext", "Stage", "run_one"]
+
+log = logging.getLogger("segpipe")
+T = TypeVar("T")
+
+
+class Stage(StrEnum):
+    """The stages, in order."""
+
+    PLAN = "plan"
+    INGEST = "ingest"
+    STATS = "stats"
+    SEGMENT = "segment"
+    EXPORT = "export"
+    REPORT = "report"
+
+
+class Progress(Protocol):
+    """What the segment stage reports to (``segpipe.flows.progress.Progress`` is one)."""
+
+    def advance(self, n: int = 1, *, pixels: int | None = None, failed: bool = False) -> None:
+        """``n`` more blocks finished."""
+
+    def check_stall(self) -> bool:
+        """Nothing finished for a while; report a stall if it lasts."""
+
+
+class _Quiet:
+    def advance(self, n: int = 1, *, pixels: int | None = None, failed: bool = False) -> None:
+        pass
+
+    def check_stall(self) -> bool:
+        return False
+
+
+def _direct(stage: Stage, fn: Callable[..., T], *args: Any) -> T:
+    return fn(*args)
+
+
+def _quiet(total: int, megapixels: float, label: str) -> Progress:
+    return _Quiet()
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """How to run the stages: the block executor, a stage caller and a progress factory.
+
+    ``call(stage, fn, *args)`` runs one stage function (directly, or as a Prefect task);
+    ``progress(blocks, megapixels, label)`` makes the segment stage's progress display.
+    """
+
+    executor: BlockExecutor = field(default_factory=InProcessExecutor)
+    call: Callable[..., Any] = _direct
+    progress: Callable[[int, float, str], Progress] = _quiet
+
+
+# ------------------------------------------------------------------------------ the stages
+
+
+def plan_stage(options: RunOptions) -> RunPlan | None:
+    """Check everything and open the work directory; None when the output is up to date."""
+    plan = plan_run(options)
+    if not options.overwrite and output_is_current(
+        options.output, plan.label_key(), plan.export_key()
+    ):
+        log.info("%s is up to date; skipped", options.output)
+        return None
+    check_output_exists(options)
+    for w in plan.warnings:
+        log.warning(w)
+    manifest, state = plan.workdir.open(_new_manifest(plan), resume=options.resume)
+    if state is not WorkState.NEW:
+        log.info("%s: %s work directory %s", plan.name, state, plan.workdir.path)
+    if manifest.normalizer is not None:
+        plan = plan.with_normalizer(Normalizer.from_dict(dict(manifest.normalizer)))
+    return plan
+
+
+def _new_manifest(plan: RunPlan) -> Manifest:
+    t = plan.tiles
+    return Manifest(
+        key=plan.label_key(), output=str(Path(plan.options.output).absolute()),
+        export=plan.export_key(), segpipe_version=__version__,
+        plan={"height": t.height, "width": t.width, "tile": t.tile, "halo": t.halo,
+              "extra": t.extra, "block": t.block, "ring": t.ring, "blocks": t.n_blocks},
+    )
+
+
+def ingest_stage(plan: RunPlan) -> None:
+    """Copy the input into the work directory's Zarr and create the label arrays (once)."""
+    if Stage.INGEST in plan.workdir.require().stages:
+        return
+    start = time.perf_counter()
+    if not plan.source_array:
+        with bounded_gdal_cache(), open_raster(plan.options.input, level=plan.info.level) as r:
+            ingest(r, plan.workdir.image, plan.tiles.tile)
+    _create_label_arrays(plan)
+    plan.workdir.clear_done()  # fresh label arrays: no block of them is finished
+    plan.workdir.record_stage(Stage.INGEST, time.perf_counter() - start)
+
+
+def _create_label_arrays(plan: RunPlan) -> None:
+    t = plan.tiles
+    create_array(
+        plan.workdir.labels, (t.height, t.width), (t.tile, t.tile),
+        str(label_dtype(plan.num_classes)), fill_value=plan.nodata,
+    )
+    if plan.probabilities_path:
+        k = plan.geometry.out_channels
+        create_array(plan.probabilities_path, (k, t.height, t.width), (k, t.tile, t.tile),
+                     "float16")
+
+
+def image_statistics(plan: RunPlan, source: str | None = None) -> Normalizer:
+    """The normalization statistics of the plan's image.
+
+    Read from ``source`` (the ingested copy) or else from the input at the planned level; both
+    hold the same pixels.
+    """
+    selected = list(plan.bands)
+    path, level = (source, 0) if source else (plan.options.input, plan.info.level)
+    with open_raster(path, level=level) as reader:
+        return compute_normalizer(
+            plan.normalization, dtype=plan.info.dtype, bands=len(selected),
+            nodata=plan.info.nodata, read=lambda w: reader.read(w)[selected],
+            shape=plan.info.shape,
+        )
+
+
+def stats_stage(plan: RunPlan) -> RunPlan:
+    """Normalization statistics from the ingested copy, once per run (kept in the manifest)."""
+    if plan.normalizer is not None:
+        return plan
+    start = time.perf_counter()
+    normalizer = image_statistics(plan, plan.image_path)
+    manifest = replace(plan.workdir.require(), normalizer=normalizer.to_dict())
+    plan.workdir.save(manifest.with_stage(Stage.STATS, time.perf_counter() - start))
+    return plan.with_normalizer(normalizer)
+
+
+class _Sink:
+    """The segment stage's :class:`~segpipe.pipeline.executor.BlockSink`.
+
+    Collects the records; a failed block becomes nodata and is listed.
+    """
+
+    def __init__(self, plan: RunPlan, progress: Progress) -> None:
+        self.job = plan.job()
+        self.progress = progress
+        self.records: list[BlockRecord] = []
+        self.failures: dict[str, str] = {}
+        self.failed_pixels = 0
+
+    def done(self, record: BlockRecord) -> None:
+        self.records.append(record)
+        self.progress.advance(pixels=record.pixels)
+
+    def failed(self, index: tuple[int, int], message: str) -> None:
+        self.failures[f"{index[0]}_{index[1]}"] = message
+        write_nodata(self.job, index)
+        self.failed_pixels += self.job.tiles.block_core(*index).size
+        self.progress.advance(failed=True)
+
+    def idle(self) -> None:
+        self.progress.check_stall()
+
+
+def segment_stage(plan: RunPlan, ctx: RunContext) -> SegmentOutcome:
+    """Segment every block without a marker on the executor; failed blocks become nodata."""
+    start = time.perf_counter()
+    reused = plan.workdir.done_blocks()
+    todo = [i for i in plan.tiles.block_indices() if f"{i[0]}_{i[1]}" not in reused]
+    megapixels = sum(plan.tiles.block_core(*i).size for i in todo) / 1e6
+    sink = _Sink(plan, ctx.progress(len(todo), megapixels, f"segment {plan.name}"))
+    ctx.executor.run(sink.job, todo, new_run_id(), sink)
+    if not sink.failures:
+        plan.workdir.record_stage(Stage.SEGMENT, time.perf_counter() - start)
+    return SegmentOutcome(
+        plan.tiles.n_blocks, tuple(reused.values()), tuple(sink.records), sink.failures,
+        sink.failed_pixels, time.perf_counter() - start,
+    )
+
+
+def export_stage(plan: RunPlan) -> list[str]:
+    """Write the output files (atomically) from the label array; returns their paths."""
+    start = time.perf_counter()
+    sidecar_path(plan.options.output).unlink(missing_ok=True)  # it described the old output
+    written = write_outputs(export_job(plan))
+    plan.workdir.record_stage(Stage.EXPORT, time.perf_counter() - start)
+    return written
+
+
+def export_job(plan: RunPlan) -> ExportJob:
+    """What the writers need, from the plan."""
+    names = tuple(c.name for c in plan.card.classes)
+    one = plan.geometry.out_channels == 1
+    return ExportJob(
+        labels_path=plan.workdir.labels, out=plan.options.output, info=plan.info,
+        class_names=names, colors=tuple(c.color for c in plan.card.classes),
+        nodata=plan.nodata, tags=provenance_tags(plan), staging_dir=plan.workdir.path,
+        options=plan.options.export, probabilities_path=plan.probabilities_path,
+        probability_names=names[-1:] if one else names,
+        image_path=plan.workdir.image if Path(plan.workdir.image).exists() else None,
+    )
+
+
+def provenance_tags(plan: RunPlan) -> dict[str, str]:
+    """Tags written into outputs: model hash, version and the tiling parameters."""
+    return {
+        "SEGPIPE_VERSION": __version__,
+        "SEGPIPE_MODEL": plan.card.name,
+        "SEGPIPE_MODEL_SHA256": plan.model_sha256,
+        "SEGPIPE_TILE": str(plan.tiles.tile),
+        "SEGPIPE_HALO": str(plan.tiles.halo),
+        "SEGPIPE_BLEND": str(plan.options.tiling.blend),
+        "SEGPIPE_NORMALIZE": str(plan.normalization.method),
+        "SEGPIPE_PRECISION": str(plan.options.inference.precision),
+    }
+
+
+def report_stage(plan: RunPlan, outcome: SegmentOutcome, times: dict[str, float]) -> dict:
+    """The summary: JSON in the work directory; on success beside the output, workdir dropped."""
+    start = time.perf_counter()
+    summary = summarize(plan, outcome, times)
+    summary["stage_seconds"] = {**times, Stage.REPORT: time.perf_counter() - start}
+    text = json.dumps(summary, indent=2, default=str)
+    write_text_atomic(Path(plan.workdir.path) / "summary.json", text)
+    if not outcome.failed:
+        write_sidecar(plan.options.output, plan.label_key(), plan.export_key(), summary)
+        if not plan.options.keep_workdir:
+            plan.workdir.remove()
+    return summary
+
+
+def failure_message(plan: RunPlan, failed: dict[str, str]) -> str:
+    """One line on failed blocks: how many, which, the first error, and what to do."""
+    ids = sorted(failed)
+    shown = ", ".join(ids[:10]) + (", …" if len(ids) > 10 else "")
+    return (
+        f"{len(ids)} of {plan.tiles.n_blocks} blocks of {plan.options.input} failed after "
+        f"retries ({shown}; first error: {failed[ids[0]]}); they are nodata in the label array "
+        f"and no output was written. Partial results are kept in {plan.workdir.path}: fix the "
+        "cause and rerun with --resume"
+    )
+
+
+# ---------------------------------------------------------------------------- the sequence
+
+
+def run_one(options: RunOptions, ctx: RunContext | None = None) -> dict:
+    """All stages for one input; returns its summary (``{"skipped": ...}`` when up to date).
+
+    Raises :class:`BlocksFailedError` (exit 1) when blocks failed after their retries: they are
+    nodata in the label array, the summary is in the work directory, and nothing is written at
+    the output path.
+    """
+    ctx = ctx or RunContext()
+    times: dict[str, float] = {}
+
+    def timed(stage: Stage, fn: Callable[..., T], *args: Any) -> T:
+        start = time.perf_counter()
+        result = ctx.call(stage, fn, *args)
+        times[stage] = time.perf_counter() - start
+        return result
+
+    plan = timed(Stage.PLAN, plan_stage, options)
+    if plan is None:
+        return {"input": options.input, "output": options.output, "skipped": "up to date"}
+    timed(Stage.INGEST, ingest_stage, plan)
+    plan = timed(Stage.STATS, stats_stage, plan)
+    outcome = timed(Stage.SEGMENT, segment_stage, plan, ctx)
+    if outcome.failed:
+        timed(Stage.REPORT, report_stage, plan, outcome, times)
+        raise BlocksFailedError(failure_message(plan, dict(outcome.failed)))
+    timed(Stage.EXPORT, export_stage, plan)
+    return timed(Stage.REPORT, report_stage, plan, outcome, times)

@@ -1,0 +1,229 @@
+"""The work directory of one run: its manifest, its arrays, its block markers, its stage timings.
+
+A work directory holds one run: the ingested image (``image.zarr``, unless the input is itself a
+usable Zarr array), the label array (``labels.zarr``), optionally ``probabilities.zarr``,
+``manifest.json`` and one marker per finished block (``done/<block id>``). The manifest records
+the run's :class:`~segpipe.pipeline.keys.LabelKey`, its export key, the normalization statistics
+(computed once, reused on resume) and the finished stages with their seconds, in the stage order
+that is the contract for resume: ingest → stats → segment → export.
+
+The manifest is written atomically and only by the driver. A block marker is written by whichever
+worker wrote the block's chunks, after the write, one small file per block, so there is no shared
+file to race on and a crash (even ``kill -9``) leaves either a marker for a complete block or
+none. Resuming recomputes exactly the blocks without a marker.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, replace
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from segpipe.models.foundation import ResumeError, write_text_atomic
+from segpipe.pipeline.keys import LabelKey, jsonable
+
+__all__ = ["BlockRecord", "Manifest", "WorkDir", "WorkState"]
+
+MANIFEST = "manifest.json"
+DONE_DIR = "done"
+FORMAT = 2
+
+
+@dataclass(frozen=True)
+class BlockRecord:
+    """A finished block, as written in its marker: pixels, per-label counts, where and when.
+
+    ``counts`` maps each label value written in the block's core (nodata included, under its
+    own value) to its pixel count, so the report never re-reads the label array.
+    """
+
+    block_id: str
+    pixels: int
+    counts: Mapping[int, int]
+    seconds: float
+    worker: str
+    pid: int
+    run_id: str
+    finished: float = field(default_factory=time.time)
+
+    def to_json(self) -> str:
+        """JSON text of the marker."""
+        return json.dumps({**asdict(self), "counts": {str(k): v for k, v in self.counts.items()}})
+
+    @classmethod
+    def from_json(cls, text: str) -> BlockRecord:
+        """Inverse of :meth:`to_json`."""
+        d = json.loads(text)
+        d["counts"] = {int(k): int(v) for k, v in d["counts"].items()}
+        return cls(**d)
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """The contents of ``manifest.json`` (``plan`` is kept for people reading the directory)."""
+
+    key: LabelKey
+    output: str
+    export: Mapping[str, Any] = field(default_factory=dict)
+    plan: Mapping[str, Any] = field(default_factory=dict)
+    normalizer: Mapping[str, Any] | None = None
+    stages: Mapping[str, float] = field(default_factory=dict)
+    created: float = field(default_factory=time.time)
+    segpipe_version: str = ""
+    format: int = FORMAT
+
+    def to_json(self) -> str:
+        """The manifest as indented JSON."""
+        d = asdict(self)
+        d["key"] = self.key.to_dict()
+        return json.dumps(jsonable(d), indent=2)
+
+    @classmethod
+    def from_json(cls, text: str) -> Manifest:
+        """Inverse of :meth:`to_json`."""
+        d = json.loads(text)
+        if d.get("format") != FORMAT:
+            raise ValueError(f"manifest format {d.get('format')!r}, this segpipe reads {FORMAT}")
+        d["key"] = LabelKey.from_dict(d["key"])
+        return cls(**d)
+
+    def with_stage(self, name: str, seconds: float) -> Manifest:
+        """The manifest with stage ``name`` recorded as finished."""
+        return replace(self, stages={**self.stages, name: seconds})
+
+    @property
+    def segmented(self) -> bool:
+        """Whether every block of the run was segmented (the label array is complete)."""
+        return "segment" in self.stages
+
+
+class WorkState(StrEnum):
+    """What :meth:`WorkDir.open` found: a new run, an unfinished one resumed, a finished one."""
+
+    NEW = "new"
+    RESUMED = "resumed"
+    FINISHED = "finished"
+
+
+@dataclass(frozen=True)
+class WorkDir:
+    """One run's folder. Paths of its arrays, its manifest and its block markers."""
+
+    path: str
+
+    @property
+    def image(self) -> str:
+        """The ingested copy of the input."""
+        return str(Path(self.path) / "image.zarr")
+
+    @property
+    def labels(self) -> str:
+        """The label array the blocks write."""
+        return str(Path(self.path) / "labels.zarr")
+
+    @property
+    def probabilities(self) -> str:
+        """The probability array (written only when asked for)."""
+        return str(Path(self.path) / "probabilities.zarr")
+
+    @property
+    def done_dir(self) -> Path:
+        """Where the block markers are."""
+        return Path(self.path) / DONE_DIR
+
+    def load(self) -> Manifest | None:
+        """The manifest, or None when there is none."""
+        path = Path(self.path) / MANIFEST
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return None
+        try:
+            return Manifest.from_json(text)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ResumeError(
+                f"{path} is not a manifest this segpipe can read ({type(exc).__name__}: {exc}); "
+                "remove the work directory to start over"
+            ) from None
+
+    def save(self, manifest: Manifest) -> None:
+        """Write ``manifest.json`` atomically."""
+        write_text_atomic(Path(self.path) / MANIFEST, manifest.to_json())
+
+    def record_stage(self, name: str, seconds: float) -> Manifest:
+        """Record stage ``name`` as finished in the stored manifest; returns the new manifest."""
+        manifest = self.require()
+        manifest = manifest.with_stage(name, seconds)
+        self.save(manifest)
+        return manifest
+
+    def require(self) -> Manifest:
+        """The manifest, which must exist during a run."""
+        manifest = self.load()
+        if manifest is None:
+            raise ResumeError(f"the work directory {self.path} lost its manifest during the run")
+        return manifest
+
+    def open(self, fresh: Manifest, *, resume: bool) -> tuple[Manifest, WorkState]:
+        """Open the folder for the run described by ``fresh``; returns (manifest, state).
+
+        Empty or missing: a new run. A finished run with the same label key (a work directory
+        kept with ``--keep-workdir``): reused, only the export runs again. An unfinished run with
+        the same key: resumed with ``resume``, else refused (its work is never wiped). Another
+        key: refused, naming every difference.
+        """
+        stored = self.load()
+        if stored is None:
+            Path(self.path).mkdir(parents=True, exist_ok=True)
+            self.clear_done()
+            self.save(fresh)
+            return fresh, WorkState.NEW
+        diffs = fresh.key.differences(stored.key)
+        if diffs:
+            verb = "cannot --resume in" if resume else "refusing to reuse"
+            raise ResumeError(
+                f"{verb} {self.path}: " + "; ".join(diffs) + ". It holds labels of another run: "
+                "remove the work directory (or choose another --workdir) to start over"
+            )
+        if not stored.segmented and not resume:
+            raise ResumeError(
+                f"work directory {self.path} holds an unfinished run for {stored.key.input.path};"
+                " pass --resume to continue it, or remove the directory to start over"
+            )
+        manifest = replace(stored, export=fresh.export, output=fresh.output)
+        self.save(manifest)
+        return manifest, WorkState.FINISHED if stored.segmented else WorkState.RESUMED
+
+    def mark_done(self, record: BlockRecord) -> None:
+        """Record ``record.block_id`` as finished (call only after its chunks are written)."""
+        self.done_dir.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(self.done_dir / record.block_id, record.to_json())
+
+    def done_blocks(self) -> dict[str, BlockRecord]:
+        """The finished blocks by id (markers that cannot be read do not count)."""
+        out: dict[str, BlockRecord] = {}
+        if not self.done_dir.is_dir():
+            return out
+        for entry in os.scandir(self.done_dir):
+            if entry.name.startswith("."):
+                continue
+            try:
+                record = BlockRecord.from_json(Path(entry.path).read_text(encoding="utf-8"))
+            except (OSError, ValueError, TypeError, KeyError):
+                continue
+            out[record.block_id] = record
+        return out
+
+    def clear_done(self) -> None:
+        """Forget every finished block."""
+        shutil.rmtree(self.done_dir, ignore_errors=True)
+
+    def remove(self) -> None:
+        """Delete the whole folder."""
+        shutil.rmtree(self.path, ignore_errors=True)

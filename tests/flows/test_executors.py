@@ -1,0 +1,91 @@
+"""One stage sequence, three executors: in-process, a LocalCluster, and ``dask scheduler`` with
+two ``dask worker`` processes on 127.0.0.1 give byte-identical labels and probabilities, and the
+crop blend equals one whole-image forward pass (the overlap-tile contract).
+
+The matrix: a same-padding U-Net with ``--halo``, a 3-band uint16 image with nodata, blocks of
+one 32 px tile (so the image spans 4 × 5 blocks and the Gaussian neighbour ring crosses block
+borders), probabilities on. torch runs one thread in every executor.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import rasterio
+import torch
+
+from segpipe.flows.cluster import Cluster, ClusterSpec, DaskExecutor
+from segpipe.pipeline.executor import InProcessExecutor
+from segpipe.pipeline.normalize import Normalizer
+from segpipe.pipeline.options import RunOptions
+from segpipe.pipeline.stages import RunContext, run_one
+from tests.conftest import smooth_image, write_geotiff
+from tests.pipeline.test_exactness import oracle_labels, tiny_unet
+
+SHAPE = (3, 120, 150)
+HALO = 44  # the receptive-field radius of the depth-2 same-padding U-Net
+NODATA = 0
+
+
+@pytest.fixture(scope="module")
+def scene(tmp_path_factory):
+    d = tmp_path_factory.mktemp("matrix")
+    image = smooth_image(SHAPE, "uint16", seed=5)
+    image[image == NODATA] = 1
+    image[:, 10:30, 20:50] = NODATA  # a nodata patch across a block border
+    src = write_geotiff(d / "scene.tif", image, nodata=NODATA)
+    model = tiny_unet(d / "same.pt", 3, "same", classes=3)
+    return {"dir": d, "src": src, "model": model, "image": image}
+
+
+def segment(scene, out, executor, blend: str) -> dict:
+    options = RunOptions.of(
+        str(scene["src"]), str(out), model=str(scene["model"]), tile=32, halo=HALO,
+        block_pixels=32, blend=blend, probabilities=True, device="cpu", normalize="meanstd",
+    )
+    return run_one(options, RunContext(executor))
+
+
+def read(path) -> np.ndarray:
+    with rasterio.open(path) as ds:
+        return ds.read()
+
+
+@pytest.fixture
+def one_torch_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("blend", ["crop", "gaussian"])
+def test_three_executors_give_identical_bytes(scene, dask_processes, tmp_path, blend,
+                                              one_torch_thread):
+    outs = {}
+    summary = segment(scene, tmp_path / "inproc.tif", InProcessExecutor(), blend)
+    outs["inproc"] = tmp_path / "inproc.tif"
+    with Cluster(ClusterSpec(workers=2)) as cluster:  # 2 cores: one torch thread per worker
+        segment(scene, tmp_path / "local.tif", DaskExecutor(cluster), blend)
+    outs["local"] = tmp_path / "local.tif"
+    remote = dask_processes(workers=2)
+    with Cluster(ClusterSpec(scheduler=remote.address)) as cluster:
+        remote_summary = segment(scene, tmp_path / "remote.tif", DaskExecutor(cluster), blend)
+    outs["remote"] = tmp_path / "remote.tif"
+    assert summary["blocks"] == 20 and len(remote_summary["workers"]) == 2
+
+    labels = {k: read(p) for k, p in outs.items()}
+    probs = {k: read(p.with_name(f"{p.stem}.probabilities.tif")) for k, p in outs.items()}
+    for name in ("local", "remote"):
+        assert outs[name].read_bytes() == outs["inproc"].read_bytes()
+        np.testing.assert_array_equal(labels[name], labels["inproc"])
+        np.testing.assert_array_equal(probs[name], probs["inproc"])
+    assert probs["inproc"].shape == (3, *SHAPE[1:])
+
+    nodata = (scene["image"] == NODATA).all(axis=0)
+    assert (labels["inproc"][0][nodata] == 255).all()
+    if blend == "crop":  # the contract: exact where the halo covers the receptive field
+        normalizer = Normalizer.from_dict(summary["normalizer"])
+        expected, _, _ = oracle_labels(scene["model"], scene["image"], HALO, normalizer, NODATA)
+        np.testing.assert_array_equal(labels["inproc"][0][~nodata], expected[~nodata])
