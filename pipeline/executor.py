@@ -40,7 +40,7 @@ class BlockSink(Protocol):
         """The block failed after its retries."""
 
     def idle(self) -> None:
-        """Nothing finished for a while (called about every 0.2 s; for stall reports)."""
+        """Nothing finished since the last call (called every few ms; for stall reports)."""
 
 
 class BlockExecutor(Protocol):

@@ -62,8 +62,10 @@ def test_a_worker_killed_mid_run_gives_identical_output(
     )
 
     def victim_has_worked():
+        # several blocks by the victim: the last one or two may still be in flight to the
+        # scheduler when it dies (those are recomputed), the earlier ones must be kept
         done = WorkDir(str(workdir)).done_blocks()
-        return len(done) >= 8 and any(r.pid == victim.pid for r in done.values())
+        return len(done) >= 8 and sum(r.pid == victim.pid for r in done.values()) >= 6
 
     wait_for(victim_has_worked, 180, "blocks from both workers")
     os.kill(victim.pid, signal.SIGKILL)

@@ -126,7 +126,8 @@ def test_torch_threads_plugin_divides_the_host_cores(monkeypatch):
     worker = SimpleNamespace(address="tcp://10.0.0.5:4000", name="w",
                              state=SimpleNamespace(nthreads=1))
     try:
-        TorchThreads(threads_on_host={"tcp://10.0.0.5": 4}).setup(worker)
+        # the client counts threads per host as the scheduler names hosts: no protocol, no port
+        TorchThreads(threads_on_host={"10.0.0.5": 4}).setup(worker)
         assert torch.get_num_threads() == 2
         TorchThreads().setup(worker)  # a host the client did not know: own threads only
         assert torch.get_num_threads() == 8

@@ -1,34 +1,20 @@
-"""Helpers for the reader and writer tests: small files made by code, the reader order."""
+"""Helpers for the reader and writer tests: small files made by code, the reader picked."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import tifffile
 
-from segpipe.pipeline.io import ometiff, slide, tiff
-from segpipe.pipeline.io.gdal import GdalReader
-from segpipe.pipeline.io.omezarr import OmeZarrReader, is_ome_zarr
-from segpipe.pipeline.io.zarrstore import ZarrReader, is_zarr
-
-# The registration order recommended for pipeline/io/readers.py: first match wins.
-READER_ORDER: list[tuple[Callable[[str], bool], type]] = [
-    (is_ome_zarr, OmeZarrReader),
-    (is_zarr, ZarrReader),
-    (slide.accepts, slide.OpenSlideReader),
-    (ometiff.accepts, ometiff.OmeTiffReader),
-    (tiff.accepts, tiff.TiffReader),
-    (lambda p: Path(p).is_file(), GdalReader),
-]
+from segpipe.pipeline.io.base import open_raster
 
 
 def reader_class(path: str | Path) -> type:
-    """The reader class the recommended order picks for ``path``."""
-    text = os.fspath(path)
-    return next(cls for accepts, cls in READER_ORDER if accepts(text))
+    """The reader class the real registry (``open_raster``) picks for ``path``."""
+    with open_raster(os.fspath(path)) as reader:
+        return type(reader)
 
 
 def write_ome_tiff(

@@ -7,10 +7,10 @@ import sys
 import numpy as np
 import pytest
 import tifffile
-from iohelpers import reader_class
 
 from segpipe.models.foundation import InputError, RasterError
 from segpipe.pipeline.io import slide
+from segpipe.pipeline.io.base import open_raster
 from segpipe.pipeline.io.slide import OpenSlideReader
 from segpipe.pipeline.tiling import Window
 
@@ -19,7 +19,8 @@ def test_without_openslide_the_error_says_how_to_install(tmp_path, monkeypatch):
     path = tmp_path / "scan.ndpi"
     path.write_bytes(b"II*\x00" + bytes(64))
     assert slide.accepts(str(path)) and slide.accepts(str(tmp_path / "x.MRXS")) is False
-    assert reader_class(path) is OpenSlideReader
+    with pytest.raises(RasterError, match="as a slide"):  # the registry picked OpenSlide
+        open_raster(str(path))
     monkeypatch.setitem(sys.modules, "openslide", None)  # import openslide -> ImportError
     with pytest.raises(RasterError, match=r"pip install segpipe\[openslide\]"):
         OpenSlideReader(str(path))
