@@ -23,11 +23,8 @@ test: lint
 	PREFECT_SERVER_ANALYTICS_ENABLED=false DO_NOT_TRACK=1 $(PY) -m pytest
 
 demo: setup
-	$(PY) scripts/make_demo.py $(DEMO)
-	$(VENV)/bin/segpipe run --input $(DEMO)/scene.tif --model $(DEMO)/unet.pt \
-		--output $(DEMO)/mask.tif --overwrite --summary $(DEMO)/summary.json
-	$(PY) -c "import json; s = json.load(open('$(DEMO)/summary.json')); \
-		print('\n'.join(f\"{c['name']:>12}: {c.get('area', 0) / 1e4:10.1f} ha\" for c in s['classes']))"
+	$(PY) scripts/fetch_samples.py data/samples
+	$(PY) scripts/demo.py data/samples $(DEMO)
 
 bench: setup
 	$(PY) benchmarks/overhead.py

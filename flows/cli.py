@@ -20,6 +20,8 @@ from typing import Any
 import click
 
 from segpipe.flows.clioptions import execution_from, groups_from, segment_options
+from segpipe.flows.cmd_evaluate import evaluate as evaluate_command
+from segpipe.flows.cmd_train import train as train_command
 from segpipe.models.foundation import SegpipeError, __version__
 from segpipe.pipeline.options import RunOptions
 
@@ -117,8 +119,8 @@ def serve(watch: str, pattern: str, output: str | None, cron: str | None,
         raise click.UsageError("give --cron or --interval, not both")
     execution = execution_from(kw, quiet=True)
     groups = groups_from(kw)
-    model = Path(groups["inference"].model)
-    if model.is_file():  # runs start in their own processes
+    model = Path(groups["inference"].model or "")
+    if groups["inference"].model and model.is_file():  # runs start in their own processes
         from dataclasses import replace
 
         groups["inference"] = replace(groups["inference"], model=str(model.absolute()))
@@ -148,12 +150,16 @@ def inspect(path: str, level: int) -> None:
 
 
 @cli.command("models")
-def models_cmd() -> None:
-    """List the built-in model architectures."""
-    from segpipe.models.registry import list_models
+@click.argument("name", required=False)
+def models_cmd(name: str | None) -> None:
+    """List the bundled models and the architectures; NAME shows one's card or config."""
+    from segpipe.flows.cmd_models import describe_model, models_listing
 
-    for name in list_models():
-        click.echo(name)
+    click.echo(describe_model(name) if name else models_listing())
+
+
+cli.add_command(train_command)
+cli.add_command(evaluate_command)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

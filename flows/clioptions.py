@@ -37,14 +37,19 @@ GROUPS: dict[str, type] = {
 
 
 def _bands(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
+    """``--bands 1,2,3`` or ``--bands red,green,blue`` (numbers and names may mix)."""
     if value is None:
         return None
+    items = [v.strip() for v in value.split(",") if v.strip()]
+    return tuple(_band_item(v) for v in items)
+
+
+def _band_item(text: str) -> int | str:
+    """A band number (``3``, also ``-1`` so that the options refuse it by name) or a name."""
     try:
-        return tuple(int(v) for v in value.split(",") if v.strip())
+        return int(text)
     except ValueError:
-        raise click.BadParameter(
-            f"{value!r} is not a comma-separated list of band numbers, e.g. 1,2,3"
-        ) from None
+        return text
 
 
 def _base(annotation: Any) -> Any:

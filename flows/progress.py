@@ -96,3 +96,46 @@ class Progress:
         else:  # a log file or a pipe: whole lines, at most one per 10 s (and the last)
             self._last_print += max(0.0, 10.0 - self.interval)
             print(self.line(), file=self.stream, flush=True)
+
+
+class StepProgress:
+    """One line for training: ``train: step 12/40 (30%) loss 0.532 ETA 14 s`` on stderr.
+
+    Like :class:`Progress`: rewritten in place on a terminal, whole lines at most every 10 s
+    on a pipe or log file (and always the last step).
+    """
+
+    def __init__(self, *, quiet: bool = False, interval: float = 1.0,
+                 stream: TextIO | None = None, label: str = "train") -> None:
+        self.quiet = quiet
+        self.interval = interval
+        self.stream = stream or sys.stderr
+        self.label = label
+        self.start = time.monotonic()
+        self.first_step: int | None = None
+        self._last_print = 0.0
+        self._tty = bool(getattr(self.stream, "isatty", lambda: False)())
+
+    def line(self, step: int, total: int, loss: float) -> str:
+        """The progress text after ``step`` of ``total`` steps."""
+        if self.first_step is None:
+            self.first_step = step - 1
+        elapsed = time.monotonic() - self.start
+        done = step - self.first_step
+        eta = f"{elapsed / done * (total - step):.0f} s" if done else "?"
+        return (f"{self.label}: step {step}/{total} ({100 * step / max(total, 1):.0f}%) "
+                f"loss {loss:.4f} ETA {eta}")
+
+    def __call__(self, step: int, total: int, loss: float) -> None:
+        """Report one finished step."""
+        text = self.line(step, total, loss)
+        now = time.monotonic()
+        last = step == total
+        if self.quiet or (not last and now - self._last_print < self.interval):
+            return
+        self._last_print = now
+        if self._tty:
+            print(f"\r{text}", end="\n" if last else "", file=self.stream, flush=True)
+        else:
+            self._last_print += max(0.0, 10.0 - self.interval)
+            print(text, file=self.stream, flush=True)

@@ -12,6 +12,7 @@ from typing import Any
 
 _EXPORTS = {
     "ClassInfo": "card",
+    "Domain": "card",
     "ModelCard": "card",
     "NormMethod": "card",
     "Normalization": "card",

@@ -21,7 +21,14 @@ from typing import Any, ClassVar
 
 from .foundation import ModelError
 
-__all__ = ["ClassInfo", "ModelCard", "NormMethod", "Normalization", "default_palette"]
+__all__ = [
+    "ClassInfo",
+    "Domain",
+    "ModelCard",
+    "NormMethod",
+    "Normalization",
+    "default_palette",
+]
 
 _HEX_COLOR = re.compile(r"^#[0-9a-fA-F]{6}$")
 
@@ -39,6 +46,17 @@ class NormMethod(StrEnum):
     SCALE = "scale"
     MEANSTD = "meanstd"
     PERCENTILE = "percentile"
+
+
+class Domain(StrEnum):
+    """What kind of image a model was trained on.
+
+    ``geo``: georeferenced rasters (satellite or aerial; the input must have a CRS).
+    ``microscopy``: images without a CRS (slides, fluorescence, OME files).
+    """
+
+    GEO = "geo"
+    MICROSCOPY = "microscopy"
 
 
 def _fail(where: str, value: object, rule: str) -> ModelError:
@@ -219,6 +237,30 @@ class Normalization:
         )
 
 
+def _band_names(value: object, bands: int) -> tuple[str, ...]:
+    if isinstance(value, str | bytes) or not isinstance(value, Sequence):
+        raise _fail("band_names", value, f"use a list of {bands} band names, one per band")
+    names = tuple(_str(f"band_names[{i}]", v, empty=False) for i, v in enumerate(value))
+    if len(names) != bands:
+        raise _fail("band_names", list(names), f"give one name per band ({bands})")
+    folded = [n.casefold() for n in names]
+    duplicates = sorted({n for n in names if folded.count(n.casefold()) > 1})
+    if duplicates:
+        raise _fail("band_names", duplicates, "band names must be unique (case-insensitive)")
+    return names
+
+
+def _size_range(value: object) -> tuple[float, float]:
+    rule = "use [min, max] pixel sizes with 0 < min <= max"
+    if isinstance(value, str | bytes) or not isinstance(value, Sequence) or len(value) != 2:
+        raise _fail("pixel_size_range", value, rule)
+    low = _float("pixel_size_range[0]", value[0])
+    high = _float("pixel_size_range[1]", value[1])
+    if not 0 < low <= high:
+        raise _fail("pixel_size_range", [low, high], rule)
+    return low, high
+
+
 def _check_keys(where: str, data: Mapping[str, Any], known: set[str]) -> None:
     import difflib
 
@@ -239,7 +281,11 @@ class ModelCard:
     ``margin``: pixels a valid-padding model consumes on each side (output = input − 2·margin).
     ``halo``: recommended tile halo for same-padding models. ``stride``: total down-sampling;
     tile sizes must be multiples of it. ``architecture``: for built-in nets,
-    ``{"name": "unet", "config": {...}}``.
+    ``{"name": "unet", "config": {...}}``. ``band_names``: the name of each input band, in
+    order (e.g. ``("blue", "green", "red", "nir")``); ``domain``: georeferenced or microscopy
+    images; ``pixel_size_range``: the (min, max) pixel sizes, in ``pixel_size_unit``, the model
+    works at. These three are optional; segpipe uses them to choose a bundled model for an
+    input (:mod:`segpipe.models.bundled`).
     """
 
     name: str
@@ -256,6 +302,9 @@ class ModelCard:
     training_data: str = ""
     metrics: dict[str, Any] = field(default_factory=dict)
     description: str = ""
+    band_names: tuple[str, ...] | None = None
+    domain: Domain | None = None
+    pixel_size_range: tuple[float, float] | None = None
 
     _REQUIRED: ClassVar[tuple[str, ...]] = ("name", "bands", "classes")
 
@@ -296,6 +345,7 @@ class ModelCard:
             object.__setattr__(self, "pixel_size", size)
         if self.pixel_size_unit is not None:
             _str("pixel_size_unit", self.pixel_size_unit, empty=False)
+        self._check_input_description()
         if self.architecture is not None:
             arch = _json_dict("architecture", self.architecture)
             if not isinstance(arch.get("name"), str) or not arch["name"]:
@@ -306,6 +356,29 @@ class ModelCard:
         for key in ("license", "training_data", "description"):
             _str(key, getattr(self, key))
         object.__setattr__(self, "metrics", _json_dict("metrics", self.metrics))
+
+    def _check_input_description(self) -> None:
+        """Validate ``band_names``, ``domain`` and ``pixel_size_range`` (all optional)."""
+        if self.band_names is not None:
+            object.__setattr__(self, "band_names", _band_names(self.band_names, self.bands))
+        if self.domain is not None:
+            try:
+                object.__setattr__(self, "domain", Domain(self.domain))
+            except ValueError:
+                choices = ", ".join(d.value for d in Domain)
+                raise _fail("domain", self.domain, f"use one of {choices}") from None
+        if self.pixel_size_range is not None:
+            low, high = _size_range(self.pixel_size_range)
+            if self.pixel_size_unit is None:
+                raise _fail(
+                    "pixel_size_unit", None, "give the unit of pixel_size_range (e.g. \"m\")"
+                )
+            if self.pixel_size is not None and not low <= self.pixel_size <= high:
+                raise _fail(
+                    "pixel_size", self.pixel_size,
+                    f"it must lie within pixel_size_range [{low}, {high}]",
+                )
+            object.__setattr__(self, "pixel_size_range", (low, high))
 
     def __hash__(self) -> int:
         """Hash of the JSON form (the dict fields rule out the generated field hash)."""
@@ -345,6 +418,11 @@ class ModelCard:
             "training_data": self.training_data,
             "metrics": self.metrics,
             "description": self.description,
+            "band_names": None if self.band_names is None else list(self.band_names),
+            "domain": None if self.domain is None else self.domain.value,
+            "pixel_size_range": (
+                None if self.pixel_size_range is None else list(self.pixel_size_range)
+            ),
         }
 
     @classmethod

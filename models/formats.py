@@ -47,6 +47,7 @@ __all__ = [
     "Forward",
     "ModelFormat",
     "ModelParts",
+    "checkpoint_card",
     "detect_format",
     "first_line",
     "load_builtin",
@@ -80,11 +81,16 @@ class ModelFormat(StrEnum):
 
 
 class ModelParts(NamedTuple):
-    """What a format reader returns: the forward pass, the embedded card, the input channels."""
+    """What a format reader returns: the forward pass, the embedded card, the input channels.
+
+    ``fixed_size``: the one input side the model takes (an ONNX graph with static H = W), else
+    None (any size the network accepts).
+    """
 
     forward: Forward
     card: ModelCard | None
     in_channels: int | None
+    fixed_size: int | None = None
 
 
 # ------------------------------------------------------------------------------- detection
@@ -305,6 +311,23 @@ def _checkpoint_payload(path: Path) -> Mapping[str, Any]:
     return payload
 
 
+def _payload_card(payload: Mapping[str, Any], path: Path) -> ModelCard | None:
+    if payload.get("card") is None:
+        return None
+    try:
+        return ModelCard.from_dict(payload["card"])
+    except ModelError as exc:
+        raise ModelError(f"card in {path.name!r}: {exc}") from None
+
+
+def checkpoint_card(path: Path) -> ModelCard | None:
+    """The card of the segpipe checkpoint ``path`` (embedded, else its sidecar), None if none.
+
+    Reads the file with ``torch.load(weights_only=True)`` but builds no network.
+    """
+    return _payload_card(_checkpoint_payload(path), path) or sidecar_card(path)
+
+
 def _load_checkpoint(path: Path, device: torch.device) -> ModelParts:
     payload = _checkpoint_payload(path)
     architecture = str(payload["architecture"])
@@ -318,12 +341,7 @@ def _load_checkpoint(path: Path, device: torch.device) -> ModelParts:
             f"config {config} ({first_line(exc)})"
         ) from None
     module = module.eval().to(device)
-    card = None
-    if payload.get("card") is not None:
-        try:
-            card = ModelCard.from_dict(payload["card"])
-        except ModelError as exc:
-            raise ModelError(f"card in {path.name!r}: {exc}") from None
+    card = _payload_card(payload, path)
     channels = int(resolve_config(architecture, **config)["in_channels"])
     return ModelParts(_eager(module, device), card, channels)
 
@@ -352,12 +370,53 @@ def _load_onnx(path: Path, device: torch.device) -> ModelParts:
     meta = session.get_modelmeta().custom_metadata_map
     card = _parse_card(meta.get(ONNX_CARD_KEY), f"card in {path.name!r}")
     input_name = inputs[0].name
-    shape = inputs[0].shape
-    channels = int(shape[1]) if len(shape) == 4 and is_concrete_int(shape[1]) else None
+    shape = tuple(inputs[0].shape)
+    if len(shape) != 4:
+        raise ModelError(
+            f"ONNX model {path.name!r} takes a {len(shape)}-D input {list(shape)}; a "
+            "segmentation model takes one N×C×H×W image batch"
+        )
+    channels = int(shape[1]) if _static(shape[1]) else None
+    batch = int(shape[0]) if _static(shape[0]) else None
 
     def run(x: Tensor) -> Tensor:
         array = x.detach().to("cpu", torch.float32).contiguous().numpy()
         (out, *_) = session.run(None, {input_name: array})
         return torch.from_numpy(out)
 
-    return ModelParts(run, card, channels)
+    forward = run if batch is None else _in_batches_of(run, batch)
+    return ModelParts(forward, card, channels, _onnx_fixed_size(path, shape))
+
+
+def _static(dim: object) -> bool:
+    """Whether an ONNX input dimension is a number (not a symbolic name or None)."""
+    return isinstance(dim, int) and not isinstance(dim, bool) and dim > 0
+
+
+def _onnx_fixed_size(path: Path, shape: tuple[Any, ...]) -> int | None:
+    """The fixed input side of an ONNX graph (static H = W), None when H and W are dynamic."""
+    height, width = shape[2], shape[3]
+    if not _static(height) and not _static(width):
+        return None
+    if height != width:
+        raise ModelError(
+            f"ONNX model {path.name!r} takes inputs of fixed size {height}×{width}; segpipe "
+            "runs square tiles: re-export it with H = W or with dynamic H and W"
+        )
+    return int(height)
+
+
+def _in_batches_of(run: Forward, batch: int) -> Forward:
+    """``run`` for a model whose batch size is fixed: any N, in chunks of ``batch`` tiles."""
+
+    def batched(x: Tensor) -> Tensor:
+        outputs = []
+        for start in range(0, x.shape[0], batch):
+            chunk = x[start : start + batch]
+            short = batch - chunk.shape[0]
+            if short:  # fill the last chunk with copies of its last tile
+                chunk = torch.cat([chunk, chunk[-1:].expand(short, *chunk.shape[1:])])
+            outputs.append(run(chunk)[: batch - short])
+        return torch.cat(outputs)
+
+    return batched

@@ -45,6 +45,8 @@ class LoadedModel:
         device: where the model runs and where its outputs are returned.
         in_channels: input bands the model expects (card ``bands``, else inspected; None when
             unknown).
+        fixed_size: the one input side the model takes (an ONNX graph with static H = W), or
+            None when it takes any size its network accepts.
 
     """
 
@@ -58,8 +60,10 @@ class LoadedModel:
         path: Path | None,
         device: torch.device,
         in_channels: int | None,
+        fixed_size: int | None = None,
     ) -> None:
         self._forward = forward
+        self.fixed_size = fixed_size
         self.card = card
         self.sha256 = sha256
         self.format = format
@@ -178,6 +182,7 @@ def _loaded(
         path=path,
         device=device,
         in_channels=parts.card.bands if parts.card is not None else parts.in_channels,
+        fixed_size=parts.fixed_size,
     )
 
 

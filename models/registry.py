@@ -14,6 +14,7 @@ from torch import nn
 
 from .card import ModelCard
 from .foundation import ModelError
+from .segnet import SegNet, check_segnet_config, segnet_halo
 from .tv import STRIDES, TorchvisionArch, TorchvisionSegmenter
 from .unet import UNet, check_unet_config, unet_margin
 
@@ -23,10 +24,11 @@ _COMMON = MappingProxyType({"in_channels": 3, "num_classes": 2})
 _UNET = MappingProxyType(
     {**_COMMON, "depth": 4, "base_width": 64, "batch_norm": False, "padding": "valid"}
 )
+_SEGNET = MappingProxyType({**_COMMON, "depth": 4, "base_width": 64, "batch_norm": True})
 
 #: Default configuration per model name; the keys are the accepted config keys.
 DEFAULTS: MappingProxyType[str, MappingProxyType[str, Any]] = MappingProxyType(
-    {"unet": _UNET, **{arch.value: _COMMON for arch in TorchvisionArch}}
+    {"unet": _UNET, "segnet": _SEGNET, **{arch.value: _COMMON for arch in TorchvisionArch}}
 )
 
 
@@ -61,26 +63,34 @@ def create_model(name: str, **config: Any) -> nn.Module:
     """Build the built-in network ``name`` with random weights.
 
     Config keys: ``in_channels`` and ``num_classes`` for every model; ``depth``,
-    ``base_width``, ``batch_norm`` and ``padding`` for ``unet``. Unknown names or keys raise
+    ``base_width``, ``batch_norm`` and ``padding`` for ``unet``; ``depth``, ``base_width`` and
+    ``batch_norm`` for ``segnet``. Unknown names or keys raise
     :class:`ModelError` listing what is accepted.
     """
     full = resolve_config(name, **config)
     if name == "unet":
         return UNet(**full)
+    if name == "segnet":
+        return SegNet(**full)
     return TorchvisionSegmenter(name, **full)
 
 
 def default_card(name: str, **config: Any) -> ModelCard:
     """Build the card of a built-in network: architecture and geometry filled in, default classes.
 
-    Normalization is ``scale``; classes are ``class_0 ..``. Pass a different card to the
-    writers in :mod:`segpipe.models.saving` for a trained model.
+    Normalization is ``scale``; classes are ``class_0 ..``. SegNet's card carries its
+    receptive-field radius as the halo (tiled labels then equal whole-image labels). Pass a
+    different card to the writers in :mod:`segpipe.models.saving` for a trained model.
     """
     full = resolve_config(name, **config)
+    halo = None
     if name == "unet":
         check_unet_config(**full)
         margin = unet_margin(depth=full["depth"], padding=full["padding"])
         stride = 2 ** full["depth"]
+    elif name == "segnet":
+        check_segnet_config(**full)
+        margin, stride, halo = 0, 2 ** full["depth"], segnet_halo(full["depth"])
     else:
         margin, stride = 0, STRIDES[TorchvisionArch(name)]
     return ModelCard.default(
@@ -88,6 +98,7 @@ def default_card(name: str, **config: Any) -> ModelCard:
         full["in_channels"],
         full["num_classes"],
         margin=margin,
+        halo=halo,
         stride=stride,
         architecture={"name": name, "config": full},
     )

@@ -170,17 +170,24 @@ def check_unet_config(
     padding: str,
 ) -> None:
     """Raise :class:`ModelError` naming the first U-Net parameter that is out of range."""
-    for key, value, low in (
-        ("in_channels", in_channels, 1),
-        ("num_classes", num_classes, 1),
-        ("depth", depth, 1),
-        ("base_width", base_width, 1),
-    ):
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise ModelError(f"unet {key}={value!r} is invalid; use an integer >= {low}")
-    if not isinstance(batch_norm, bool):
-        raise ModelError(f"unet batch_norm={batch_norm!r} is invalid; use true or false")
+    check_encoder_config(
+        "unet", in_channels=in_channels, num_classes=num_classes, depth=depth,
+        base_width=base_width, batch_norm=batch_norm,
+    )
     _padding(padding)
+
+
+def check_encoder_config(
+    net: str, *, in_channels: int, num_classes: int, depth: int, base_width: int,
+    batch_norm: bool,
+) -> None:
+    """The parameters every encoder-decoder net here shares (U-Net, SegNet), checked."""
+    for key, value in (("in_channels", in_channels), ("num_classes", num_classes),
+                       ("depth", depth), ("base_width", base_width)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ModelError(f"{net} {key}={value!r} is invalid; use an integer >= 1")
+    if not isinstance(batch_norm, bool):
+        raise ModelError(f"{net} batch_norm={batch_norm!r} is invalid; use true or false")
 
 
 def unet_output_size(size: int, *, depth: int, padding: str) -> int | None:

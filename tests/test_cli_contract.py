@@ -23,8 +23,8 @@ from rasterio.transform import Affine
 
 SEGPIPE = Path(sys.executable).parent / "segpipe"
 TIMEOUT_S = 120
-#: How every case names its model; change here if built-in names need more (e.g. random weights).
-MODEL = ["--model", "unet"]
+#: How every case names its model: an architecture name needs --random-weights.
+MODEL = ["--model", "unet", "--random-weights"]
 #: Every case segments in this process, without a progress display.
 COMMON = ["--workers", "0", "--quiet"]
 #: The default U-Net (models/registry.py) has depth 4, so its stride is 2**4 = 16. 24 is a
@@ -102,7 +102,7 @@ class Case(NamedTuple):
     input: str = "image"  # image | missing | empty-folder | empty-file | text-file
     output: str = "mask.tif"  # relative to the folder the command runs in
     existing_output: bool = False
-    model: str = "builtin"  # builtin (MODEL) | corrupt-file | unknown-name
+    model: str = "builtin"  # builtin (MODEL) | architecture | corrupt-file | unknown-name
 
 
 CASES = {
@@ -127,6 +127,8 @@ CASES = {
     "bands-beyond-count": Case(extra=("--bands", "9")),
     "model-corrupt-file": Case(model="corrupt-file"),
     "model-unknown-name": Case(model="unknown-name"),
+    "model-architecture-without-random-weights": Case(model="architecture"),
+    "random-weights-without-model": Case(model="none", extra=("--random-weights",)),
     "ngff-version-0.3": Case(extra=("--ngff-version", "0.3"), output="mask.ome.zarr"),
     "tile-not-multiple-of-stride": Case(extra=("--tile", str(OFF_STRIDE_TILE))),
 }
@@ -158,6 +160,10 @@ def make_model(kind: str, folder: Path) -> list[str]:
         return list(MODEL)
     if kind == "unknown-name":
         return ["--model", "nosuchnet"]
+    if kind == "architecture":
+        return ["--model", "unet"]
+    if kind == "none":
+        return []
     if kind == "corrupt-file":
         path = folder / "model.pt"
         path.write_bytes(np.random.default_rng(SEED).bytes(4096))
@@ -190,6 +196,17 @@ def test_bad_usage_exits_2_with_one_error_line_and_writes_nothing(scene: Path, c
     assert_rejected(result, folder, before, output, previous)
     if case.existing_output:
         assert output.stat().st_mtime_ns == OLD_MTIME_NS
+
+
+def test_an_architecture_name_needs_random_weights_and_says_where_models_are(scene: Path):
+    folder = scene.parent
+    before = snapshot(folder)
+    result = run_segpipe(["run", "--input", scene.name, "--output", "mask.tif", "--model",
+                          "unet", *COMMON], cwd=folder)
+    assert_rejected(result, folder, before, folder / "mask.tif")
+    line = result.stderr.strip()
+    for needle in ("--model unet", "--random-weights", "segpipe train", "segpipe models"):
+        assert needle in line, line
 
 
 def test_success_control(scene: Path):

@@ -20,15 +20,20 @@ import math
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from segpipe.models.foundation import InputError
 from segpipe.pipeline.io.base import RasterInfo
 
+if TYPE_CHECKING:
+    from segpipe.models.card import ModelCard
+    from segpipe.pipeline.options import SourceOptions
+
 __all__ = [
     "check_level",
+    "choose_input_level",
     "choose_level",
     "info_at_level",
     "iter_strips",
@@ -36,7 +41,9 @@ __all__ = [
     "level_pixel_sizes",
     "level_scale",
     "open_stored",
+    "pixel_size_in_meters",
     "pyramid_shapes",
+    "raster_unit_in_meters",
     "read_nearest",
 ]
 
@@ -117,6 +124,57 @@ def level_pixel_sizes(info: RasterInfo) -> tuple[tuple[float, float], ...] | Non
     base_y, base_x = py / sy, px / sx
     scales = [level_scale(levels[0], shape) for shape in levels]
     return tuple((base_y * fy, base_x * fx) for fy, fx in scales)
+
+
+def raster_unit_in_meters(info: RasterInfo) -> float | None:
+    """Metres per unit of the raster's pixel size: its length unit, or a projected CRS's unit.
+
+    None when unknown (no unit, a geographic CRS in degrees, or neither CRS nor unit).
+    """
+    from segpipe.pipeline.io.units import unit_in_meters
+
+    if info.pixel_unit:
+        return unit_in_meters(info.pixel_unit)
+    if info.crs_wkt:
+        from rasterio.crs import CRS
+
+        crs = CRS.from_wkt(info.crs_wkt)
+        return crs.linear_units_factor[1] if crs.is_projected else None
+    return None
+
+
+def pixel_size_in_meters(info: RasterInfo) -> float | None:
+    """The pixel size of the raster's current level in metres (geometric mean of y and x).
+
+    None when the raster has no pixel size or its unit is not a known length.
+    """
+    sizes = level_pixel_sizes(info)
+    unit = raster_unit_in_meters(info)
+    if sizes is None or unit is None:
+        return None
+    py, px = sizes[min(info.level, len(sizes) - 1)]
+    return math.sqrt(py * px) * unit
+
+
+def choose_input_level(
+    source: SourceOptions, info: RasterInfo, card: ModelCard | None
+) -> int:
+    """The pyramid level to read: ``--level``, ``--pixel-size``, else the card's pixel size.
+
+    The card's pixel size (in its own length unit) is used only for inputs with several levels
+    whose pixel size is in a known length unit too; otherwise level 0.
+    """
+    from segpipe.pipeline.io.units import unit_in_meters
+
+    if source.level is not None or source.pixel_size is not None:
+        return choose_level(info, level=source.level, pixel_size=source.pixel_size)
+    if card is None or card.pixel_size is None or len(info.levels) < 2:
+        return 0
+    card_m = unit_in_meters(card.pixel_size_unit)
+    input_m = raster_unit_in_meters(info)
+    if card_m is None or input_m is None:
+        return 0
+    return choose_level(info, level=None, pixel_size=card.pixel_size * card_m / input_m)
 
 
 def _describe_levels(info: RasterInfo) -> str:

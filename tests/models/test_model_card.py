@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from segpipe.models import ClassInfo, ModelCard, ModelError, Normalization, NormMethod
+from segpipe.models import ClassInfo, Domain, ModelCard, ModelError, Normalization, NormMethod
 from segpipe.models.card import default_palette
 
 
@@ -106,3 +106,50 @@ def test_card_is_frozen():
     card = _card()
     with pytest.raises(AttributeError):
         card.bands = 3  # type: ignore[misc]
+
+
+def _described(**kw) -> dict:
+    """The JSON of a card with the input-description fields (what bundled models carry)."""
+    fields = {"band_names": ["blue", "green", "red", "nir"], "domain": "geo",
+              "pixel_size_range": [10, 60], "pixel_size_unit": "m", **kw}
+    return {**_card().to_dict(), **fields}
+
+
+def test_input_description_fields_round_trip():
+    card = ModelCard.from_dict(_described())
+    assert card.band_names == ("blue", "green", "red", "nir")
+    assert card.domain is Domain.GEO
+    assert card.pixel_size_range == (10.0, 60.0)
+    data = json.loads(card.to_json())
+    assert data["band_names"] == ["blue", "green", "red", "nir"]
+    assert data["domain"] == "geo" and data["pixel_size_range"] == [10.0, 60.0]
+    assert ModelCard.from_json(card.to_json()) == card
+
+
+def test_old_cards_without_the_new_fields_stay_valid():
+    old = {k: v for k, v in _card().to_dict().items()
+           if k not in ("band_names", "domain", "pixel_size_range")}
+    card = ModelCard.from_dict(old)
+    assert (card.band_names, card.domain, card.pixel_size_range) == (None, None, None)
+    assert card == _card()
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"band_names": ["b", "g", "r"]}, "one name per band"),
+        ({"band_names": ["b", "g", "R", "r"]}, "unique"),
+        ({"band_names": "bgrn"}, "band_names"),
+        ({"domain": "space"}, "use one of geo, microscopy"),
+        ({"pixel_size_range": [60, 10]}, "0 < min <= max"),
+        ({"pixel_size_range": [10]}, "pixel_size_range"),
+        ({"pixel_size_range": [10, 20], "pixel_size_unit": None}, "pixel_size_unit"),
+        ({"pixel_size": 30.0, "pixel_size_range": [1, 20]}, "within pixel_size_range"),
+    ],
+)
+def test_input_description_validation(change, message):
+    data = _described(**change)
+    if change.get("pixel_size_unit", "") is None:
+        del data["pixel_size_unit"]
+    with pytest.raises(ModelError, match=message):
+        ModelCard.from_dict(data)

@@ -154,7 +154,7 @@ def test_missing_file():
 
 
 def test_unknown_name_lists_known():
-    with pytest.raises(ModelError, match="known names: unet, fcn_resnet50"):
+    with pytest.raises(ModelError, match="known names: unet, segnet, fcn_resnet50"):
         load_model("unetz")
 
 

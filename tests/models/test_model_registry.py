@@ -8,6 +8,7 @@ def test_list_models():
     assert names[0] == "unet"
     assert set(names) == {
         "unet",
+        "segnet",
         "fcn_resnet50",
         "fcn_resnet101",
         "deeplabv3_resnet50",

@@ -1,0 +1,62 @@
+"""Which bands of the input the model reads: ``--bands`` by number or by name.
+
+``--bands`` holds 1-based band numbers and band or channel names, mixed as the user likes
+(``1,2,3``, ``red,green,blue``, ``DAPI``). Names are matched, case-insensitively, against the
+raster's :attr:`~segpipe.pipeline.io.base.RasterInfo.channel_names`: OME channel names,
+OME-Zarr channel labels, GDAL band descriptions (``band_N`` when a band has none), and
+``red``/``green``/``blue`` for RGB slides.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from segpipe.models.foundation import InputError
+from segpipe.pipeline.io.base import RasterInfo
+
+__all__ = ["band_index", "select_bands"]
+
+
+def select_bands(
+    info: RasterInfo, bands: Sequence[int | str] | None, expected: int | None
+) -> tuple[int, ...]:
+    """0-based band indices from ``--bands`` (default: all bands, which must fit the model)."""
+    if bands is None:
+        if expected is None or info.bands == expected:
+            return tuple(range(info.bands))
+        example = ",".join(map(str, range(1, min(expected, info.bands) + 1)))
+        raise InputError(
+            f"{info.path} has {info.bands} bands but the model expects {expected}: "
+            f"choose {expected} with --bands (e.g. --bands {example})"
+        )
+    bad = [b for b in bands if isinstance(b, int) and not 1 <= b <= info.bands]
+    if bad:
+        raise InputError(f"--bands {bad} out of range: {info.path} has bands 1..{info.bands}")
+    indices = tuple(band_index(info, b) for b in bands)
+    if expected is not None and len(indices) != expected:
+        raise InputError(f"--bands selects {len(indices)} bands but the model expects {expected}")
+    return indices
+
+
+def band_index(info: RasterInfo, band: int | str) -> int:
+    """The 0-based index of one ``--bands`` item: a 1-based number or a band name."""
+    if isinstance(band, int):
+        return band - 1
+    names = info.channel_names
+    if not names:
+        raise InputError(
+            f"--bands {band}: {info.path} has no band names; give band numbers 1..{info.bands}"
+        )
+    matches = [i for i, name in enumerate(names) if name.casefold() == band.casefold()]
+    if not matches:
+        raise InputError(
+            f"--bands {band}: {info.path} has no band of that name; its bands are "
+            f"{', '.join(names)} (or give numbers 1..{info.bands})"
+        )
+    if len(matches) > 1:
+        numbers = ", ".join(str(i + 1) for i in matches)
+        raise InputError(
+            f"--bands {band}: {info.path} has several bands of that name ({numbers}); "
+            "give the band number instead"
+        )
+    return matches[0]
