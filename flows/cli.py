@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -165,6 +166,7 @@ cli.add_command(evaluate_command)
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``segpipe`` console script; returns the exit code."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    signal.signal(signal.SIGTERM, _stop)  # a scheduler's or supervisor's stop: as Ctrl-C
     try:
         cli.main(args=list(argv) if argv is not None else None, standalone_mode=False)
     except click.exceptions.Exit as exc:
@@ -188,6 +190,11 @@ def main(argv: Sequence[str] | None = None) -> int:
               "(set SEGPIPE_DEBUG=1 for the traceback)", file=sys.stderr)
         return 1
     return 0
+
+
+def _stop(signum: int, frame: object) -> None:
+    """SIGTERM: stop like Ctrl-C (clusters close, the work directory stays resumable)."""
+    raise KeyboardInterrupt
 
 
 def _one_line(text: str) -> str:

@@ -122,6 +122,12 @@ def _forward_size(
             f"model returned {type(out).__name__} for a 1×{channels}×{n}×{n} input; "
             "it must return one N×K×h×w logits tensor"
         )
+    if out.is_floating_point() and not bool(torch.isfinite(out).all()):
+        raise ModelError(
+            f"model returned NaN or infinite logits for a finite 1×{channels}×{n}×{n} input "
+            "(uniform random values in [0, 1)); labels are never made from non-finite logits: "
+            "check the model's weights and its export"
+        )
     return tuple(out.shape), ""
 
 

@@ -16,8 +16,9 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
-from segpipe.models.foundation import Precision
+from segpipe.models.foundation import ModelError, Precision
 from segpipe.models.loading import LoadedModel, load_model_cached
 from segpipe.pipeline.io.base import open_raster
 from segpipe.pipeline.io.zarrstore import open_array
@@ -101,6 +102,11 @@ def _run_tiles(job: SegmentJob, block: Block, x: np.ndarray, model: LoadedModel)
         batch = tiles[i : i + job.batch_size]
         inputs = np.stack([x[(slice(None), *t.read.relative_to(block.read).slices)] for t in batch])
         logits = model.predict(inputs, precision=job.precision)
+        if not bool(torch.isfinite(logits).all()):
+            raise ModelError(
+                f"the model returned NaN or infinite logits in block {block.id}; its pixels "
+                "are left as nodata (labels are never made from non-finite logits)"
+            )
         for t, out in zip(batch, logits):
             merger.add(t, out)
     return merger.finalize()

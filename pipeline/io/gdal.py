@@ -75,7 +75,16 @@ class GdalReader(ReaderBase):
 
     def read(self, window: Window) -> np.ndarray:
         """Pixels of ``window`` as (bands, h, w)."""
-        return self._ds.read(window=RioWindow(window.col, window.row, window.width, window.height))
+        try:
+            return self._ds.read(
+                window=RioWindow(window.col, window.row, window.width, window.height)
+            )
+        except RasterioIOError as exc:
+            raise RasterError(
+                f"{self.info.path} is truncated or corrupt: reading rows {window.row}-"
+                f"{window.row_stop - 1}, columns {window.col}-{window.col_stop - 1} failed "
+                f"({_first_line(exc)}); check the file or copy it again"
+            ) from None
 
     def close(self) -> None:
         """Close the dataset."""

@@ -55,3 +55,37 @@ def test_kill_9_three_times_then_resume_gives_identical_labels(
         assert all(records[k].run_id == run_id for k, run_id in snapshot.items())
     # four attempts wrote blocks; the three interrupted ones each left some done
     assert len({r.run_id for r in records.values()}) == 4
+
+
+def test_sigterm_stops_cleanly_with_130_and_the_run_resumes_identically(
+    prefect_api, assets, reference, tmp_path
+):
+    import os
+    import signal
+
+    out = tmp_path / "labels.tif"
+    workdir = WorkDir(str(tmp_path / ".labels.tif.segpipe"))
+    base = segpipe_cmd("run", "--input", assets["big"], "--output", out, "--model",
+                       assets["model"], *BIG_ARGS, "--workers", "2", "--quiet")
+    proc = subprocess.Popen(base, env=cli_env(prefect_api), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    wait_for(lambda: len(workdir.done_blocks()) >= 8 or proc.poll() is not None, 240,
+             "8 blocks done")
+    os.kill(proc.pid, signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)  # a clean stop within seconds, not a hang
+    assert proc.returncode == 130, err
+    assert err.strip().splitlines()[-1].startswith("error: interrupted")
+
+    def group_gone() -> bool:  # Dask workers and Prefect's server went with it
+        try:
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            return True
+        return False
+
+    wait_for(group_gone, 30, "no process of the run left", interval=0.1)
+    assert not out.exists() and 0 < len(workdir.done_blocks()) < TOTAL
+    final = subprocess.run([*base, "--resume"], env=cli_env(prefect_api), capture_output=True,
+                           text=True, timeout=300)
+    assert final.returncode == 0, final.stderr
+    assert out.read_bytes() == reference["big_file"].read_bytes()
