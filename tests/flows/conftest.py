@@ -109,15 +109,16 @@ def kill_group(proc: subprocess.Popen) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
+    wait_for(lambda: group_gone(proc.pid), 30, "the killed process group to exit", 0.05)
 
-    def gone() -> bool:
-        try:
-            os.killpg(proc.pid, 0)
-        except ProcessLookupError:
-            return True
-        return False
 
-    wait_for(gone, 30, "the killed process group to exit", interval=0.05)
+def group_gone(pgid: int) -> bool:
+    """Whether no process of the process group ``pgid`` is left."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return True
+    return False
 
 
 class DaskProcesses:

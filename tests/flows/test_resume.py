@@ -8,7 +8,15 @@ import subprocess
 import numpy as np
 
 from segpipe.pipeline.workdir import WorkDir
-from tests.flows.conftest import BIG_ARGS, cli_env, kill_group, read_labels, segpipe_cmd, wait_for
+from tests.flows.conftest import (
+    BIG_ARGS,
+    cli_env,
+    group_gone,
+    kill_group,
+    read_labels,
+    segpipe_cmd,
+    wait_for,
+)
 
 TOTAL = 256
 
@@ -75,15 +83,8 @@ def test_sigterm_stops_cleanly_with_130_and_the_run_resumes_identically(
     _, err = proc.communicate(timeout=60)  # a clean stop within seconds, not a hang
     assert proc.returncode == 130, err
     assert err.strip().splitlines()[-1].startswith("error: interrupted")
-
-    def group_gone() -> bool:  # Dask workers and Prefect's server went with it
-        try:
-            os.killpg(proc.pid, 0)
-        except ProcessLookupError:
-            return True
-        return False
-
-    wait_for(group_gone, 30, "no process of the run left", interval=0.1)
+    # Dask workers and Prefect's server went with it
+    wait_for(lambda: group_gone(proc.pid), 30, "no process of the run left", interval=0.1)
     assert not out.exists() and 0 < len(workdir.done_blocks()) < TOTAL
     final = subprocess.run([*base, "--resume"], env=cli_env(prefect_api), capture_output=True,
                            text=True, timeout=300)
