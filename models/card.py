@@ -12,13 +12,25 @@ In JSON, colors are ``"#rrggbb"`` strings and tuples are lists. Every validation
 from __future__ import annotations
 
 import json
-import math
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from typing import Any, ClassVar
 
+from .cardfields import (
+    band_names_field,
+    check_keys,
+    color_field,
+    fail,
+    float_field,
+    floats_field,
+    hex_color,
+    int_field,
+    json_dict_field,
+    opt_int_field,
+    size_range_field,
+    str_field,
+)
 from .foundation import ModelError
 
 __all__ = [
@@ -29,9 +41,6 @@ __all__ = [
     "Normalization",
     "default_palette",
 ]
-
-_HEX_COLOR = re.compile(r"^#[0-9a-fA-F]{6}$")
-
 
 class NormMethod(StrEnum):
     """How input pixels are normalized before the model sees them.
@@ -59,70 +68,6 @@ class Domain(StrEnum):
     MICROSCOPY = "microscopy"
 
 
-def _fail(where: str, value: object, rule: str) -> ModelError:
-    return ModelError(f"model card field {where!r} = {value!r} is invalid; {rule}")
-
-
-def _int(where: str, value: object, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise _fail(where, value, f"use an integer >= {low}")
-    return value
-
-
-def _opt_int(where: str, value: object, low: int) -> int | None:
-    return None if value is None else _int(where, value, low)
-
-
-def _float(where: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise _fail(where, value, "use a finite number")
-    return float(value)
-
-
-def _str(where: str, value: object, *, empty: bool = True) -> str:
-    if not isinstance(value, str) or (not empty and not value.strip()):
-        raise _fail(where, value, "use a non-empty string" if not empty else "use a string")
-    return value
-
-
-def _floats(where: str, value: object) -> tuple[float, ...] | None:
-    if value is None:
-        return None
-    if isinstance(value, str | bytes) or not isinstance(value, Sequence) or not value:
-        raise _fail(where, value, "use a non-empty list of numbers, one per band")
-    return tuple(_float(f"{where}[{i}]", v) for i, v in enumerate(value))
-
-
-def _json_dict(where: str, value: object) -> dict[str, Any]:
-    """Validate a JSON-compatible dict and return a normalized deep copy (tuples → lists)."""
-    if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
-        raise _fail(where, value, "use a JSON object with string keys")
-    try:
-        copied: dict[str, Any] = json.loads(json.dumps(dict(value), allow_nan=False))
-    except (TypeError, ValueError) as exc:
-        rule = f"it must be plain JSON (numbers, strings, lists): {exc}"
-        raise _fail(where, value, rule) from None
-    return copied
-
-
-def _color(where: str, value: object) -> tuple[int, int, int]:
-    if isinstance(value, str):
-        if not _HEX_COLOR.match(value):
-            raise _fail(where, value, 'use "#rrggbb" (hex) or [r, g, b] with 0..255')
-        return int(value[1:3], 16), int(value[3:5], 16), int(value[5:7], 16)
-    if (
-        isinstance(value, Sequence)
-        and len(value) == 3
-        and all(not isinstance(c, bool) and isinstance(c, int) and 0 <= c <= 255 for c in value)
-    ):
-        return int(value[0]), int(value[1]), int(value[2])
-    raise _fail(where, value, 'use "#rrggbb" (hex) or [r, g, b] with 0..255')
-
-
-def _hex(color: tuple[int, int, int]) -> str:
-    return "#{:02x}{:02x}{:02x}".format(*color)
-
-
 def default_palette(n: int) -> tuple[tuple[int, int, int], ...]:
     """Return ``n`` fixed, pairwise distinct colors (the PASCAL VOC color map; class 0 black)."""
     colors = []
@@ -147,12 +92,12 @@ class ClassInfo:
 
     def __post_init__(self) -> None:
         """Validate the name and normalize the color (a list or "#rrggbb" becomes a tuple)."""
-        _str("classes[].name", self.name, empty=False)
-        object.__setattr__(self, "color", _color(f"classes[{self.name!r}].color", self.color))
+        str_field("classes[].name", self.name, empty=False)
+        object.__setattr__(self, "color", color_field(f"classes[{self.name!r}].color", self.color))
 
     def to_dict(self) -> dict[str, str]:
         """JSON form: ``{"name": ..., "color": "#rrggbb"}``."""
-        return {"name": self.name, "color": _hex(self.color)}
+        return {"name": self.name, "color": hex_color(self.color)}
 
 
 @dataclass(frozen=True)
@@ -175,20 +120,20 @@ class Normalization:
             method = NormMethod(self.method)
         except ValueError:
             choices = ", ".join(m.value for m in NormMethod)
-            raise _fail("normalization.method", self.method, f"use one of {choices}") from None
+            raise fail("normalization.method", self.method, f"use one of {choices}") from None
         object.__setattr__(self, "method", method)
-        mean = _floats("normalization.mean", self.mean)
-        std = _floats("normalization.std", self.std)
+        mean = floats_field("normalization.mean", self.mean)
+        std = floats_field("normalization.std", self.std)
         object.__setattr__(self, "mean", mean)
         object.__setattr__(self, "std", std)
         if (mean is None) != (std is None):
-            raise _fail(
+            raise fail(
                 "normalization.mean" if mean is None else "normalization.std",
                 None,
                 "give both mean and std (fixed statistics) or neither (computed from the image)",
             )
         if mean is not None and method != NormMethod.MEANSTD:
-            raise _fail(
+            raise fail(
                 "normalization.mean",
                 list(mean),
                 f"mean/std only apply to method 'meanstd', "
@@ -196,15 +141,15 @@ class Normalization:
             )
         if mean is not None and std is not None:
             if len(mean) != len(std):
-                raise _fail(
+                raise fail(
                     "normalization.std", list(std), f"give as many values as mean ({len(mean)})"
                 )
             if any(s <= 0 for s in std):
-                raise _fail("normalization.std", list(std), "every std must be > 0")
-        low = _float("normalization.low", self.low)
-        high = _float("normalization.high", self.high)
+                raise fail("normalization.std", list(std), "every std must be > 0")
+        low = float_field("normalization.low", self.low)
+        high = float_field("normalization.high", self.high)
         if not 0.0 <= low < high <= 100.0:
-            raise _fail("normalization.low/high", (low, high), "need 0 <= low < high <= 100")
+            raise fail("normalization.low/high", (low, high), "need 0 <= low < high <= 100")
         object.__setattr__(self, "low", low)
         object.__setattr__(self, "high", high)
 
@@ -224,10 +169,10 @@ class Normalization:
         if isinstance(data, str):
             return cls(data)  # type: ignore[arg-type]  # validated in __post_init__
         if not isinstance(data, Mapping):
-            raise _fail("normalization", data, 'use a method name or {"method": ..., ...}')
-        _check_keys("normalization", data, {f.name for f in fields(cls)})
+            raise fail("normalization", data, 'use a method name or {"method": ..., ...}')
+        check_keys("normalization", data, {f.name for f in fields(cls)})
         if "method" not in data:
-            raise _fail("normalization.method", None, "it is required")
+            raise fail("normalization.method", None, "it is required")
         return cls(
             method=data["method"],
             mean=data.get("mean"),
@@ -235,43 +180,6 @@ class Normalization:
             low=data.get("low", 1.0),
             high=data.get("high", 99.0),
         )
-
-
-def _band_names(value: object, bands: int) -> tuple[str, ...]:
-    if isinstance(value, str | bytes) or not isinstance(value, Sequence):
-        raise _fail("band_names", value, f"use a list of {bands} band names, one per band")
-    names = tuple(_str(f"band_names[{i}]", v, empty=False) for i, v in enumerate(value))
-    if len(names) != bands:
-        raise _fail("band_names", list(names), f"give one name per band ({bands})")
-    folded = [n.casefold() for n in names]
-    duplicates = sorted({n for n in names if folded.count(n.casefold()) > 1})
-    if duplicates:
-        raise _fail("band_names", duplicates, "band names must be unique (case-insensitive)")
-    return names
-
-
-def _size_range(value: object) -> tuple[float, float]:
-    rule = "use [min, max] pixel sizes with 0 < min <= max"
-    if isinstance(value, str | bytes) or not isinstance(value, Sequence) or len(value) != 2:
-        raise _fail("pixel_size_range", value, rule)
-    low = _float("pixel_size_range[0]", value[0])
-    high = _float("pixel_size_range[1]", value[1])
-    if not 0 < low <= high:
-        raise _fail("pixel_size_range", [low, high], rule)
-    return low, high
-
-
-def _check_keys(where: str, data: Mapping[str, Any], known: set[str]) -> None:
-    import difflib
-
-    for key in data:
-        if key not in known:
-            close = difflib.get_close_matches(str(key), sorted(known), n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            place = f"model card {where}" if where else "model card"
-            raise ModelError(
-                f"{place} has unknown field {key!r}{hint} (known: {', '.join(sorted(known))})"
-            )
 
 
 @dataclass(frozen=True)
@@ -310,71 +218,71 @@ class ModelCard:
 
     def __post_init__(self) -> None:
         """Validate every field; normalize lists to tuples and dicts to plain JSON."""
-        _str("name", self.name, empty=False)
-        _int("bands", self.bands, 1)
+        str_field("name", self.name, empty=False)
+        int_field("bands", self.bands, 1)
         classes = self.classes
         if isinstance(classes, str | bytes) or not isinstance(classes, Sequence) or not classes:
-            raise _fail("classes", classes, "use a non-empty list of classes")
+            raise fail("classes", classes, "use a non-empty list of classes")
         if not all(isinstance(c, ClassInfo) for c in classes):
-            raise _fail("classes", classes, "use ClassInfo(name, color) items")
+            raise fail("classes", classes, "use ClassInfo(name, color) items")
         names = [c.name for c in classes]
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
-            raise _fail("classes", duplicates, "class names must be unique")
+            raise fail("classes", duplicates, "class names must be unique")
         object.__setattr__(self, "classes", tuple(classes))
         norm = self.normalization
         if isinstance(norm, str):
             norm = Normalization.from_dict(norm)
         if not isinstance(norm, Normalization):
-            raise _fail("normalization", norm, "use a Normalization")
+            raise fail("normalization", norm, "use a Normalization")
         object.__setattr__(self, "normalization", norm)
         for stats in (norm.mean, norm.std):
             if stats is not None and len(stats) not in (1, self.bands):
-                raise _fail(
+                raise fail(
                     "normalization.mean/std",
                     list(stats),
                     f"give 1 value or one per band ({self.bands})",
                 )
-        _opt_int("margin", self.margin, 0)
-        _opt_int("halo", self.halo, 0)
-        _opt_int("stride", self.stride, 1)
+        opt_int_field("margin", self.margin, 0)
+        opt_int_field("halo", self.halo, 0)
+        opt_int_field("stride", self.stride, 1)
         if self.pixel_size is not None:
-            size = _float("pixel_size", self.pixel_size)
+            size = float_field("pixel_size", self.pixel_size)
             if size <= 0:
-                raise _fail("pixel_size", self.pixel_size, "use a number > 0")
+                raise fail("pixel_size", self.pixel_size, "use a number > 0")
             object.__setattr__(self, "pixel_size", size)
         if self.pixel_size_unit is not None:
-            _str("pixel_size_unit", self.pixel_size_unit, empty=False)
+            str_field("pixel_size_unit", self.pixel_size_unit, empty=False)
         self._check_input_description()
         if self.architecture is not None:
-            arch = _json_dict("architecture", self.architecture)
+            arch = json_dict_field("architecture", self.architecture)
             if not isinstance(arch.get("name"), str) or not arch["name"]:
-                raise _fail("architecture.name", arch.get("name"), "use the registry name")
+                raise fail("architecture.name", arch.get("name"), "use the registry name")
             if not isinstance(arch.get("config", {}), dict):
-                raise _fail("architecture.config", arch["config"], "use a JSON object")
+                raise fail("architecture.config", arch["config"], "use a JSON object")
             object.__setattr__(self, "architecture", arch)
         for key in ("license", "training_data", "description"):
-            _str(key, getattr(self, key))
-        object.__setattr__(self, "metrics", _json_dict("metrics", self.metrics))
+            str_field(key, getattr(self, key))
+        object.__setattr__(self, "metrics", json_dict_field("metrics", self.metrics))
 
     def _check_input_description(self) -> None:
         """Validate ``band_names``, ``domain`` and ``pixel_size_range`` (all optional)."""
         if self.band_names is not None:
-            object.__setattr__(self, "band_names", _band_names(self.band_names, self.bands))
+            object.__setattr__(self, "band_names", band_names_field(self.band_names, self.bands))
         if self.domain is not None:
             try:
                 object.__setattr__(self, "domain", Domain(self.domain))
             except ValueError:
                 choices = ", ".join(d.value for d in Domain)
-                raise _fail("domain", self.domain, f"use one of {choices}") from None
+                raise fail("domain", self.domain, f"use one of {choices}") from None
         if self.pixel_size_range is not None:
-            low, high = _size_range(self.pixel_size_range)
+            low, high = size_range_field(self.pixel_size_range)
             if self.pixel_size_unit is None:
-                raise _fail(
+                raise fail(
                     "pixel_size_unit", None, "give the unit of pixel_size_range (e.g. \"m\")"
                 )
             if self.pixel_size is not None and not low <= self.pixel_size <= high:
-                raise _fail(
+                raise fail(
                     "pixel_size", self.pixel_size,
                     f"it must lie within pixel_size_range [{low}, {high}]",
                 )
@@ -395,7 +303,7 @@ class ModelCard:
 
         ``kw`` sets any other field (``normalization``, ``margin``, ``stride``, ...).
         """
-        _int("num_classes", num_classes, 1)
+        int_field("num_classes", num_classes, 1)
         classes = tuple(
             ClassInfo(f"class_{i}", color) for i, color in enumerate(default_palette(num_classes))
         )
@@ -433,24 +341,24 @@ class ModelCard:
                 f"model card must be a JSON object, got {type(data).__name__}; "
                 'write {"name": ..., "bands": ..., "classes": [...]}'
             )
-        _check_keys("", data, {f.name for f in fields(cls)})
+        check_keys("", data, {f.name for f in fields(cls)})
         for key in cls._REQUIRED:
             if key not in data:
-                raise _fail(key, None, "it is required")
+                raise fail(key, None, "it is required")
         raw_classes = data["classes"]
         if isinstance(raw_classes, str | bytes) or not isinstance(raw_classes, Sequence):
-            raise _fail("classes", raw_classes, 'use a list of {"name": ..., "color": ...}')
+            raise fail("classes", raw_classes, 'use a list of {"name": ..., "color": ...}')
         classes = []
         for i, item in enumerate(raw_classes):
             if not isinstance(item, Mapping):
-                raise _fail(f"classes[{i}]", item, 'use {"name": ..., "color": "#rrggbb"}')
-            _check_keys(f"classes[{i}]", item, {"name", "color"})
+                raise fail(f"classes[{i}]", item, 'use {"name": ..., "color": "#rrggbb"}')
+            check_keys(f"classes[{i}]", item, {"name", "color"})
             if "name" not in item or "color" not in item:
-                raise _fail(f"classes[{i}]", dict(item), "give both name and color")
+                raise fail(f"classes[{i}]", dict(item), "give both name and color")
             classes.append(
                 ClassInfo(
-                    name=_str(f"classes[{i}].name", item["name"], empty=False),
-                    color=_color(f"classes[{i}].color", item["color"]),
+                    name=str_field(f"classes[{i}].name", item["name"], empty=False),
+                    color=color_field(f"classes[{i}].color", item["color"]),
                 )
             )
         kwargs = {k: v for k, v in data.items() if k != "classes" and v is not None}
