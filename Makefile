@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.segpipe-installed
 DEMO := data/demo
 
-.PHONY: setup test lint demo bench clean
+.PHONY: setup test test-slow lint demo bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -19,8 +19,12 @@ lint: setup
 	$(PY) -m ruff check .
 	$(PY) -m mypy
 
+# The default suite (under 15 minutes on 2 cores); CI then runs the slow set too.
 test: lint
-	PREFECT_SERVER_ANALYTICS_ENABLED=false DO_NOT_TRACK=1 $(PY) -m pytest
+	PREFECT_SERVER_ANALYTICS_ENABLED=false DO_NOT_TRACK=1 $(PY) -m pytest -m "not slow"
+
+test-slow: setup
+	PREFECT_SERVER_ANALYTICS_ENABLED=false DO_NOT_TRACK=1 $(PY) -m pytest -m slow
 
 demo: setup
 	$(PY) scripts/fetch_samples.py data/samples
