@@ -1,7 +1,8 @@
 """The ``segpipe`` command line: a thin layer over the flows and the library.
 
 Bad usage or bad input prints one line ``error: ...`` on stderr and exits 2, with no traceback
-and no output file; a run whose blocks failed exits 1; Ctrl-C exits 130; anything unexpected
+and no output file (an output folder another run holds is such a case); a run whose blocks
+failed, or that filled the disk, exits 1; Ctrl-C or SIGTERM exits 130; anything unexpected
 exits 1 (``SEGPIPE_DEBUG=1`` shows the traceback). The options are built from the option
 dataclasses (:mod:`segpipe.flows.clioptions`). Importing this module imports neither torch nor
 Prefect: ``segpipe --help`` answers at once.
@@ -22,6 +23,7 @@ import click
 
 from segpipe.flows.clioptions import execution_from, groups_from, segment_options
 from segpipe.flows.cmd_evaluate import evaluate as evaluate_command
+from segpipe.flows.cmd_inspect import inspect as inspect_command
 from segpipe.flows.cmd_train import train as train_command
 from segpipe.models.foundation import SegpipeError, __version__
 from segpipe.pipeline.options import RunOptions
@@ -72,7 +74,12 @@ def run(inputs: tuple[str, ...], output: str | None, pattern: str | None, workdi
         raise click.UsageError("--workdir names one work directory; it needs a single input")
     for job in jobs:
         preflight(job)  # refuse bad paths and devices before Prefect or Dask start
-    summaries = _run_flow(list(inputs), output, template, execution, pattern)
+    from segpipe.flows.diskfull import disk_full_reported
+    from segpipe.flows.lock import hold_outputs
+
+    # one run per output folder (a second exits 2 naming the holder); a full disk: one error
+    with disk_full_reported(jobs), hold_outputs([j.output for j in jobs]):
+        summaries = _run_flow(list(inputs), output, template, execution, pattern)
     if summary_path:
         data = summaries[0] if len(summaries) == 1 else summaries
         Path(summary_path).write_text(json.dumps(data, indent=2, default=str))
@@ -138,18 +145,6 @@ def serve(watch: str, pattern: str, output: str | None, cron: str | None,
     )
 
 
-@cli.command()
-@click.argument("path")
-@click.option("--level", type=int, default=0, show_default=True)
-def inspect(path: str, level: int) -> None:
-    """Print what segpipe reads from a raster, as JSON."""
-    from segpipe.pipeline.io.base import open_raster
-
-    with open_raster(path, level=level) as reader:
-        info = reader.info.to_dict()
-    click.echo(json.dumps(info, indent=2, default=str, ensure_ascii=False))
-
-
 @cli.command("models")
 @click.argument("name", required=False)
 def models_cmd(name: str | None) -> None:
@@ -159,6 +154,7 @@ def models_cmd(name: str | None) -> None:
     click.echo(describe_model(name) if name else models_listing())
 
 
+cli.add_command(inspect_command)
 cli.add_command(train_command)
 cli.add_command(evaluate_command)
 
@@ -171,8 +167,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         cli.main(args=list(argv) if argv is not None else None, standalone_mode=False)
     except click.exceptions.Exit as exc:
         return exc.exit_code
-    except click.exceptions.Abort:
-        print("error: interrupted", file=sys.stderr)
+    except (click.exceptions.Abort, KeyboardInterrupt):  # Ctrl-C, or SIGTERM (see _stop)
+        print(f"error: {_interrupted(argv)}", file=sys.stderr)
         return 130
     except click.ClickException as exc:
         print(f"error: {_one_line(exc.format_message())}", file=sys.stderr)
@@ -180,9 +176,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SegpipeError as exc:
         print(f"error: {_one_line(str(exc))}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:
-        print("error: interrupted; rerun with --resume to continue", file=sys.stderr)
-        return 130
     except Exception as exc:
         if os.environ.get("SEGPIPE_DEBUG"):
             raise
@@ -195,6 +188,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _stop(signum: int, frame: object) -> None:
     """SIGTERM: stop like Ctrl-C (clusters close, the work directory stays resumable)."""
     raise KeyboardInterrupt
+
+
+def _interrupted(argv: Sequence[str] | None) -> str:
+    """The line for an interrupted command: how to continue, for the commands that can."""
+    args = list(argv) if argv is not None else sys.argv[1:]
+    if args and args[0] in ("run", "train"):
+        return "interrupted; rerun with --resume to continue"
+    return "interrupted"
 
 
 def _one_line(text: str) -> str:

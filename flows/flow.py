@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact
+from prefect.artifacts import create_link_artifact, create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from segpipe.flows.cluster import Cluster, DaskExecutor
@@ -27,10 +27,12 @@ from segpipe.flows.execution import Execution
 from segpipe.flows.inputs import expand_inputs
 from segpipe.models.foundation import BatchError, BatchInputError, SegpipeError
 from segpipe.pipeline.executor import BlockExecutor, InProcessExecutor
+from segpipe.pipeline.inputchecks import warn_if_all_nodata
 from segpipe.pipeline.options import RunOptions
 from segpipe.pipeline.plan import RunPlan
 from segpipe.pipeline.report import SegmentOutcome, artifact_key, summary_markdown
 from segpipe.pipeline.stages import RunContext, Stage, report_stage, run_one
+from segpipe.pipeline.visuals import report_files
 
 log = logging.getLogger("segpipe")
 
@@ -57,11 +59,23 @@ def _subject(args: tuple[Any, ...]) -> str:
 
 
 def report_and_publish(plan: RunPlan, outcome: SegmentOutcome, times: dict[str, float]) -> dict:
-    """The report stage, plus its Markdown summary as a Prefect artifact."""
+    """The report stage, plus Prefect artifacts: the Markdown summary and the HTML report's link.
+
+    The HTML report lies beside the output, or in the work directory when blocks failed.
+    """
     summary = report_stage(plan, outcome, times)
+    key = artifact_key(plan.options.input)
+    markdown = summary_markdown(summary)
+    _, page = report_files(summary)
+    if page.is_file():
+        uri = page.absolute().as_uri()
+        markdown += f"\nHTML report: [{page.name}]({uri}) (`{page.absolute()}`)\n"
+        create_link_artifact(
+            uri, link_text=page.name, key=f"{key[:95]}-html",
+            description=f"segpipe run report (HTML) for {plan.options.input}",
+        )
     create_markdown_artifact(
-        summary_markdown(summary), key=artifact_key(plan.options.input),
-        description=f"segpipe run summary for {plan.options.input}",
+        markdown, key=key, description=f"segpipe run summary for {plan.options.input}",
     )
     return summary
 
@@ -97,6 +111,7 @@ def run_batch(jobs: Sequence[RunOptions], execution: Execution) -> list[dict]:
         for options in jobs:
             try:
                 summaries.append(run_one(options, ctx))
+                warn_if_all_nodata(summaries[-1])
             except SegpipeError as exc:
                 if len(jobs) == 1:
                     raise

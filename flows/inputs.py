@@ -1,22 +1,24 @@
 """What a batch is made of: input files from paths, folders and globs, and their output paths.
 
 A folder is searched (not recursively) for ``--pattern`` (default: common raster extensions); a
-Zarr store is an input itself. Hidden files and outputs segpipe wrote are left out. With one input
-file, ``--output`` is the output file (default: beside the input, ``NAME.labels.tif``); with
-several, it is a folder.
+Zarr store is an input itself. Hidden files and the files segpipe writes are left out
+(:func:`segpipe_files`), so a folder that receives its own outputs is never segmented twice.
+With one input file, ``--output`` is the output file (default: beside the input,
+``NAME.labels.tif``); with several, it is a folder.
 """
 
 from __future__ import annotations
 
 import glob
-from collections.abc import Sequence
+import os
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from segpipe.models.foundation import InputError
 from segpipe.pipeline.options import RunOptions
-from segpipe.pipeline.outputs import is_segpipe_output
+from segpipe.pipeline.outputs import sidecar_path
 
-__all__ = ["expand_inputs", "list_inputs", "output_name"]
+__all__ = ["expand_inputs", "list_inputs", "output_name", "output_stem", "segpipe_files"]
 
 # what a directory given as --input is searched for when no --pattern is given
 RASTER_PATTERNS = (
@@ -38,19 +40,63 @@ def output_name(src: str) -> str:
     return name.split(".")[0] + OUTPUT_SUFFIX
 
 
+def output_stem(path: str | os.PathLike[str]) -> str:
+    """An output's name without its format's extension: the prefix all its files share.
+
+    ``a.labels.tif`` → ``a.labels``, whose companions are ``a.labels.probabilities.tif``,
+    ``a.labels.quicklook.png``, ``a.labels.report.html``, ``a.labels.areas.csv`` and so on.
+    """
+    name = Path(os.fspath(path).rstrip("/")).name
+    lower = name.lower()
+    for suffix in _RASTER_SUFFIXES:
+        if lower.endswith(suffix) and len(name) > len(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def segpipe_files(folder: Path, names: Iterable[str]) -> set[str]:
+    """Which of ``names`` (entries of ``folder``) are files segpipe writes there.
+
+    Those are outputs with a sidecar (``.NAME.segpipe.json``, written last), every file that
+    shares an output's stem (its probabilities, quicklook, HTML report, areas CSV, vectors:
+    ``STEM.*``), and the default outputs of the folder's other files (``a.tif`` →
+    ``a.labels.tif`` and ``a.labels.*``), which covers an output whose run stopped before its
+    sidecar. Hidden entries (sidecars, work directories, partial outputs, the lock) are left
+    out by the callers.
+    """
+    sidecar = sidecar_path("x").name[2:]  # ".segpipe.json"
+    entries = [e.name for e in os.scandir(folder)] if folder.is_dir() else []
+    stems = {output_stem(n[1:-len(sidecar)]) for n in entries if n.endswith(sidecar)}
+    stems |= {output_stem(output_name(n)) for n in entries if not n.startswith(".")}
+    ours = set()
+    for name in names:
+        parts = name.split(".")
+        if any(".".join(parts[:k]) in stems for k in range(1, len(parts) + 1)):
+            ours.add(name)
+    return ours
+
+
+def _without_ours(paths: Iterable[Path]) -> list[Path]:
+    """``paths`` without hidden files and the files segpipe wrote, in the given order."""
+    shown = [p for p in paths if not p.name.startswith(".")]
+    by_folder: dict[Path, set[str]] = {}
+    for p in shown:
+        by_folder.setdefault(p.parent, set()).add(p.name)
+    ours = {f / n for f, names in by_folder.items() for n in segpipe_files(f, names)}
+    return [p for p in shown if p not in ours]
+
+
 def _is_store(path: Path) -> bool:
     """A directory that is itself a raster (Zarr / OME-Zarr), not a folder of inputs."""
     return any((path / m).exists() for m in ("zarr.json", ".zgroup", ".zarray", ".zattrs"))
 
 
 def list_inputs(path: Path, patterns: Sequence[str]) -> list[Path]:
-    """Files of folder ``path`` matching ``patterns``, without hidden files and segpipe outputs."""
+    """Files of folder ``path`` matching ``patterns``, without hidden files and segpipe's own."""
     found: dict[Path, None] = {}
     for pattern in patterns:
-        for p in sorted(path.glob(pattern)):
-            if not p.name.startswith(".") and not is_segpipe_output(p):
-                found[p] = None
-    return list(found)
+        found.update(dict.fromkeys(sorted(path.glob(pattern))))
+    return _without_ours(found)
 
 
 def _matches(spec: str, patterns: Sequence[str]) -> tuple[list[str], bool]:
@@ -67,8 +113,7 @@ def _matches(spec: str, patterns: Sequence[str]) -> tuple[list[str], bool]:
             )
         return [str(f) for f in found], False
     if glob.has_magic(spec):
-        hits = [Path(f) for f in sorted(glob.glob(spec))]
-        hits = [f for f in hits if not f.name.startswith(".") and not is_segpipe_output(f)]
+        hits = _without_ours(Path(f) for f in sorted(glob.glob(spec)))
         if not hits:
             raise InputError(f"--input {spec}: the pattern matches no file")
         return [str(f) for f in hits], False
@@ -112,6 +157,11 @@ def expand_inputs(
     if single and len(paths) == 1:
         out = output or str(Path(paths[0]).with_name(output_name(paths[0])))
         return [options.for_file(paths[0], out)]
+    if options.export.vectors and len(paths) > 1:
+        raise InputError(
+            f"--vectors {options.export.vectors} names one file but {len(paths)} inputs were "
+            "given; run them one at a time, each with its own --vectors"
+        )
     folder = _output_folder(output, len(paths))
     jobs: list[RunOptions] = []
     seen: dict[str, str] = {}

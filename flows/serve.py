@@ -7,7 +7,9 @@ keeps serving it: at every scheduled time, and whenever a run is triggered by ha
 folder, skips the files whose outputs are up to date for the same model and parameters, and
 segments the rest exactly like ``segpipe run`` (same work directories, manifest and resume).
 Files modified in the last ``--settle`` seconds are left for the next run (a scanner may still be
-writing them).
+writing them). Files segpipe wrote are never inputs (:func:`segpipe.flows.inputs.segpipe_files`):
+outputs written into the watched folder are not segmented by the next run. Each run holds the
+output folders' locks (:mod:`segpipe.flows.lock`), like ``segpipe run``.
 
 Without ``PREFECT_API_URL`` the deployment lives on a temporary local server that ends with the
 process; for schedules that survive restarts, start a server (``prefect server start``) and
@@ -16,15 +18,17 @@ point ``PREFECT_API_URL`` at it (``http://127.0.0.1:4200/api``) for both the ser
 """
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger
 
+from segpipe.flows.diskfull import disk_full_reported
 from segpipe.flows.execution import Execution
 from segpipe.flows.flow import run_batch
 from segpipe.flows.inputs import expand_inputs, list_inputs
+from segpipe.flows.lock import hold_outputs
 from segpipe.pipeline.options import RunOptions
 
 FLOW_NAME = "segpipe-watch"
@@ -50,8 +54,10 @@ def watch_folder(
 ) -> list[dict]:
     """Segment the files of ``watch`` matching ``pattern`` whose outputs are missing or stale.
 
-    ``options`` holds the settings; its input and output are replaced per file. Returns one
-    summary per file (``{"skipped": "up to date"}`` for the files already done).
+    ``options`` holds the settings; its input and output are replaced per file. A file whose
+    earlier run failed or was killed is resumed from its work directory (the label key still
+    guards it). Returns one summary per file (``{"skipped": "up to date"}`` for the files
+    already done).
     """
     execution = execution or Execution(quiet=True)
     ready, young = settled_files(watch, pattern, settle)
@@ -61,7 +67,9 @@ def watch_folder(
     if not ready:
         logger.info("no file in %s matches %s", watch, pattern)
         return []
-    return run_batch(expand_inputs(ready, output, options, output_dir=True), execution)
+    jobs = expand_inputs(ready, output, replace(options, resume=True), output_dir=True)
+    with disk_full_reported(jobs), hold_outputs([j.output for j in jobs]):
+        return run_batch(jobs, execution)
 
 
 @dataclass(frozen=True)

@@ -378,6 +378,10 @@ class ModelCard:
         """Parse and validate a card from JSON text."""
         try:
             data = json.loads(text)
+        except RecursionError:
+            raise ModelError(
+                "model card is nested too deeply to be a card; fix the card file"
+            ) from None
         except (ValueError, TypeError) as exc:
             raise ModelError(f"model card is not valid JSON ({exc}); fix the card file") from None
         return cls.from_dict(data)

@@ -12,8 +12,11 @@ Formats, recognised by content (zip members) and extension:
   ``torch.manual_seed(0)`` and the default card. For demos and tests only: it segments nothing.
 
 A sidecar ``<stem>.json`` card next to a model file is used when the file has no card of its own
-(:func:`sidecar_card`). Exported programs and TorchScript files contain pickled data: load them
-only from sources you trust (checkpoints are safe: ``weights_only=True``).
+(:func:`sidecar_card`). Model files are data: nothing in them runs while they load. Checkpoints
+are read with ``weights_only=True``; TorchScript by TorchScript's own loader (tensors and
+TorchScript classes only); ONNX by onnxruntime; an exported program is checked by
+:func:`segpipe.models.dataonly.check_exported_program` before ``torch.export.load`` sees it.
+A model's forward pass is code all the same: run models from sources you trust.
 
 The writers of these formats are in :mod:`segpipe.models.saving`; the object that runs a loaded
 model is :class:`segpipe.models.loading.LoadedModel`.
@@ -24,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import pickle
 import warnings
 import zipfile
 from collections.abc import Callable, Iterator, Mapping
@@ -36,6 +40,7 @@ from torch import Tensor, nn
 from torch.fx.experimental.symbolic_shapes import is_concrete_int
 
 from .card import ModelCard
+from .dataonly import check_exported_program, pickle_refusal
 from .foundation import ModelError
 from .registry import create_model, default_card, resolve_config
 
@@ -65,6 +70,7 @@ CARD_FILE = "card.json"
 ONNX_CARD_KEY = "segpipe_card"
 _CHECKPOINT_SUFFIXES = frozenset({".pt", ".pth", ".ckpt", ".bin"})
 _PICKLE_PROTOCOL_2 = b"\x80\x02"
+_ZIP_START = b"PK\x03\x04"
 
 #: The bare forward pass of a loaded model: float32 N×C×H×W in, N×K×h×w logits out.
 Forward = Callable[[Tensor], Tensor]
@@ -100,6 +106,14 @@ def detect_format(path: Path) -> ModelFormat:
     """The format of the model file ``path``, from its content (zip members) and extension."""
     if zipfile.is_zipfile(path):
         return _zip_format(path)
+    with open(path, "rb") as handle:
+        start = handle.read(4)
+    if start == _ZIP_START:  # a zip archive whose end (its table of contents) is missing
+        raise ModelError(
+            f"model file {path.name!r} is truncated or damaged: it starts like a zip archive "
+            "(.pt2, TorchScript, checkpoint) but its end is missing; copy it again or save it "
+            "again"
+        )
     suffix = path.suffix.lower()
     if suffix == ".onnx":
         return ModelFormat.ONNX
@@ -236,6 +250,7 @@ def load_builtin(name: str, device: torch.device) -> tuple[ModelParts, str]:
 
 
 def _load_exported(path: Path, device: torch.device) -> ModelParts:
+    check_exported_program(str(path))  # nothing in it may run code while torch loads it
     extra: dict[str, Any] = {CARD_FILE: ""}
     try:
         program = torch.export.load(path, extra_files=extra)
@@ -262,7 +277,8 @@ def _load_torchscript(path: Path, device: torch.device) -> ModelParts:
             module = torch.jit.load(str(path), map_location=device, _extra_files=extra)
     except Exception as exc:
         raise ModelError(
-            f"TorchScript file {path.name!r} cannot be loaded ({first_line(exc)})"
+            f"TorchScript file {path.name!r} cannot be loaded ({first_line(exc)}); save it "
+            "again with torch.jit.save, or export the model (segpipe.models.export_program)"
         ) from None
     module.eval()
     raw = extra.get(CARD_FILE)
@@ -276,6 +292,8 @@ def _checkpoint_payload(path: Path) -> Mapping[str, Any]:
     """Read a checkpoint safely and check it is a segpipe checkpoint of the version we read."""
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:  # weights_only refused an object: it would run code
+        raise pickle_refusal(path.name, exc) from None
     except Exception as exc:
         raise ModelError(
             f"checkpoint {path.name!r} cannot be loaded safely with weights_only=True "

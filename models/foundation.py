@@ -35,6 +35,8 @@ __all__ = [
     "BatchError",
     "BatchInputError",
     "BlocksFailedError",
+    "DiskFullError",
+    "FolderLockedError",
     "InputError",
     "ModelError",
     "OutputExistsError",
@@ -98,6 +100,19 @@ class BatchError(SegpipeError, RuntimeError):
 
 class BatchInputError(SegpipeError, ValueError):
     """Some inputs of a batch were refused for bad input or usage; the others ran."""
+
+
+class DiskFullError(SegpipeError, OSError):
+    """The disk under the work directory or the output filled up during the run.
+
+    The work directory stays resumable: free space, then rerun with ``--resume``.
+    """
+
+    exit_code = 1
+
+
+class FolderLockedError(SegpipeError, RuntimeError):
+    """Another segpipe run holds the lock of the output folder (named in the message)."""
 
 
 # ----------------------------------------------------------------------------- atomic output

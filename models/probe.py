@@ -114,6 +114,8 @@ def _forward_size(
     try:
         with torch.inference_mode():
             out = model(x)
+    except ModelError:  # the model's contract (output rank, channels): no size can fix it
+        raise
     except Exception as exc:  # a failing size is data for the probe
         first = str(exc).strip().splitlines()
         return None, f"{type(exc).__name__}: {first[0] if first else ''}"

@@ -24,14 +24,24 @@ def select_bands(
     if bands is None:
         if expected is None or info.bands == expected:
             return tuple(range(info.bands))
-        example = ",".join(map(str, range(1, min(expected, info.bands) + 1)))
+        if info.bands < expected:
+            raise InputError(
+                f"{info.path} has {info.bands} band{'s' if info.bands > 1 else ''} but the "
+                f"model expects {expected}: use an input with {expected} bands, or a model made "
+                f"for {info.bands}"
+            )
+        example = ",".join(map(str, range(1, expected + 1)))
         raise InputError(
             f"{info.path} has {info.bands} bands but the model expects {expected}: "
             f"choose {expected} with --bands (e.g. --bands {example})"
         )
     bad = [b for b in bands if isinstance(b, int) and not 1 <= b <= info.bands]
     if bad:
-        raise InputError(f"--bands {bad} out of range: {info.path} has bands 1..{info.bands}")
+        shown = ",".join(map(str, bad))
+        raise InputError(
+            f"--bands {shown} is out of range: {info.path} has bands 1..{info.bands}; give "
+            f"numbers from 1 to {info.bands}"
+        )
     indices = tuple(band_index(info, b) for b in bands)
     if expected is not None and len(indices) != expected:
         raise InputError(f"--bands selects {len(indices)} bands but the model expects {expected}")

@@ -2,12 +2,12 @@
 
 Every method reduces to ``(x - offset) * scale`` per band (``percentile`` also clips to [0, 1]).
 The statistics are computed once per image from a fixed sample of windows (independent of the
-tile size, so the same image always gets the same numbers), nodata and NaN excluded, and stored
-in the run manifest. Per-tile statistics make seams and are never computed.
+tile size, so the same image always gets the same numbers), nodata and non-finite values
+excluded, and stored in the run manifest. Per-tile statistics make seams and are never computed.
 
-Nodata: a band value equal to the declared nodata, or NaN, is fed to the model as 0.0 *after*
-normalization (the band mean under ``meanstd``); a pixel whose selected bands are all nodata is
-written as the nodata label.
+Nodata: a band value equal to the declared nodata, or not finite (NaN, +inf, -inf), is fed to
+the model as 0.0 *after* normalization (the band mean under ``meanstd``); a pixel whose selected
+bands are all nodata is written as the nodata label.
 """
 
 from __future__ import annotations
@@ -64,11 +64,11 @@ class Normalizer:
 
 
 def invalid_values(x: np.ndarray, nodata: float | None) -> np.ndarray | None:
-    """Boolean (bands, h, w) of nodata or NaN values, or None when there can be none."""
+    """Boolean (bands, h, w) of nodata or non-finite (NaN, ±inf) values; None if none can be."""
     floating = np.issubdtype(x.dtype, np.floating)
     if nodata is None and not floating:
         return None
-    invalid = np.isnan(x) if floating else np.zeros(x.shape, bool)
+    invalid = ~np.isfinite(x) if floating else np.zeros(x.shape, bool)
     if nodata is not None and not np.isnan(nodata):
         invalid |= x == np.asarray(nodata).astype(x.dtype)
     return invalid

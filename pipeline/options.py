@@ -254,6 +254,18 @@ class ExportOptions:
         "float (float32 in TIFFs, float16 in Zarr) or uint8 (p × 255).",
     )
     ngff_version: NgffVersion = opt(NgffVersion.V04, "OME-Zarr output version.")
+    vectors: str | None = opt(
+        None,
+        "Also write the class polygons, seamless across tiles, to this .gpkg (in the input's "
+        "CRS, or level-0 pixel coordinates without one) or .geojson (QuPath annotations in "
+        "level-0 pixels; WGS 84 longitude/latitude for georeferenced inputs).",
+    )
+    vectors_min_area: float = opt(
+        0.0,
+        "Leave out polygons smaller than this, in the unit of their area: m² for a projected "
+        "or geographic (geodesic) CRS, µm² for microscopy with a pixel size, else level-0 "
+        "pixels.",
+    )
 
     def __post_init__(self) -> None:
         object.__setattr__(
@@ -266,6 +278,27 @@ class ExportOptions:
         )
         object.__setattr__(
             self, "ngff_version", choice(NgffVersion, self.ngff_version, "--ngff-version")
+        )
+        _check_vectors(self.vectors, self.vectors_min_area)
+
+
+#: The extensions ``--vectors`` takes.
+VECTOR_EXTENSIONS = (".gpkg", ".geojson")
+
+
+def _check_vectors(vectors: str | None, min_area: float) -> None:
+    """``--vectors`` names a .gpkg or .geojson file; ``--vectors-min-area`` needs it."""
+    _positive("--vectors-min-area", min_area, "100", zero=True)
+    if vectors is None:
+        if min_area:
+            raise InputError(
+                "--vectors-min-area applies to the polygons of --vectors: add --vectors "
+                "OUT.gpkg or drop --vectors-min-area"
+            )
+        return
+    if not str(vectors).lower().endswith(VECTOR_EXTENSIONS):
+        raise InputError(
+            f"--vectors {vectors}: unknown extension; use .gpkg (GeoPackage) or .geojson"
         )
 
 

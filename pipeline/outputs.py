@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 __all__ = [
     "check_output_exists",
     "check_output_path",
+    "check_vectors_path",
     "default_workdir",
     "is_segpipe_output",
     "output_is_current",
@@ -60,19 +61,44 @@ def check_output_path(options: RunOptions) -> None:
             f"--output {out}: folder {out.parent} does not exist; create it or choose another"
         )
     if not os.access(out.parent, os.W_OK):
-        raise InputError(f"--output {out}: folder {out.parent} is not writable")
+        raise InputError(
+            f"--output {out}: folder {out.parent} is not writable (read-only or no permission); "
+            "choose a folder you can write to"
+        )
     if "://" not in options.input and out.absolute() == Path(options.input).absolute():
         raise InputError(f"--output {out} is the input itself; choose another output path")
     if out.is_dir() and fmt != "ome-zarr":
         raise InputError(f"--output {out} is a directory; give a file path")
+    if options.export.vectors:
+        check_vectors_path(options)
+
+
+def check_vectors_path(options: RunOptions) -> None:
+    """``--vectors``: a file in an existing, writable folder, neither the input nor the output."""
+    vectors = Path(options.export.vectors or "")
+    if not vectors.parent.is_dir():
+        raise InputError(
+            f"--vectors {vectors}: folder {vectors.parent} does not exist; create it or choose "
+            "another"
+        )
+    if not os.access(vectors.parent, os.W_OK):
+        raise InputError(f"--vectors {vectors}: folder {vectors.parent} is not writable")
+    for what, other in (("--output", options.output), ("--input", options.input)):
+        if "://" not in other and vectors.absolute() == Path(other).absolute():
+            raise InputError(f"--vectors {vectors} is the same file as {what}; choose another")
+    if vectors.is_dir():
+        raise InputError(f"--vectors {vectors} is a directory; give a .gpkg or .geojson file")
 
 
 def check_output_exists(options: RunOptions) -> None:
-    """Refuse an existing output without ``--overwrite``."""
+    """Refuse an existing output (or ``--vectors`` file) without ``--overwrite``."""
     if Path(options.output).exists() and not options.overwrite:
         raise OutputExistsError(
             f"--output {options.output} exists; pass --overwrite to replace it"
         )
+    vectors = options.export.vectors
+    if vectors and Path(vectors).exists() and not options.overwrite:
+        raise OutputExistsError(f"--vectors {vectors} exists; pass --overwrite to replace it")
 
 
 def write_sidecar(
@@ -84,9 +110,11 @@ def write_sidecar(
 
 
 def output_is_current(output: str, key: LabelKey, export: Mapping[str, Any]) -> bool:
-    """Whether ``output`` exists and was made with this label key and export key."""
+    """Whether ``output`` (and its ``--vectors`` file) exists, made with these keys."""
     side = sidecar_path(output)
     if not Path(output).exists() or not side.is_file():
+        return False
+    if export.get("vectors") and not Path(str(export["vectors"])).exists():
         return False
     try:
         data = json.loads(side.read_text(encoding="utf-8"))

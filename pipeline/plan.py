@@ -20,14 +20,24 @@ from segpipe.models.card import ModelCard, Normalization, NormMethod
 from segpipe.models.foundation import InputError, ModelError, RasterError, resolve_device
 from segpipe.models.loading import LoadedModel, load_model_cached
 from segpipe.models.probe import Geometry, probe_geometry
+from segpipe.pipeline.areas import needs_row_counts
 from segpipe.pipeline.bands import select_bands
+from segpipe.pipeline.diskspace import check_free_space
+from segpipe.pipeline.inputchecks import check_meanstd_bands, check_pixel_type
 from segpipe.pipeline.io.base import RasterInfo, open_raster
+from segpipe.pipeline.io.integrity import check_tiff_holds_data
 from segpipe.pipeline.io.pyramid import choose_input_level, info_at_level
 from segpipe.pipeline.io.zarrstore import direct_source
 from segpipe.pipeline.keys import InputIdentity, LabelKey
 from segpipe.pipeline.labels import nodata_label
 from segpipe.pipeline.normalize import Normalizer
-from segpipe.pipeline.options import DEFAULT_TILE, Blend, InferenceOptions, RunOptions
+from segpipe.pipeline.options import (
+    DEFAULT_TILE,
+    Blend,
+    InferenceOptions,
+    RunOptions,
+    TilingOptions,
+)
 from segpipe.pipeline.outputs import (
     check_output_exists,
     check_output_path,
@@ -38,7 +48,18 @@ from segpipe.pipeline.segment import SegmentJob
 from segpipe.pipeline.tiling import TilePlan
 from segpipe.pipeline.workdir import WorkDir
 
-__all__ = ["RunPlan", "plan_run", "preflight"]
+__all__ = [
+    "RunPlan",
+    "check_model_name",
+    "check_stride",
+    "choose_halo",
+    "choose_tile",
+    "expected_bands",
+    "model_card",
+    "plan_run",
+    "preflight",
+    "tile_plan",
+]
 
 log = logging.getLogger("segpipe")
 
@@ -120,6 +141,8 @@ class RunPlan:
             "overview_resampling": e.overview_resampling,
             "ngff_version": e.ngff_version,
             "probabilities_dtype": e.probabilities_dtype,
+            **({"vectors": str(Path(e.vectors).absolute()), "vectors_min_area": e.vectors_min_area}
+               if e.vectors else {}),
         }
 
     def with_normalizer(self, normalizer: Normalizer) -> RunPlan:
@@ -138,6 +161,7 @@ class RunPlan:
             num_classes=self.num_classes, bands=self.bands, normalizer=self.normalizer,
             nodata=self.info.nodata, blend=self.options.tiling.blend, batch_size=o.batch_size,
             device=o.device, precision=o.precision, workdir=self.workdir,
+            row_counts=needs_row_counts(self.info),
         )
 
 
@@ -188,14 +212,18 @@ def check_model_name(inference: InferenceOptions) -> None:
 
 
 def plan_run(options: RunOptions) -> RunPlan:
-    """Check ``options`` against the input and the model and build the plan (reads no pixels).
+    """Check ``options`` against the input and the model and build the plan.
 
-    With no ``--model`` the bundled model that fits the input is chosen
-    (:mod:`segpipe.pipeline.choose`); the plan's options then name it.
+    Reads no pixels, except to refuse a constant band under ``meanstd`` from image statistics
+    (:mod:`segpipe.pipeline.inputchecks`). With no ``--model`` the bundled model that fits the
+    input is chosen (:mod:`segpipe.pipeline.choose`); the plan's options then name it. The free
+    disk for a new work directory is checked last (:mod:`segpipe.pipeline.diskspace`).
     """
     device = preflight(options)
+    check_tiff_holds_data(options.input)  # before a reader trusts the sizes in its header
     with open_raster(options.input) as reader:
         base = reader.info
+    check_pixel_type(base)
     if options.source.nodata is not None:
         base = replace(base, nodata=options.source.nodata)
     warnings: list[str] = []
@@ -203,21 +231,24 @@ def plan_run(options: RunOptions) -> RunPlan:
         options = _with_bundled_model(options, base, warnings)
     model = load_model_cached(options.inference.model or "", device)
     info = info_at_level(base, choose_input_level(options.source, base, model.card))
-    bands = select_bands(info, options.source.bands, _expected_bands(model))
+    bands = select_bands(info, options.source.bands, expected_bands(model))
     stride = model.card.stride if model.card and model.card.stride else None
     geometry = probe_geometry(model, len(bands), stride=stride, fixed_size=model.fixed_size)
-    card = _card(model, options, len(bands), geometry)
+    card = model_card(model, options, len(bands), geometry)
     tiles = _tile_plan(options, info, card, geometry, warnings)
     norm = card.normalization
     if options.inference.normalize is not None:
         norm = Normalization(options.inference.normalize)
+    check_meanstd_bands(info, bands, norm, [str(b + 1) for b in bands])
     workdir = WorkDir(str(Path(options.workdir or default_workdir(options.output)).absolute()))
-    return RunPlan(
+    plan = RunPlan(
         options=options, info=info, identity=InputIdentity.of(options.input), card=card,
         model_sha256=model.sha256, geometry=geometry, tiles=tiles, bands=bands,
         normalization=norm, workdir=workdir, warnings=tuple(warnings),
         source_array=direct_source(_absolute_if_file(options.input), info, tiles.tile),
     )
+    check_free_space(plan)
+    return plan
 
 
 def _with_bundled_model(options: RunOptions, info: RasterInfo, warnings: list[str]) -> RunOptions:
@@ -231,7 +262,8 @@ def _with_bundled_model(options: RunOptions, info: RasterInfo, warnings: list[st
     return replace(options, inference=inference, source=with_choice(options.source, choice))
 
 
-def _expected_bands(model: LoadedModel) -> int | None:
+def expected_bands(model: LoadedModel) -> int | None:
+    """The band count the model takes: its card's, else its first layer's (None: unknown)."""
     return model.card.bands if model.card else model.in_channels
 
 
@@ -239,7 +271,9 @@ def _model_name(options: RunOptions) -> str:
     return Path(options.inference.model or "model").name
 
 
-def _card(model: LoadedModel, options: RunOptions, bands: int, geometry: Geometry) -> ModelCard:
+def model_card(
+    model: LoadedModel, options: RunOptions, bands: int, geometry: Geometry
+) -> ModelCard:
     """The model's card (checked against the probed class count), or a default one.
 
     A model without a card gets raw pixels as float32 (normalization ``none``) and default
@@ -263,23 +297,37 @@ def _tile_plan(
     options: RunOptions, info: RasterInfo, card: ModelCard, geometry: Geometry,
     warnings: list[str],
 ) -> TilePlan:
-    tiling = options.tiling
-    halo = choose_halo(tiling.halo, card, geometry, warnings)
-    if geometry.fixed_size is not None:
-        tile = _fixed_tile(tiling.tile, halo, geometry, _model_name(options), card, warnings)
-    else:
-        tile = tiling.tile or max(geometry.stride, round(DEFAULT_TILE / geometry.stride)
-                                  * geometry.stride)
-    _check_stride(tile, geometry)
+    halo = choose_halo(options.tiling.halo, card, geometry, warnings)
+    tile = choose_tile(options.tiling.tile, halo, geometry, _model_name(options), card, warnings)
+    check_stride(tile, geometry)
+    return tile_plan(info, options.tiling, tile, halo, geometry)
+
+
+def choose_tile(
+    tile: int | None, halo: int, g: Geometry, name: str, card: ModelCard, warnings: list[str]
+) -> int:
+    """``--tile``, else 512 rounded to the stride; for a fixed-size model, a tile that fits."""
+    if g.fixed_size is not None:
+        return _fixed_tile(tile, halo, g, name, card, warnings)
+    return tile or max(g.stride, round(DEFAULT_TILE / g.stride) * g.stride)
+
+
+def tile_plan(
+    info: RasterInfo, tiling: TilingOptions, tile: int, halo: int, g: Geometry | None
+) -> TilePlan:
+    """The tiles and blocks over ``info``; reads padded to a size ``g`` takes (none if None)."""
     size = tile + 2 * halo
-    ring = 1 if tiling.blend is Blend.GAUSSIAN and halo > geometry.margin else 0
+    extra = g.fit(size) - size if g is not None else 0
+    margin = g.margin if g is not None else 0
+    ring = 1 if tiling.blend is Blend.GAUSSIAN and halo > margin else 0
     return TilePlan(
-        info.height, info.width, tile, halo, geometry.fit(size) - size,
+        info.height, info.width, tile, halo, extra,
         block=max(1, tiling.block_pixels // tile), ring=ring,
     )
 
 
-def _check_stride(tile: int, geometry: Geometry) -> None:
+def check_stride(tile: int, geometry: Geometry) -> None:
+    """Refuse a tile that is not a multiple of the model's stride, naming the two nearest."""
     if tile % geometry.stride:
         lower = tile - tile % geometry.stride
         raise InputError(

@@ -1,33 +1,55 @@
 """The run summary: what was segmented, how, how fast, and how much of each class.
 
-Class counts come from the block markers (each finished block reports its per-label counts), so
-the report never re-reads the label array. Areas are per pixel area when the input says it
-(projected CRS in metres, or a physical pixel size); otherwise pixel counts only.
+Everything per class comes from the block markers, so the report never re-reads the label
+array: pixel counts, areas (:mod:`segpipe.pipeline.areas`: planar m² for a projected CRS,
+geodesic m² from per-row counts for a geographic one, µm² for a physical pixel size, else pixel
+counts only, and ``summary["areas"]["note"]`` says which) and objects, 4-connected regions
+merged across block edges (:mod:`segpipe.pipeline.objects`), with their density per km² or mm²
+of the area that has a class (nodata excluded). The same table goes to a CSV beside the output
+(:func:`write_areas_csv`) and to the Markdown report.
 """
 
 from __future__ import annotations
 
+import csv
+import io
+import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from segpipe.models.foundation import __version__
-from segpipe.pipeline.io.base import RasterInfo
+import numpy as np
+
+from segpipe.models.foundation import __version__, write_text_atomic
+from segpipe.pipeline.areas import AreaBasis, AreaKind, area_basis, class_areas
+from segpipe.pipeline.io.writers.common import companion_path
+from segpipe.pipeline.objects import BlockObjects, Edges, count_objects
+from segpipe.pipeline.tiling import TilePlan
 from segpipe.pipeline.workdir import BlockRecord
 
 if TYPE_CHECKING:
+    from segpipe.models.card import ClassInfo
     from segpipe.pipeline.plan import RunPlan
 
 __all__ = [
+    "CSV_COLUMNS",
     "SegmentOutcome",
+    "areas_csv",
+    "areas_csv_path",
     "artifact_key",
     "class_counts",
-    "pixel_area",
+    "class_table",
     "summarize",
     "summary_markdown",
+    "write_areas_csv",
 ]
+
+CSV_COLUMNS = (
+    "label", "name", "pixels", "area", "area_unit", "area_ha", "area_mm2", "objects", "density",
+    "density_unit",
+)
 
 
 @dataclass(frozen=True)
@@ -56,36 +78,65 @@ def class_counts(records: Iterable[BlockRecord]) -> dict[int, int]:
     return total
 
 
-def pixel_area(info: RasterInfo) -> tuple[float, str] | None:
-    """Area of one pixel and its unit, when the input says (projected CRS or physical size)."""
-    if info.transform and info.crs_wkt:
-        from rasterio.crs import CRS
+def class_table(
+    basis: AreaBasis,
+    classes: Sequence[ClassInfo],
+    counts: Mapping[int, int],
+    areas: Mapping[int, float] | None,
+    objects: Mapping[int, int] | None,
+) -> list[dict[str, Any]]:
+    """``summary["classes"]``: one entry per class, in label order (nodata excluded).
 
-        crs = CRS.from_wkt(info.crs_wkt)
-        if crs.is_projected and (crs.linear_units or "").lower() in ("metre", "meter", "m"):
-            a, b, _, d, e, _ = info.transform
-            return abs(a * e - b * d), "m2"
-        return None
-    if info.pixel_size and info.pixel_unit:
-        return info.pixel_size[0] * info.pixel_size[1], f"{info.pixel_unit}2"
-    return None
+    Densities are objects per km² (geo) or per mm² (microscopy) of the area that has a class.
+    """
+    unit = basis.unit if areas is not None else None
+    valid = sum(areas.get(i, 0.0) for i in range(len(classes))) if areas is not None else 0.0
+    # objects per km² (1e6 m²) or per mm² (1e6 µm²) of the area that has a class
+    density_unit = {"m2": "per km2", "um2": "per mm2"}.get(unit or "")
+    table = []
+    for i, c in enumerate(classes):
+        area = areas.get(i, 0.0) if areas is not None else None
+        n = objects.get(i, 0) if objects is not None else None
+        density = n / (valid / 1e6) if density_unit and n is not None and valid > 0 else None
+        table.append({
+            "label": i, "name": c.name, "color": list(c.color), "pixels": counts.get(i, 0),
+            "area": area, "area_unit": unit,
+            "area_ha": area / 1e4 if area is not None and unit == "m2" else None,
+            "area_mm2": area / 1e6 if area is not None and unit == "um2" else None,
+            "objects": n, "density": density,
+            "density_unit": density_unit if density is not None else None,
+        })
+    return table
 
 
-def _classes(plan: RunPlan, counts: Mapping[int, int]) -> list[dict[str, Any]]:
-    area = pixel_area(plan.info)
-    classes = []
-    for i, c in enumerate(plan.card.classes):
-        entry: dict[str, Any] = {"label": i, "name": c.name, "pixels": counts.get(i, 0)}
-        if area:
-            entry["area"] = entry["pixels"] * area[0]
-            entry["area_unit"] = area[1]
-        classes.append(entry)
-    return classes
+def _row_tables(
+    tiles: TilePlan, records: Iterable[BlockRecord]
+) -> Iterator[tuple[int, tuple[int, ...], np.ndarray]]:
+    for r in records:
+        yield tiles.block_core(*r.index).row, r.row_classes, r.row_table()
+
+
+def _block_objects(records: Iterable[BlockRecord]) -> Iterator[BlockObjects]:
+    for r in records:
+        yield BlockObjects(r.index, r.components, Edges.split(r.edge_ids(), *r.shape))
+
+
+def _classes(
+    plan: RunPlan, records: Sequence[BlockRecord], counts: Mapping[int, int]
+) -> tuple[AreaBasis, list[dict[str, Any]]]:
+    basis = area_basis(plan.info)
+    rows = _row_tables(plan.tiles, records) if basis.kind is AreaKind.GEODESIC else ()
+    areas = class_areas(basis, counts, rows)
+    objects = count_objects(_block_objects(records))
+    return basis, class_table(basis, plan.card.classes, counts, areas, objects)
 
 
 def summarize(plan: RunPlan, outcome: SegmentOutcome, stage_seconds: dict[str, float]) -> dict:
     """The run summary (written as JSON in the work directory and beside the output)."""
-    counts = class_counts((*outcome.reused, *outcome.records))
+    # in block order, so that sums (and the summary) do not depend on which block finished first
+    records = sorted((*outcome.reused, *outcome.records), key=lambda r: r.index)
+    counts = class_counts(records)
+    basis, classes = _classes(plan, records, counts)
     seconds = stage_seconds.get("segment", 0.0)
     workers: dict[str, int] = {}
     for r in outcome.records:
@@ -113,7 +164,8 @@ def summarize(plan: RunPlan, outcome: SegmentOutcome, stage_seconds: dict[str, f
         "failed_blocks": dict(sorted(outcome.failed.items())),
         "workers": workers,
         "nodata_pixels": counts.get(plan.nodata, 0) + outcome.failed_pixels,
-        "classes": _classes(plan, counts),
+        "areas": basis.to_dict(),
+        "classes": classes,
         "stage_seconds": stage_seconds,
         "megapixels": outcome.megapixels,
         "megapixels_per_second": outcome.megapixels / seconds if seconds else None,
@@ -142,13 +194,53 @@ def summary_markdown(summary: dict) -> str:
         lines.append(f"- **failed blocks (nodata)**: {failed}")
     lines += ["", "| stage | seconds |", "|---|---:|"]
     lines += [f"| {k} | {v:.2f} |" for k, v in summary["stage_seconds"].items()]
-    lines += ["", "| label | class | pixels | area |", "|---:|---|---:|---:|"]
+    lines += ["", f"Areas: {summary['areas']['note']}.", ""]
+    lines += ["| label | class | pixels | area | objects | density |",
+              "|---:|---|---:|---:|---:|---:|"]
     for c in summary["classes"]:
-        area = f"{c['area']:.4g} {c['area_unit']}" if "area" in c else ""
-        lines.append(f"| {c['label']} | {c['name']} | {c['pixels']} | {area} |")
-    lines.append(f"| nodata | | {summary['nodata_pixels']} | |")
+        objects = "" if c["objects"] is None else str(c["objects"])
+        density = "" if c["density"] is None else f"{c['density']:.4g} {_UNITS[c['density_unit']]}"
+        lines.append(f"| {c['label']} | {c['name']} | {c['pixels']} | {_area_text(c)} | "
+                     f"{objects} | {density} |")
+    lines.append(f"| nodata | | {summary['nodata_pixels']} | | | |")
     lines += [f"\n> warning: {w}" for w in summary["warnings"]]
     return "\n".join(lines) + "\n"
+
+
+_UNITS = {"m2": "m²", "um2": "µm²", "per km2": "per km²", "per mm2": "per mm²"}
+
+
+def _area_text(c: Mapping[str, Any]) -> str:
+    if c["area"] is None:
+        return ""
+    text = f"{c['area']:.4g} {_UNITS.get(c['area_unit'], c['area_unit'])}"
+    if c["area_ha"] is not None:
+        return f"{text} ({c['area_ha']:.4g} ha)"
+    if c["area_mm2"] is not None:
+        return f"{text} ({c['area_mm2']:.4g} mm²)"
+    return text
+
+
+def areas_csv(summary: Mapping[str, Any]) -> str:
+    """The class table as CSV text (:data:`CSV_COLUMNS`; an empty cell where a value is None)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for c in summary["classes"]:
+        writer.writerow(["" if c[k] is None else c[k] for k in CSV_COLUMNS])
+    return buffer.getvalue()
+
+
+def areas_csv_path(output: str | os.PathLike[str]) -> Path:
+    """Where the class table goes beside an output: ``mask.tif`` → ``mask.areas.csv``."""
+    return companion_path(output, "areas", ".csv")
+
+
+def write_areas_csv(output: str | os.PathLike[str], summary: Mapping[str, Any]) -> Path:
+    """Write the class table beside ``output``, atomically; returns its path."""
+    path = areas_csv_path(output)
+    write_text_atomic(path, areas_csv(summary))
+    return path
 
 
 def artifact_key(input_path: str) -> str:

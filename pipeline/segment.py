@@ -1,7 +1,10 @@
 """Segmenting one block, on whichever worker runs it.
 
 Read with halo, normalize, run the model per tile, stitch, write the core's chunks, count the
-labels, mark the block done.
+labels, mark the block done. The marker also carries what the summary's areas and objects need,
+so no second pass over the labels is made: the core's 4-connected components per class and its
+edge ids (:mod:`segpipe.pipeline.objects`) and, for a geographic grid (``row_counts``), per-class
+counts per row (:mod:`segpipe.pipeline.areas`).
 
 A :class:`SegmentJob` holds everything a worker needs as small picklable values (paths, the tile
 plan, the normalizer); tasks carry the job and a block index, never arrays or models. Each worker
@@ -20,14 +23,16 @@ import torch
 
 from segpipe.models.foundation import ModelError, Precision
 from segpipe.models.loading import LoadedModel, load_model_cached
+from segpipe.pipeline.areas import row_counts
 from segpipe.pipeline.io.base import open_raster
 from segpipe.pipeline.io.zarrstore import open_array
 from segpipe.pipeline.labels import label_dtype, nodata_label
 from segpipe.pipeline.normalize import Normalizer
+from segpipe.pipeline.objects import Edges, block_components
 from segpipe.pipeline.options import Blend
 from segpipe.pipeline.stitch import Merger, Stitched
 from segpipe.pipeline.tiling import Block, TilePlan, read_mirrored
-from segpipe.pipeline.workdir import BlockRecord, WorkDir
+from segpipe.pipeline.workdir import BlockRecord, WorkDir, pack_array
 
 __all__ = ["SegmentJob", "segment_and_record", "segment_block", "write_nodata"]
 
@@ -52,15 +57,39 @@ class SegmentJob:
     device: str
     precision: Precision
     workdir: WorkDir
+    row_counts: bool = False  # blocks count each class per row (geodesic areas)
 
 
 @dataclass(frozen=True)
 class BlockResult:
-    """A block's labels written: its id, pixel count and per-label counts."""
+    """A block's labels written: its id, pixel count, per-label counts and label summaries."""
 
     block_id: str
     pixels: int
     counts: dict[int, int]
+    summaries: LabelSummaries
+
+
+@dataclass(frozen=True)
+class LabelSummaries:
+    """What the run summary needs of a block's core labels (packed for the marker)."""
+
+    shape: tuple[int, int]
+    components: dict[int, int]
+    edges: str
+    row_classes: tuple[int, ...] = ()
+    row_counts: str = ""
+
+    @classmethod
+    def of(cls, labels: np.ndarray, nodata: int, *, rows: bool) -> LabelSummaries:
+        """Components and edge ids; per-class counts per row when ``rows``."""
+        components, ids = block_components(labels, nodata)
+        edges = pack_array(Edges.of(ids).concatenated())
+        h, w = labels.shape
+        if not rows:
+            return cls((h, w), components, edges)
+        classes, table = row_counts(labels, nodata)
+        return cls((h, w), components, edges, classes, pack_array(table))
 
 
 def segment_block(job: SegmentJob, index: tuple[int, int]) -> BlockResult:
@@ -84,7 +113,8 @@ def segment_block(job: SegmentJob, index: tuple[int, int]) -> BlockResult:
         probs = stitched.probabilities
         probs[:, missing] = 0
         open_array(job.probabilities_path)[:, rows, cols] = probs.astype(np.float16)
-    return BlockResult(block.id, labels.size, _counts(labels))
+    summaries = LabelSummaries.of(labels, nodata_label(job.num_classes), rows=job.row_counts)
+    return BlockResult(block.id, labels.size, _counts(labels), summaries)
 
 
 def _counts(labels: np.ndarray) -> dict[int, int]:
@@ -118,9 +148,12 @@ def segment_and_record(
     """Segment one block, then mark it done (the body of every block task, on any executor)."""
     start = time.perf_counter()
     result = segment_block(job, index)
+    s = result.summaries
     record = BlockRecord(
         block_id=result.block_id, pixels=result.pixels, counts=result.counts,
         seconds=time.perf_counter() - start, worker=worker, pid=os.getpid(), run_id=run_id,
+        shape=s.shape, components=s.components, edges=s.edges, row_classes=s.row_classes,
+        row_counts=s.row_counts,
     )
     job.workdir.mark_done(record)
     return record

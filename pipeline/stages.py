@@ -39,8 +39,9 @@ from segpipe.pipeline.outputs import (
     write_sidecar,
 )
 from segpipe.pipeline.plan import RunPlan, plan_run
-from segpipe.pipeline.report import SegmentOutcome, summarize
+from segpipe.pipeline.report import SegmentOutcome, summarize, write_areas_csv
 from segpipe.pipeline.segment import write_nodata
+from segpipe.pipeline.visuals import write_visuals
 from segpipe.pipeline.workdir import BlockRecord, Manifest, WorkState
 
 __all__ = ["Progress", "RunContext", "Stage", "run_one"]
@@ -230,7 +231,12 @@ def export_stage(plan: RunPlan) -> list[str]:
     """Write the output files (atomically) from the label array; returns their paths."""
     start = time.perf_counter()
     sidecar_path(plan.options.output).unlink(missing_ok=True)  # it described the old output
-    written = write_outputs(export_job(plan))
+    job = export_job(plan)
+    written = write_outputs(job)
+    if job.options.vectors:
+        from segpipe.pipeline.vectors import write_vectors
+
+        written.append(write_vectors(job))
     plan.workdir.record_stage(Stage.EXPORT, time.perf_counter() - start)
     return written
 
@@ -270,8 +276,10 @@ def report_stage(plan: RunPlan, outcome: SegmentOutcome, times: dict[str, float]
     summary["stage_seconds"] = {**times, Stage.REPORT: time.perf_counter() - start}
     text = json.dumps(summary, indent=2, default=str)
     write_text_atomic(Path(plan.workdir.path) / "summary.json", text)
+    write_visuals(plan, summary)  # quicklook and HTML report, while the label array exists
     if not outcome.failed:
         write_sidecar(plan.options.output, plan.label_key(), plan.export_key(), summary)
+        write_areas_csv(plan.options.output, summary)
         if not plan.options.keep_workdir:
             plan.workdir.remove()
     return summary

@@ -15,24 +15,28 @@ none. Resuming recomputes exactly the blocks without a marker.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
 import time
+import zlib
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from segpipe.models.foundation import ResumeError, write_text_atomic
 from segpipe.pipeline.keys import LabelKey, jsonable
 
-__all__ = ["BlockRecord", "Manifest", "WorkDir", "WorkState"]
+__all__ = ["BlockRecord", "Manifest", "WorkDir", "WorkState", "pack_array", "unpack_array"]
 
 MANIFEST = "manifest.json"
 DONE_DIR = "done"
-FORMAT = 2
+FORMAT = 3  # 3: block markers carry objects (components, edges) and per-row counts
 
 
 @dataclass(frozen=True)
@@ -40,7 +44,13 @@ class BlockRecord:
     """A finished block, as written in its marker: pixels, per-label counts, where and when.
 
     ``counts`` maps each label value written in the block's core (nodata included, under its
-    own value) to its pixel count, so the report never re-reads the label array.
+    own value) to its pixel count, so the report never re-reads the label array. ``shape`` is
+    the core's (height, width). For objects (:mod:`segpipe.pipeline.objects`): ``components``,
+    the number of 4-connected components per class in the core, and ``edges``, the packed
+    component ids along its top, bottom, left and right edges. For geodesic areas
+    (:mod:`segpipe.pipeline.areas`), only when the job asks: ``row_classes`` and ``row_counts``,
+    the packed per-class pixel counts of each row of the core (``len(row_classes)`` × height).
+    Arrays are packed with :func:`pack_array` (a 2048-px block's edges are 8k ids).
     """
 
     block_id: str
@@ -51,17 +61,57 @@ class BlockRecord:
     pid: int
     run_id: str
     finished: float = field(default_factory=time.time)
+    shape: tuple[int, int] = (0, 0)
+    components: Mapping[int, int] = field(default_factory=dict)
+    edges: str = ""
+    row_classes: tuple[int, ...] = ()
+    row_counts: str = ""
+
+    @property
+    def index(self) -> tuple[int, int]:
+        """The block's (row, column) in the block grid, from its id."""
+        bi, bj = self.block_id.split("_")
+        return int(bi), int(bj)
+
+    def edge_ids(self) -> np.ndarray:
+        """The unpacked edge ids (top, bottom, left, right)."""
+        return unpack_array(self.edges)
+
+    def row_table(self) -> np.ndarray:
+        """The unpacked per-class counts per row, shape (len(row_classes), height)."""
+        return unpack_array(self.row_counts).reshape(len(self.row_classes), self.shape[0])
 
     def to_json(self) -> str:
         """JSON text of the marker."""
-        return json.dumps({**asdict(self), "counts": {str(k): v for k, v in self.counts.items()}})
+        return json.dumps({
+            **asdict(self), "counts": {str(k): v for k, v in self.counts.items()},
+            "components": {str(k): v for k, v in self.components.items()},
+        })
 
     @classmethod
     def from_json(cls, text: str) -> BlockRecord:
         """Inverse of :meth:`to_json`."""
         d = json.loads(text)
         d["counts"] = {int(k): int(v) for k, v in d["counts"].items()}
+        d["components"] = {int(k): int(v) for k, v in d["components"].items()}
+        d["shape"] = tuple(d["shape"])
+        d["row_classes"] = tuple(d["row_classes"])
         return cls(**d)
+
+
+def pack_array(a: np.ndarray) -> str:
+    """A 1-d integer array as compact text: ``<dtype>:<base64 of its zlib-compressed bytes>``."""
+    flat = np.ascontiguousarray(a).ravel()
+    data = base64.b64encode(zlib.compress(flat.tobytes(), 6)).decode("ascii")
+    return f"{flat.dtype.str}:{data}"
+
+
+def unpack_array(text: str) -> np.ndarray:
+    """Inverse of :func:`pack_array` (an empty text is an empty array)."""
+    if not text:
+        return np.zeros(0, np.uint32)
+    dtype, data = text.split(":", 1)
+    return np.frombuffer(zlib.decompress(base64.b64decode(data)), np.dtype(dtype)).copy()
 
 
 @dataclass(frozen=True)
@@ -89,7 +139,10 @@ class Manifest:
         """Inverse of :meth:`to_json`."""
         d = json.loads(text)
         if d.get("format") != FORMAT:
-            raise ValueError(f"manifest format {d.get('format')!r}, this segpipe reads {FORMAT}")
+            raise ValueError(
+                f"it has work-directory format {d.get('format')!r} and this segpipe reads "
+                f"format {FORMAT} only, whose block markers carry what areas and objects need"
+            )
         d["key"] = LabelKey.from_dict(d["key"])
         return cls(**d)
 
@@ -141,12 +194,17 @@ class WorkDir:
         """The manifest, or None when there is none."""
         path = Path(self.path) / MANIFEST
         try:
-            text = path.read_text(encoding="utf-8")
+            data = path.read_bytes()
         except FileNotFoundError:
             return None
+        except OSError as exc:
+            raise ResumeError(
+                f"{path} cannot be read ({type(exc).__name__}: {exc.strerror}); remove the work "
+                "directory to start over"
+            ) from None
         try:
-            return Manifest.from_json(text)
-        except (ValueError, KeyError, TypeError) as exc:
+            return Manifest.from_json(data.decode("utf-8"))
+        except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
             raise ResumeError(
                 f"{path} is not a manifest this segpipe can read ({type(exc).__name__}: {exc}); "
                 "remove the work directory to start over"

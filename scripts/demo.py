@@ -46,10 +46,10 @@ def report(summary: dict) -> None:
     quicklook = companion_path(out, "quicklook", ".png")
     print(f"  quicklook: {quicklook}")
     for c in summary["classes"]:
-        if "area" in c and c["area_unit"] == "m2":
-            size = f"{c['area'] / 1e4:12.1f} ha"
-        elif "area" in c:
-            size = f"{c['area']:12.4g} {c['area_unit']}"
+        if c.get("area_ha") is not None:
+            size = f"{c['area_ha']:12.1f} ha"
+        elif c.get("area_mm2") is not None:
+            size = f"{c['area_mm2']:12.4g} mm²"
         else:
             size = f"{c['pixels']:12d} px"
         print(f"  {c['name']:>12}: {size}")

@@ -7,10 +7,13 @@ image through GDAL (ingest, export) runs under.
 from __future__ import annotations
 
 import math
+import os
+import warnings
+from typing import Any
 
 import numpy as np
 import rasterio
-from rasterio.errors import RasterioIOError
+from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 from rasterio.windows import Window as RioWindow
 
 from segpipe.models.foundation import RasterError
@@ -43,9 +46,17 @@ class GdalReader(ReaderBase):
 
     def __init__(self, path: str, *, level: int = 0) -> None:
         try:
-            base = rasterio.open(path)
+            base = _open(path)
         except RasterioIOError as exc:
-            raise RasterError(f"cannot read {path} as a raster: {_first_line(exc)}") from None
+            if "://" not in path and os.path.isfile(path) and os.path.getsize(path) == 0:
+                raise RasterError(
+                    f"{path} is empty (0 bytes): check the path, or copy the file again"
+                ) from None
+            raise RasterError(
+                f"cannot read {path} as a raster ({_first_line(exc).rstrip('.')}); give a "
+                "raster file (GeoTIFF, COG, OME-TIFF, SVS, OME-Zarr...): segpipe inspect FILE "
+                "shows what segpipe reads"
+            ) from None
         with base:
             factors = base.overviews(1) if base.count else []
             levels = (
@@ -71,7 +82,7 @@ class GdalReader(ReaderBase):
                 extra={"driver": base.driver},
             )
         self.info = info_at_level(info, level)
-        self._ds = rasterio.open(path, overview_level=level - 1) if level else rasterio.open(path)
+        self._ds = _open(path, overview_level=level - 1) if level else _open(path)
 
     def read(self, window: Window) -> np.ndarray:
         """Pixels of ``window`` as (bands, h, w)."""
@@ -89,6 +100,13 @@ class GdalReader(ReaderBase):
     def close(self) -> None:
         """Close the dataset."""
         self._ds.close()
+
+
+def _open(path: str, **kw: Any) -> rasterio.DatasetReader:
+    """``rasterio.open``, quiet about rasters without georeferencing (slides, photos: normal)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        return rasterio.open(path, **kw)
 
 
 def _first_line(exc: BaseException) -> str:

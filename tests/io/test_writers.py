@@ -1,4 +1,7 @@
-"""write_outputs: every format with probabilities and quicklook, atomicity, the label COG."""
+"""write_outputs: every format with probabilities, atomicity, the label COG.
+
+The quicklook is not the export's: the report stage writes it (tests/pipeline/test_quicklook.py).
+"""
 
 from __future__ import annotations
 
@@ -15,7 +18,6 @@ import rasterio.env
 import rasterio.shutil
 import tifffile
 import zarr
-from PIL import Image
 from rasterio.crs import CRS
 from rio_cogeo.cogeo import cog_validate
 
@@ -93,12 +95,6 @@ def _hidden(folder) -> list[str]:
     return sorted(p.name for p in folder.iterdir() if p.name.startswith("."))
 
 
-def _quicklook_opens(out) -> None:
-    png = companion_path(out, "quicklook", ".png")
-    with Image.open(png) as img:
-        assert img.format == "PNG" and img.size[0] == W and img.size[1] > H  # image + legend
-
-
 # ------------------------------------------------------------------------------ write_outputs
 
 
@@ -107,7 +103,7 @@ def test_write_outputs_geotiff(work):
     out = out_dir / "mask.tif"
     written = write_outputs(_job(workdir, out))
     probs_out = out_dir / "mask.probabilities.tif"
-    assert written == [str(out), str(probs_out), str(out_dir / "mask.quicklook.png")]
+    assert written == [str(out), str(probs_out)]  # the quicklook comes with the report
     assert sorted(p.name for p in out_dir.iterdir()) == sorted(p.rsplit("/", 1)[1] for p in written)
     for path in (out, probs_out):
         valid, errors, _ = cog_validate(str(path), strict=True)
@@ -120,7 +116,6 @@ def test_write_outputs_geotiff(work):
     with rasterio.open(probs_out) as ds:
         assert ds.descriptions == CLASSES and ds.dtypes[0] == "float32"
         np.testing.assert_array_equal(ds.read(), data["probs"].astype(np.float32))
-    _quicklook_opens(out)
     assert not list(workdir.glob("*staging*"))
 
 
@@ -129,7 +124,7 @@ def test_write_outputs_ome_tiff(work):
     out = out_dir / "mask.ome.tif"
     written = write_outputs(_job(workdir, out))
     probs_out = out_dir / "mask.probabilities.ome.tif"
-    assert written == [str(out), str(probs_out), str(out_dir / "mask.quicklook.png")]
+    assert written == [str(out), str(probs_out)]
     with tifffile.TiffFile(out) as tif:
         ome = ome_types.from_xml(tif.ome_metadata, validate=True)
         np.testing.assert_array_equal(tif.series[0].asarray(), data["labels"])
@@ -140,7 +135,6 @@ def test_write_outputs_ome_tiff(work):
         pixels = ome_types.from_xml(tif.ome_metadata, validate=True).images[0].pixels
         assert [c.name for c in pixels.channels] == list(CLASSES)
         np.testing.assert_array_equal(tif.series[0].asarray(), data["probs"].astype(np.float32))
-    _quicklook_opens(out)
     assert _hidden(out_dir) == []
 
 
@@ -151,7 +145,7 @@ def test_write_outputs_ome_zarr(work, version, caplog):
     job = _job(workdir, out, options=ExportOptions(ngff_version=version))
     written = write_outputs(job)
     probs_out = out_dir / "mask.probabilities.ome.zarr"
-    assert written == [str(out), str(probs_out), str(out_dir / "mask.quicklook.png")]
+    assert written == [str(out), str(probs_out)]
     assert _hidden(out_dir) == []
     fmt = FormatV04() if version == "0.4" else FormatV05()
     for path in (out, probs_out):
@@ -169,14 +163,13 @@ def test_write_outputs_ome_zarr(work, version, caplog):
     assert probs_node.metadata["channel_names"] == list(CLASSES)
     transforms = probs_node.metadata["coordinateTransformations"]
     assert transforms[1] == [{"type": "scale", "scale": [1.0, 1.0, 0.5]}]
-    _quicklook_opens(out)
 
 
 def test_write_outputs_without_probabilities(work):
     workdir, out_dir, _ = work
     out = out_dir / "mask.tif"
     written = write_outputs(_job(workdir, out, probabilities_path=None))
-    assert written == [str(out), str(out_dir / "mask.quicklook.png")]
+    assert written == [str(out)]
     assert not probabilities_path(out).exists()
 
 

@@ -54,22 +54,3 @@ def test_scale_maps_the_dtype_range_to_unit_interval():
                               nodata=None)
     x, _ = norm.apply(np.array([[[0, 65535]]], np.uint16), None)
     np.testing.assert_allclose(x.ravel(), [0.0, 1.0], atol=1e-7)
-
-
-def test_quicklook_colours_classes_and_nodata(tmp_path):
-    from PIL import Image
-
-    from segpipe.pipeline.io.zarrstore import create_array
-    from segpipe.pipeline.quicklook import write_quicklook
-
-    labels = np.zeros((300, 500), np.uint8)
-    labels[:, 250:] = 1
-    labels[:30, :40] = 255
-    arr = create_array(tmp_path / "l.zarr", labels.shape, (64, 64), "uint8")
-    arr[:] = labels
-    write_quicklook(tmp_path / "l.zarr", tmp_path / "q.png", class_names=["a", "b"],
-                    colors=[(255, 0, 0), (0, 0, 255)], nodata=255, max_side=100)
-    img = np.asarray(Image.open(tmp_path / "q.png"))
-    assert img.shape[1] == 220  # legend needs at least 220 px
-    assert tuple(img[50, 10]) == (255, 0, 0) and tuple(img[50, 90]) == (0, 0, 255)
-    assert tuple(img[2, 2]) == (0, 0, 0)

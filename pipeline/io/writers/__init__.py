@@ -6,8 +6,10 @@ in the work directory to the files the output extension asks for, each published
 * the labels at ``job.out``: GeoTIFF/COG (:mod:`.geotiff`), OME-TIFF (:mod:`.ometiff`) or
   OME-Zarr (:mod:`.omezarr`), chosen by :meth:`OutputFormat.from_path`;
 * the probabilities, when ``job.probabilities_path`` is set, beside it in the same format
-  (``mask.tif`` → ``mask.probabilities.tif``, see :func:`.common.probabilities_path`);
-* a quicklook PNG (``mask.quicklook.png``, coloured classes and a legend).
+  (``mask.tif`` → ``mask.probabilities.tif``, see :func:`.common.probabilities_path`).
+
+The quicklook PNG and the HTML report are written later, by the report stage, once the summary
+(class areas) exists: see :mod:`segpipe.pipeline.visuals`.
 
 Every format module exposes ``write(job) -> list[str]`` (labels, then probabilities) and its
 ``write_labels(job)`` / ``write_probabilities(job)``. Pyramid levels are derived from the stored
@@ -81,21 +83,13 @@ def format_writer(fmt: OutputFormat) -> Callable[[ExportJob], list[str]]:
 
 
 def write_outputs(job: ExportJob) -> list[str]:
-    """Write the labels, the probabilities (when asked for) and the quicklook; their paths.
+    """Write the labels and the probabilities (when asked for); their paths.
 
     Runs under a bounded GDAL block cache (:func:`segpipe.pipeline.io.gdal.bounded_gdal_cache`).
     Each output is written beside its final name and moved into place only when complete.
     """
     from segpipe.pipeline.io.gdal import bounded_gdal_cache
-    from segpipe.pipeline.io.writers.common import companion_path
-    from segpipe.pipeline.quicklook import write_quicklook
 
     write = format_writer(job.format)
     with bounded_gdal_cache():
-        written = write(job)
-        quicklook = companion_path(job.out, "quicklook", ".png")
-        write_quicklook(
-            job.labels_path, quicklook, class_names=job.class_names, colors=job.colors,
-            nodata=job.nodata,
-        )
-    return [*written, str(quicklook)]
+        return write(job)

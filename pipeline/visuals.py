@@ -1,0 +1,102 @@
+"""What a person looks at after a run: the quicklook PNG and the HTML report, from the summary.
+
+:func:`write_visuals` runs in the report stage, once the summary exists (so the legend and the
+report show the class areas) and before the work directory is removed (the quicklook reads the
+label array there). Beside the output ``mask.tif`` it writes ``mask.quicklook.png``
+(:mod:`segpipe.pipeline.quicklook`) and ``mask.report.html`` (:mod:`segpipe.pipeline.htmlreport`),
+each atomically. When blocks failed no output exists, so both go into the work directory, next
+to the summary, and the report names the failed blocks.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from segpipe.models.foundation import SegpipeError, write_text_atomic
+from segpipe.pipeline.htmlreport import RunReport, render_report
+from segpipe.pipeline.io.writers.common import companion_path
+from segpipe.pipeline.legend import LegendEntry, legend_entries
+from segpipe.pipeline.quicklook import QuicklookSpec, display_bands, write_quicklook
+
+if TYPE_CHECKING:
+    from segpipe.pipeline.plan import RunPlan
+
+__all__ = ["quicklook_spec", "report_files", "write_visuals"]
+
+log = logging.getLogger("segpipe")
+
+
+def report_files(summary: Mapping[str, Any]) -> tuple[Path, Path]:
+    """Where a run's quicklook and HTML report go: beside the output, or in the work directory.
+
+    The work directory when blocks failed (then no output exists).
+    """
+    output = str(summary["output"])
+    png = companion_path(output, "quicklook", ".png")
+    page = companion_path(output, "report", ".html")
+    if summary.get("failed_blocks"):
+        folder = Path(str(summary["workdir"]))
+        return folder / png.name, folder / page.name
+    return png, page
+
+
+def quicklook_spec(plan: RunPlan, classes: tuple[LegendEntry, ...]) -> QuicklookSpec:
+    """The quicklook of a run: its input, label array, classes, nodata rule and RGB bands."""
+    card = plan.card
+    bands = display_bands(plan.info.channel_names, plan.bands, card.band_names)
+    return QuicklookSpec(
+        input=plan.options.input, labels_path=plan.workdir.labels, classes=classes,
+        label_nodata=plan.nodata, nodata=plan.info.nodata, bands=bands,
+    )
+
+
+def _options(plan: RunPlan) -> dict[str, Any]:
+    """The run options by their command-line names (the groups flattened)."""
+    flat: dict[str, Any] = {}
+    for key, value in plan.options.to_dict().items():
+        if isinstance(value, dict):
+            flat.update(value)
+        else:
+            flat[key] = value
+    return {k: (str(v) if v is not None else None) for k, v in flat.items()}
+
+
+def _model(plan: RunPlan) -> dict[str, Any]:
+    card = plan.card
+    return {"name": card.name, "license": card.license, "training_data": card.training_data,
+            "description": card.description, "metrics": card.metrics}
+
+
+def write_visuals(plan: RunPlan, summary: Mapping[str, Any]) -> list[str]:
+    """Write the quicklook and the HTML report of a finished run; their paths.
+
+    A quicklook that cannot be made (the input unreadable now, a full disk) is logged as a
+    warning and the report says so; a report that cannot be written is logged as a warning.
+    Either way the run's outputs stand.
+    """
+    png, page = report_files(summary)
+    colors = tuple(c.color for c in plan.card.classes)
+    classes = tuple(legend_entries(summary, colors))
+    written, image, note = [], None, ""
+    start = time.perf_counter()
+    try:
+        write_quicklook(quicklook_spec(plan, classes), png)
+        image = png.read_bytes()
+        written.append(str(png))
+    except (OSError, SegpipeError) as exc:
+        note = f"the quicklook could not be written: {exc}"
+        log.warning("%s: %s", plan.name, note)
+    report = RunReport(
+        summary=summary, classes=classes, model=_model(plan), options=_options(plan),
+        quicklook_png=image, quicklook_note=note, quicklook_seconds=time.perf_counter() - start,
+    )
+    try:
+        write_text_atomic(page, render_report(report))
+        written.append(str(page))
+    except OSError as exc:
+        log.warning("%s: the HTML report could not be written: %s", plan.name, exc)
+    return written
