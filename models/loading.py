@@ -30,6 +30,7 @@ from .formats import (
 )
 from .foundation import InputError, ModelError, Precision, file_sha256, resolve_device
 from .registry import list_models
+from .remote import fetch_model, is_url
 
 __all__ = ["LoadedModel", "load_model", "load_model_cached"]
 
@@ -143,6 +144,8 @@ def load_model(path_or_name: str | os.PathLike[str], device: str = "cpu") -> Loa
     one-line message. A sidecar ``<stem>.json`` card is used when the file embeds none.
     """
     dev = resolve_device(device)
+    if is_url(path_or_name):  # fetched into the local model cache (models/remote.py)
+        path_or_name = fetch_model(os.fspath(path_or_name))
     path = Path(path_or_name)
     if not path.exists():
         text = os.fspath(path_or_name)
@@ -203,6 +206,8 @@ def load_model_cached(path_or_name: str, device: str, sha256: str | None = None)
     Thread-safe; this is what Dask workers and the driver call.
     """
     dev = str(resolve_device(device))
+    if is_url(path_or_name):  # the cached copy, verified against the planned hash
+        path_or_name = str(fetch_model(path_or_name, sha256))
     path = Path(path_or_name)
     if path.is_file():
         key = file_sha256(path)
