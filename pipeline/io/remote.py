@@ -17,7 +17,6 @@ and nothing here logs them.
 from __future__ import annotations
 
 import contextlib
-import functools
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -30,11 +29,10 @@ __all__ = ["AwsConfigSession", "gdal_env", "gdal_options"]
 _S3_SCHEMES = ("s3",)
 
 
-@functools.cache
 def _botocore_session() -> Any:
     import botocore.session
 
-    return botocore.session.get_session()
+    return botocore.session.get_session()  # reads the variables and files as they are now
 
 
 def gdal_options() -> dict[str, str]:

@@ -1,4 +1,4 @@
-"""A real S3-compatible server on 127.0.0.1 (moto's server mode), buckets, and share-nothing workers.
+"""A real S3-compatible server on 127.0.0.1 (moto server mode), buckets, share-nothing workers.
 
 The server runs as a ``moto_server`` subprocess on a free port; the tests create their buckets
 through s3fs with explicit settings (never through segpipe). ``segpipe`` and ``dask worker``
@@ -222,3 +222,72 @@ def poll(predicate, timeout: float, what: str, interval: float = 0.2):
             return value
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+class CountingProxy:
+    """A TCP relay on 127.0.0.1 in front of the S3 server that counts the bytes it returns.
+
+    Clients pointed at ``endpoint`` reach the server through it; ``received`` is the number of
+    bytes the server sent back (HTTP headers and bodies), whatever the client.
+    """
+
+    def __init__(self, upstream: str) -> None:
+        import threading
+
+        host, port = upstream.removeprefix("http://").split(":")
+        self.upstream = (host, int(port))
+        self.received = 0
+        self._lock = threading.Lock()
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.endpoint = f"http://127.0.0.1:{self._listener.getsockname()[1]}"
+        self._stop = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        import threading
+
+        while not self._stop:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(self.upstream)
+            threading.Thread(target=self._pipe, args=(client, server, False), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(server, client, True), daemon=True).start()
+
+    def _pipe(self, src: socket.socket, dst: socket.socket, count: bool) -> None:
+        try:
+            while data := src.recv(65536):
+                if count:
+                    with self._lock:
+                        self.received += len(data)
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+
+    def reset(self) -> int:
+        with self._lock:
+            n, self.received = self.received, 0
+        return n
+
+    def close(self) -> None:
+        self._stop = True
+        self._listener.close()
+
+
+@pytest.fixture
+def s3_env(s3, tmp_path, monkeypatch):
+    """This process reaches the server through the AWS variables (fsspec caches reset)."""
+    import s3fs
+
+    env = s3.env(tmp_path / "home")
+    for key, value in env.items():
+        if key.startswith(("AWS_", "SEGPIPE_")):
+            monkeypatch.setenv(key, value)
+    s3fs.S3FileSystem.clear_instance_cache()
+    yield env
+    s3fs.S3FileSystem.clear_instance_cache()
