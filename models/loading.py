@@ -198,7 +198,9 @@ _CACHE_LOCK = threading.Lock()
 def load_model_cached(path_or_name: str, device: str, sha256: str | None = None) -> LoadedModel:
     """The model ``path_or_name`` on ``device``, loaded once per process and then reused.
 
-    One model is kept per process at a time, keyed by (hash, device): a file by its sha256
+    A URL is fetched into the local model cache first (:func:`.remote.fetch_model`, checked
+    against ``sha256``). One model is kept per process at a time, keyed by (hash, device): a file
+    by its sha256
     (:func:`file_sha256`, itself cached by path, size and modification time, so a file
     rewritten in place is loaded again), a registry name as ``name:<name>``. ``sha256`` is the
     :attr:`LoadedModel.sha256` the run was planned with; when given and the model here differs,
