@@ -45,7 +45,7 @@ def gdal_options() -> dict[str, str]:
         options["AWS_S3_ENDPOINT"] = endpoint.netloc + endpoint.path.rstrip("/")
         options["AWS_HTTPS"] = "YES" if endpoint.scheme == "https" else "NO"
         options["AWS_VIRTUAL_HOSTING"] = "FALSE"  # S3-compatible servers: path-style URLs
-    region = client.meta.region_name
+    region = session.get_config_variable("region")  # None: GDAL reads AWS_REGION itself
     if region:
         options["AWS_REGION"] = region
     credentials = session.get_credentials()

@@ -55,3 +55,21 @@ def test_an_existing_output_key_is_refused_without_overwrite(s3, remote_assets, 
     assert "--overwrite" in lines[0]
     assert fs.cat_file("scenes/taken/mask.tif") == b"someone else's file"
     assert fs.find("scenes/taken") == ["scenes/taken/mask.tif"]  # no work directory, no probe
+
+
+def test_a_failed_upload_leaves_no_object_at_the_key(s3, s3_env):
+    from segpipe.pipeline.storage import publish
+
+    s3.bucket("uploads")
+    fs = s3.fs()
+    with publish("s3://uploads/out/mask.tif") as local:
+        local.write_bytes(b"complete")
+        assert not fs.exists("uploads/out/mask.tif")  # nothing there until the body returns
+    assert fs.cat_file("uploads/out/mask.tif") == b"complete"
+    try:
+        with publish("s3://uploads/out/other.tif") as local:
+            local.write_bytes(b"half")
+            raise OSError("disk full")
+    except OSError:
+        pass
+    assert not fs.exists("uploads/out/other.tif")
