@@ -41,7 +41,6 @@ from segpipe.pipeline.outputs import (
 from segpipe.pipeline.plan import RunPlan, plan_run
 from segpipe.pipeline.report import SegmentOutcome, summarize
 from segpipe.pipeline.segment import write_nodata
-from segpipe.pipeline.storage import is_url
 from segpipe.pipeline.workdir import BlockRecord, Manifest, WorkState
 
 __all__ = ["Progress", "RunContext", "Stage", "run_one"]
@@ -253,7 +252,7 @@ def export_job(plan: RunPlan) -> ExportJob:
 def _staging(plan: RunPlan) -> str:
     """A local folder for files staged before export: the work directory, or local scratch."""
     path = plan.workdir.path
-    return str(storage.local_scratch(path)) if is_url(path) else path
+    return str(storage.local_scratch(path)) if storage.is_url(path) else path
 
 
 def provenance_tags(plan: RunPlan) -> dict[str, str]:

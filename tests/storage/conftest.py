@@ -26,7 +26,7 @@ import rasterio
 import rasterio.shutil
 
 from tests.conftest import smooth_image, write_geotiff
-from tests.flows.conftest import free_port, prefect_api, wait_for  # noqa: F401  (fixture)
+from tests.flows.conftest import free_port, wait_for
 from tests.pipeline.test_exactness import tiny_unet
 
 VENV_BIN = Path(sys.executable).parent
@@ -94,6 +94,19 @@ def stop(proc: subprocess.Popen) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="session")
+def prefect_api():
+    """A Prefect API for the segpipe subprocesses: the one already active, else a test server."""
+    from prefect.settings import PREFECT_API_URL
+    from prefect.testing.utilities import prefect_test_harness
+
+    if PREFECT_API_URL.value():  # tests/flows' session server, when it runs in this session
+        yield PREFECT_API_URL.value()
+        return
+    with prefect_test_harness(server_startup_timeout=90):
+        yield PREFECT_API_URL.value()
 
 
 @pytest.fixture(scope="session")
