@@ -18,6 +18,7 @@ from pathlib import Path
 
 from segpipe.models.foundation import InputError
 from segpipe.pipeline import storage
+from segpipe.pipeline.access import check_readable
 from segpipe.pipeline.options import RunOptions
 from segpipe.pipeline.outputs import is_segpipe_output
 
@@ -77,7 +78,7 @@ def _is_url_folder(spec: str) -> bool:
     """A URL naming a folder of inputs: a trailing ``/``, or a prefix that is no Zarr store."""
     if spec.endswith("/"):
         return True
-    if storage.basename(spec).lower().endswith(".zarr"):
+    if spec.startswith(("http://", "https://")) or storage.basename(spec).lower().endswith(".zarr"):
         return False
     fs, inner = storage.filesystem(spec)
     return bool(fs.isdir(inner)) and not any(
@@ -86,7 +87,10 @@ def _is_url_folder(spec: str) -> bool:
 
 
 def _url_matches(spec: str, patterns: Sequence[str]) -> tuple[list[str], bool]:
-    if glob.has_magic(storage.basename(spec)):
+    magic = glob.has_magic(storage.basename(spec))
+    # a missing bucket, refused credentials, a presigned URL: one clean error, before listing
+    check_readable(storage.parent(spec) + "/" if magic else spec, "--input")
+    if magic:
         hits = _url_glob(spec)
         if not hits:
             raise InputError(f"--input {spec}: the pattern matches no object")
