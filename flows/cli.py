@@ -114,7 +114,7 @@ def serve(watch: str, pattern: str, output: str | None, cron: str | None,
     Runs until stopped (Ctrl-C), polling the Prefect server (PREFECT_API_URL, else a temporary
     local one) for scheduled and manually triggered runs.
     """
-    if not Path(watch).is_dir():
+    if "://" not in watch and not Path(watch).is_dir():  # a URL is a bucket prefix
         raise click.BadParameter(f"{watch} is not a folder", param_hint="--watch")
     if cron and interval:
         raise click.UsageError("give --cron or --interval, not both")

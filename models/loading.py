@@ -30,6 +30,7 @@ from .formats import (
 )
 from .foundation import InputError, ModelError, Precision, file_sha256, resolve_device
 from .registry import list_models
+from .remote import fetch_model, is_url
 
 __all__ = ["LoadedModel", "load_model", "load_model_cached"]
 
@@ -143,6 +144,8 @@ def load_model(path_or_name: str | os.PathLike[str], device: str = "cpu") -> Loa
     one-line message. A sidecar ``<stem>.json`` card is used when the file embeds none.
     """
     dev = resolve_device(device)
+    if is_url(path_or_name):  # fetched into the local model cache (models/remote.py)
+        path_or_name = fetch_model(os.fspath(path_or_name))
     path = Path(path_or_name)
     if not path.exists():
         text = os.fspath(path_or_name)
@@ -195,7 +198,9 @@ _CACHE_LOCK = threading.Lock()
 def load_model_cached(path_or_name: str, device: str, sha256: str | None = None) -> LoadedModel:
     """The model ``path_or_name`` on ``device``, loaded once per process and then reused.
 
-    One model is kept per process at a time, keyed by (hash, device): a file by its sha256
+    A URL is fetched into the local model cache first (:func:`.remote.fetch_model`, checked
+    against ``sha256``). One model is kept per process at a time, keyed by (hash, device): a file
+    by its sha256
     (:func:`file_sha256`, itself cached by path, size and modification time, so a file
     rewritten in place is loaded again), a registry name as ``name:<name>``. ``sha256`` is the
     :attr:`LoadedModel.sha256` the run was planned with; when given and the model here differs,
@@ -203,6 +208,8 @@ def load_model_cached(path_or_name: str, device: str, sha256: str | None = None)
     Thread-safe; this is what Dask workers and the driver call.
     """
     dev = str(resolve_device(device))
+    if is_url(path_or_name):  # the cached copy, verified against the planned hash
+        path_or_name = str(fetch_model(path_or_name, sha256))
     path = Path(path_or_name)
     if path.is_file():
         key = file_sha256(path)

@@ -20,6 +20,7 @@ from segpipe.models.card import ModelCard, Normalization, NormMethod
 from segpipe.models.foundation import InputError, ModelError, RasterError, resolve_device
 from segpipe.models.loading import LoadedModel, load_model_cached
 from segpipe.models.probe import Geometry, probe_geometry
+from segpipe.pipeline.access import check_run_urls
 from segpipe.pipeline.bands import select_bands
 from segpipe.pipeline.io.base import RasterInfo, open_raster
 from segpipe.pipeline.io.pyramid import choose_input_level, info_at_level
@@ -35,6 +36,7 @@ from segpipe.pipeline.outputs import (
     is_segpipe_output,
 )
 from segpipe.pipeline.segment import SegmentJob
+from segpipe.pipeline.storage import is_url
 from segpipe.pipeline.tiling import TilePlan
 from segpipe.pipeline.workdir import WorkDir
 
@@ -158,10 +160,17 @@ def preflight(options: RunOptions) -> str:
     check_output_path(options)
     if "://" not in options.input and not Path(options.input).exists():
         raise RasterError(f"--input {options.input}: file not found; check the path")
+    check_run_urls(options, workdir_of(options))  # buckets, credentials, write permission
     if not options.overwrite and not is_segpipe_output(options.output):
         check_output_exists(options)
     check_model_name(options.inference)
     return str(resolve_device(options.inference.device))
+
+
+def workdir_of(options: RunOptions) -> str:
+    """The run's work directory: ``--workdir`` or beside the output, absolute (or a URL)."""
+    path = options.workdir or default_workdir(options.output)
+    return path if is_url(path) else str(Path(path).absolute())
 
 
 def check_model_name(inference: InferenceOptions) -> None:
@@ -211,7 +220,7 @@ def plan_run(options: RunOptions) -> RunPlan:
     norm = card.normalization
     if options.inference.normalize is not None:
         norm = Normalization(options.inference.normalize)
-    workdir = WorkDir(str(Path(options.workdir or default_workdir(options.output)).absolute()))
+    workdir = WorkDir(workdir_of(options))
     return RunPlan(
         options=options, info=info, identity=InputIdentity.of(options.input), card=card,
         model_sha256=model.sha256, geometry=geometry, tiles=tiles, bands=bands,

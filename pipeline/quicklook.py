@@ -9,8 +9,8 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image, ImageDraw
 
-from segpipe.models.foundation import atomic_output
 from segpipe.pipeline.io.zarrstore import open_array
+from segpipe.pipeline.storage import publish
 
 NODATA_RGB = (0, 0, 0)
 
@@ -54,5 +54,5 @@ def write_quicklook(
         draw.rectangle([6, y + 2, 20, y + 14], fill=tuple(color), outline="black")
         draw.text((28, y + 2), name, fill="black")
         y += line
-    with atomic_output(out_png) as partial:
+    with publish(os.fspath(out_png)) as partial:
         canvas.save(partial, format="PNG")

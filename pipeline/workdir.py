@@ -11,13 +11,15 @@ The manifest is written atomically and only by the driver. A block marker is wri
 worker wrote the block's chunks, after the write, one small file per block, so there is no shared
 file to race on and a crash (even ``kill -9``) leaves either a marker for a complete block or
 none. Resuming recomputes exactly the blocks without a marker.
+
+The folder may be an object-store URL (``s3://bucket/run``): the arrays, the manifest and the
+markers are then objects, through :mod:`segpipe.pipeline.storage` (the manifest one PUT, each
+marker one conditional PUT written once, resume lists the markers).
 """
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
@@ -25,7 +27,8 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from segpipe.models.foundation import ResumeError, write_text_atomic
+from segpipe.models.foundation import ResumeError
+from segpipe.pipeline import storage
 from segpipe.pipeline.keys import LabelKey, jsonable
 
 __all__ = ["BlockRecord", "Manifest", "WorkDir", "WorkState"]
@@ -120,28 +123,33 @@ class WorkDir:
     @property
     def image(self) -> str:
         """The ingested copy of the input."""
-        return str(Path(self.path) / "image.zarr")
+        return storage.join(self.path, "image.zarr")
 
     @property
     def labels(self) -> str:
         """The label array the blocks write."""
-        return str(Path(self.path) / "labels.zarr")
+        return storage.join(self.path, "labels.zarr")
 
     @property
     def probabilities(self) -> str:
         """The probability array (written only when asked for)."""
-        return str(Path(self.path) / "probabilities.zarr")
+        return storage.join(self.path, "probabilities.zarr")
+
+    @property
+    def markers(self) -> str:
+        """Where the block markers are (a folder, or an object prefix)."""
+        return storage.join(self.path, DONE_DIR)
 
     @property
     def done_dir(self) -> Path:
-        """Where the block markers are."""
-        return Path(self.path) / DONE_DIR
+        """The folder of the block markers of a local work directory."""
+        return Path(self.markers)
 
     def load(self) -> Manifest | None:
         """The manifest, or None when there is none."""
-        path = Path(self.path) / MANIFEST
+        path = storage.join(self.path, MANIFEST)
         try:
-            text = path.read_text(encoding="utf-8")
+            text = storage.read_text(path)
         except FileNotFoundError:
             return None
         try:
@@ -154,7 +162,7 @@ class WorkDir:
 
     def save(self, manifest: Manifest) -> None:
         """Write ``manifest.json`` atomically."""
-        write_text_atomic(Path(self.path) / MANIFEST, manifest.to_json())
+        storage.write_text(storage.join(self.path, MANIFEST), manifest.to_json())
 
     def record_stage(self, name: str, seconds: float) -> Manifest:
         """Record stage ``name`` as finished in the stored manifest; returns the new manifest."""
@@ -180,7 +188,7 @@ class WorkDir:
         """
         stored = self.load()
         if stored is None:
-            Path(self.path).mkdir(parents=True, exist_ok=True)
+            storage.makedirs(self.path)
             self.clear_done()
             self.save(fresh)
             return fresh, WorkState.NEW
@@ -202,28 +210,23 @@ class WorkDir:
 
     def mark_done(self, record: BlockRecord) -> None:
         """Record ``record.block_id`` as finished (call only after its chunks are written)."""
-        self.done_dir.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(self.done_dir / record.block_id, record.to_json())
+        storage.write_once(storage.join(self.markers, record.block_id), record.to_json())
 
     def done_blocks(self) -> dict[str, BlockRecord]:
         """The finished blocks by id (markers that cannot be read do not count)."""
         out: dict[str, BlockRecord] = {}
-        if not self.done_dir.is_dir():
-            return out
-        for entry in os.scandir(self.done_dir):
-            if entry.name.startswith("."):
-                continue
+        for text in storage.list_texts(self.markers).values():
             try:
-                record = BlockRecord.from_json(Path(entry.path).read_text(encoding="utf-8"))
-            except (OSError, ValueError, TypeError, KeyError):
+                record = BlockRecord.from_json(text)
+            except (ValueError, TypeError, KeyError):
                 continue
             out[record.block_id] = record
         return out
 
     def clear_done(self) -> None:
         """Forget every finished block."""
-        shutil.rmtree(self.done_dir, ignore_errors=True)
+        storage.remove_tree(self.markers)
 
     def remove(self) -> None:
         """Delete the whole folder."""
-        shutil.rmtree(self.path, ignore_errors=True)
+        storage.remove_tree(self.path)

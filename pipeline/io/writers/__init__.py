@@ -87,15 +87,15 @@ def write_outputs(job: ExportJob) -> list[str]:
     Each output is written beside its final name and moved into place only when complete.
     """
     from segpipe.pipeline.io.gdal import bounded_gdal_cache
-    from segpipe.pipeline.io.writers.common import companion_path
+    from segpipe.pipeline.io.writers.common import companion_target
     from segpipe.pipeline.quicklook import write_quicklook
 
     write = format_writer(job.format)
     with bounded_gdal_cache():
         written = write(job)
-        quicklook = companion_path(job.out, "quicklook", ".png")
+        quicklook = companion_target(job.out, "quicklook", ".png")
         write_quicklook(
             job.labels_path, quicklook, class_names=job.class_names, colors=job.colors,
             nodata=job.nodata,
         )
-    return [*written, str(quicklook)]
+    return [*written, quicklook]
