@@ -183,11 +183,19 @@ def _conv_in_channels(module: nn.Module) -> int | None:
     return None
 
 
-def _eager(module: Forward, device: torch.device) -> Forward:
-    def run(x: Tensor) -> Tensor:
-        return module(x.to(device))
+class _Eager:
+    """A PyTorch module's forward pass on ``device`` (the module stays reachable)."""
 
-    return run
+    def __init__(self, module: Forward, device: torch.device) -> None:
+        self.module = module
+        self.device = device
+
+    def __call__(self, x: Tensor) -> Tensor:
+        return self.module(x.to(self.device))
+
+
+def _eager(module: Forward, device: torch.device) -> Forward:
+    return _Eager(module, device)
 
 
 def program_input_shape(program: torch.export.ExportedProgram) -> tuple[Any, ...]:

@@ -23,6 +23,7 @@ from segpipe.models.foundation import InputError, Precision
 
 __all__ = [
     "DEFAULT_TILE",
+    "Backend",
     "Blend",
     "ExportOptions",
     "InferenceOptions",
@@ -49,6 +50,14 @@ class Blend(StrEnum):
 
     CROP = "crop"
     GAUSSIAN = "gaussian"
+
+
+class Backend(StrEnum):
+    """How the forward pass runs: ``eager`` (exact), or opt-in ``compile`` / ``onnxruntime``."""
+
+    EAGER = "eager"
+    COMPILE = "compile"
+    ONNXRUNTIME = "onnxruntime"
 
 
 class OverviewResampling(StrEnum):
@@ -170,6 +179,11 @@ class SourceOptions:
         None, "The input's nodata value when its metadata does not declare it (e.g. 0 for the "
         "fill around a Landsat scene); overrides a declared one."
     )
+    mask: str | None = opt(
+        None, "Segment only inside a region; outside is nodata and costs nothing: a mask raster "
+        "(non-zero = inside), polygons (a vector file, e.g. .gpkg/.geojson) or 'tissue' (found "
+        "on a low-resolution level of a slide)."
+    )
 
     def __post_init__(self) -> None:
         if self.bands is not None:
@@ -217,8 +231,15 @@ class InferenceOptions:
     )
     normalize: NormMethod | None = opt(None, "Override the model card's normalization.")
     precision: Precision = opt(Precision.FP32, "Forward-pass arithmetic (bf16: autocast).")
+    backend: Backend = opt(
+        Backend.EAGER, "How the model runs: eager (exact), or compile (torch.compile) and "
+        "onnxruntime (exported once per run), which may change a few labels."
+    )
     probabilities: bool = opt(False, "Also write per-class probabilities.")
-    batch_size: int = opt(4, "Tiles per forward pass.")
+    batch_size: int | None = opt(
+        None, "Tiles per forward pass (default: 4 on the CPU; on a GPU as many as fit in its "
+        "free memory, halved on out-of-memory)."
+    )
     device: str = opt("auto", "auto, cpu, cuda or cuda:N.")
 
     def __post_init__(self) -> None:
@@ -227,6 +248,7 @@ class InferenceOptions:
                 self, "normalize", choice(NormMethod, self.normalize, "--normalize")
             )
         object.__setattr__(self, "precision", choice(Precision, self.precision, "--precision"))
+        object.__setattr__(self, "backend", choice(Backend, self.backend, "--backend"))
         if self.random_weights and not self.model:
             raise InputError(
                 "--random-weights needs an architecture name in --model, e.g. --model unet "
