@@ -50,10 +50,14 @@ RESULTS = HERE / "results"
 PY = sys.executable
 SEGPIPE = str(Path(sys.executable).with_name("segpipe"))
 
-#: segpipe's opt-in speed modes measured besides the default (name → extra CLI arguments)
+#: segpipe's other modes measured besides the default (name → extra CLI arguments)
 SEGPIPE_MODES: dict[str, list[str]] = {
+    "segpipe in-process": ["--workers", "0"],
     "segpipe bf16": ["--precision", "bf16"],
+    "segpipe onnxruntime": ["--backend", "onnxruntime"],
 }
+#: full mode only (torch.compile takes minutes to compile on two cores)
+SLOW_MODES: dict[str, list[str]] = {"segpipe compile": ["--backend", "compile"]}
 
 
 @dataclass
@@ -100,7 +104,8 @@ def one_rep(bench: Bench, images: dict[int, Path], model: Path, cheap: Path, rep
     r = child(bench, "bare", "--image", str(images[small]), "--model", str(model),
               "--tiles", str(bare_tiles))
     bench.record("bare model", small, r, r["megapixels"])
-    for name, extra in {"segpipe": [], **SEGPIPE_MODES}.items():
+    modes = {"segpipe": [], **SEGPIPE_MODES, **({} if bench.quick else SLOW_MODES)}
+    for name, extra in modes.items():
         for side in (small, large):
             out = bench.folder / f"{name.replace(' ', '_')}_{side}.tif"
             r = segpipe(bench, name, images[side], model, extra, out)
@@ -171,7 +176,7 @@ def summarize(bench: Bench, sides: tuple[int, int]) -> dict:
     bare_rate = bare["megapixels"] / bare["seconds"]
     table["bare model"] = {"rate": bare_rate, "peak_pss_gib": bare["peak_pss_gib"],
                            "note": "eager float32, batches of 4 tiles in memory"}
-    for name in ("segpipe", *SEGPIPE_MODES):
+    for name in ("segpipe", *SEGPIPE_MODES, *SLOW_MODES):
         a, b = best(bench.runs, name, small), best(bench.runs, name, large)
         if a is None or b is None:
             continue

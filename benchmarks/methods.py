@@ -46,9 +46,10 @@ def tiles_of(x: np.ndarray, count: int) -> np.ndarray:
 
 
 def _load(model: str, variant: str):
+    """The model as plain eager PyTorch (NCHW float32: no channels-last, no compile)."""
     from segpipe.models import load_model
 
-    return load_model(model, device="cpu")
+    return load_model(model, device="cpu", channels_last=False)
 
 
 def run_bare(args) -> dict:
