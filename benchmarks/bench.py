@@ -76,10 +76,13 @@ class Bench:
         self.runs.append({
             "method": method, "side": size, "megapixels": round(megapixels, 4),
             "seconds": round(seconds, 3), "wall_seconds": result["seconds"],
+            "cpu_seconds": result.get("cpu_seconds"),
+            "cpu_timed": bool(result.get("cpu_timed")),
             "peak_pss_gib": result["peak_pss_gib"],
             "per_process_at_peak": result.get("per_process_at_peak", {}),
         })
         print(f"  {method:<22} {size:>5}²  {seconds:8.2f} s  {megapixels / seconds:6.3f} MP/s"
+              f"  cpu {result.get('cpu_seconds') or 0:7.1f} s"
               f"  peak PSS {result['peak_pss_gib']:.2f} GiB", flush=True)
 
 
@@ -87,6 +90,7 @@ def child(bench: Bench, method: str, *args: str) -> dict:
     """Run ``methods.py`` in a child process; its JSON merged with the measured wall and PSS."""
     result = measure([PY, str(HERE / "methods.py"), method, *args], bench.env)
     inner = json.loads(result["output_tail"].strip().splitlines()[-1])
+    # the timed part's own CPU seconds (the process's imports and loading are not in them)
     return {**result, **inner, "wall_seconds": result["seconds"], "seconds": inner["seconds"]}
 
 
@@ -195,14 +199,22 @@ def summarize(bench: Bench, sides: tuple[int, int]) -> dict:
             table[name] = {"rate": r["megapixels"] / r["seconds"],
                            "peak_pss_gib": r["peak_pss_gib"],
                            "note": "image in memory" if "MONAI" in name else "disk → GeoTIFF"}
+    _cpu_rates(bench, table, sides)
     for row in table.values():
         row["vs_bare"] = row["rate"] / bare_rate
+        if row.get("cpu_rate") and table["bare model"].get("cpu_rate"):
+            row["cpu_vs_bare"] = row["cpu_rate"] / table["bare model"]["cpu_rate"]
     one = best(bench.runs, "start-up, one input")
     six = best(bench.runs, "batch of 6 inputs")
     overhead = {}
     if one and six:
         overhead = {"one_input_seconds": one["seconds"], "six_inputs_seconds": six["seconds"],
                     "per_extra_input_seconds": (six["seconds"] - one["seconds"]) / 5,
+                    "one_input_cpu_seconds": one.get("cpu_seconds"),
+                    "six_inputs_cpu_seconds": six.get("cpu_seconds"),
+                    "per_extra_input_cpu_seconds":
+                        (six["cpu_seconds"] - one["cpu_seconds"]) / 5
+                        if one.get("cpu_seconds") and six.get("cpu_seconds") else None,
                     "peak_pss_gib": max(one["peak_pss_gib"], six["peak_pss_gib"])}
     monai = table.get("MONAI gaussian", {}).get("rate")
     fastest = max((n for n in table if n.startswith("segpipe")
@@ -220,6 +232,25 @@ def summarize(bench: Bench, sides: tuple[int, int]) -> dict:
     return {"table": table, "batch": overhead, "targets": targets}
 
 
+def _cpu_rates(bench: Bench, table: dict, sides: tuple[int, int]) -> None:
+    """MP per CPU-second (a steadier figure than wall time on a shared machine).
+
+    In-process contenders: the timed part's CPU; segpipe: the difference of the two sizes'
+    process-tree CPU (fixed costs cancel, as for the marginal rate).
+    """
+    small, large = sides
+    for name, row in table.items():
+        if name.startswith("segpipe"):
+            a, b = best(bench.runs, name, small), best(bench.runs, name, large)
+            if a and b and a.get("cpu_seconds") and b.get("cpu_seconds"):
+                row["cpu_rate"] = (b["megapixels"] - a["megapixels"]) / (
+                    b["cpu_seconds"] - a["cpu_seconds"])
+        else:
+            r = best(bench.runs, name)
+            if r and r.get("cpu_seconds") and r.get("cpu_timed"):
+                row["cpu_rate"] = r["megapixels"] / r["cpu_seconds"]
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="1024² and 3072², one repetition")
@@ -229,7 +260,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--depth", type=int, default=1, help="U-Net depth (default 1)")
     ap.add_argument("--name", default=None, help="results file stem (default bench[-quick])")
     ap.add_argument("--workdir", default=None, help="where inputs and outputs go (temp)")
+    ap.add_argument("--from-json", default=None,
+                    help="recompute the tables and plots of an earlier results JSON")
     args = ap.parse_args(argv)
+    if args.from_json:
+        return resummarize(Path(args.from_json))
     sides = (1024, 3072) if args.quick else (2048, 6144)
     reps = args.reps or (1 if args.quick else 2)
     name = args.name or ("bench-quick" if args.quick else "bench")
@@ -265,6 +300,22 @@ def main(argv: list[str] | None = None) -> int:
     (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
     (RESULTS / f"{name}.md").write_text(plots.markdown(result))
     plots.draw(result, RESULTS)
+    print(plots.markdown(result))
+    return 0
+
+
+def resummarize(path: Path) -> int:
+    """The summary, Markdown and plots of a results JSON again (label agreements kept)."""
+    old = json.loads(path.read_text())
+    bench = Bench(Path("."), old["quick"], {}, runs=old["runs"])
+    summary = summarize(bench, tuple(old["sides"]))
+    for name, row in summary["table"].items():
+        if "agreement" in old["table"].get(name, {}):
+            row["agreement"] = old["table"][name]["agreement"]
+    result = {**old, **summary}
+    path.write_text(json.dumps(result, indent=2, default=str) + "\n")
+    path.with_suffix(".md").write_text(plots.markdown(result))
+    plots.draw(result, path.parent)
     print(plots.markdown(result))
     return 0
 

@@ -16,15 +16,18 @@ def markdown(result: dict) -> str:
         f"{b}², 3-band uint8; {result['machine']['cores']} cores, torch "
         f"{result['machine']['torch']}.",
         "",
-        "| | output MP/s | vs bare | fixed s | peak PSS GiB | labels = fp32 eager | how |",
-        "|---|---|---|---|---|---|---|",
+        "| | output MP/s | vs bare | MP per CPU-s | vs bare | fixed s | peak PSS GiB "
+        "| labels = fp32 eager | how |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, row in result["table"].items():
         fixed = f"{row['fixed_seconds']:.1f}" if "fixed_seconds" in row else ""
         agree = f"{100 * row['agreement']:.4f} %" if "agreement" in row else ""
+        cpu = f"{row['cpu_rate']:.4f}" if row.get("cpu_rate") else ""
+        cpu_ratio = f"{row['cpu_vs_bare']:.2f}" if row.get("cpu_vs_bare") else ""
         lines.append(
-            f"| {name} | {row['rate']:.3f} | {row['vs_bare']:.2f} | {fixed} | "
-            f"{row['peak_pss_gib']:.2f} | {agree} | {row['note']} |"
+            f"| {name} | {row['rate']:.3f} | {row['vs_bare']:.2f} | {cpu} | {cpu_ratio} | "
+            f"{fixed} | {row['peak_pss_gib']:.2f} | {agree} | {row['note']} |"
         )
     lines += ["", "| target | measured |", "|---|---|"]
     for key, value in result["targets"].items():
@@ -35,6 +38,10 @@ def markdown(result: dict) -> str:
         lines += ["", f"Small inputs (384², 1×1 model): one input {batch['one_input_seconds']:.1f}"
                   f" s, six inputs {batch['six_inputs_seconds']:.1f} s: "
                   f"{batch['per_extra_input_seconds']:.2f} s per extra input."]
+        if batch.get("per_extra_input_cpu_seconds") is not None:
+            lines.append(f"CPU (process tree): one input {batch['one_input_cpu_seconds']:.1f} s, "
+                         f"six {batch['six_inputs_cpu_seconds']:.1f} s: "
+                         f"{batch['per_extra_input_cpu_seconds']:.2f} s per extra input.")
     scaling = result.get("scaling")
     if scaling:
         lines += ["", "| scaling: gigapixels | seconds | s per GP | peak PSS GiB |",

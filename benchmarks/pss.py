@@ -6,6 +6,7 @@ sum over a process tree counts each page once: the driver, Dask workers, Prefect
 
 from __future__ import annotations
 
+import resource
 import subprocess
 import time
 
@@ -48,8 +49,11 @@ def measure(cmd: list[str], env: dict[str, str] | None = None, interval: float =
             timeout: float | None = None) -> dict:
     """Run ``cmd``; its wall time and the peak summed PSS of its tree, sampled every ``interval``.
 
+    ``cpu_seconds``: user + system time of the command and every descendant it waited for (the
+    operating system's accounting; on a shared machine a steadier figure than wall time).
     Raises RuntimeError (with the output's tail) when the command fails.
     """
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.monotonic()
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     root = psutil.Process(proc.pid)
@@ -67,8 +71,11 @@ def measure(cmd: list[str], env: dict[str, str] | None = None, interval: float =
     output = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
     if proc.wait() != 0:
         raise RuntimeError(f"{' '.join(cmd[:3])} … failed ({proc.returncode}):\n{output[-4000:]}")
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     return {
         "seconds": round(seconds, 3),
+        "cpu_seconds": round(cpu, 3),
         "peak_pss_bytes": peak,
         "peak_pss_gib": round(peak / GIB, 3),
         "per_process_at_peak": dict(sorted(peak_per.items(), key=lambda kv: -kv[1])),

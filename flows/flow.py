@@ -85,7 +85,7 @@ def _executor(execution: Execution, cluster: Cluster) -> BlockExecutor:
     if spec.scheduler is None and spec.workers is None:
         from segpipe.flows.autoexec import AutoExecutor
 
-        return AutoExecutor(cluster)  # one-block inputs need no cluster
+        return AutoExecutor(cluster)  # small inputs need no cluster
     return DaskExecutor(cluster)
 
 

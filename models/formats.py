@@ -365,6 +365,9 @@ def _load_onnx(path: Path, device: torch.device) -> ModelParts:
             log.warning("onnxruntime has no CUDA provider here; %s runs on the CPU", path.name)
     options = ort.SessionOptions()
     options.log_severity_level = 3
+    # the thread budget torch was given (a Dask worker's share of the cores), not every core
+    options.intra_op_num_threads = max(1, torch.get_num_threads())
+    options.inter_op_num_threads = 1
     try:
         session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
     except Exception as exc:

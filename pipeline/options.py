@@ -206,13 +206,14 @@ class TilingOptions:
     halo: int | None = opt(None, "Halo in pixels (default: from the model).")
     blend: Blend = opt(Blend.CROP, "How overlapping tiles are combined.")
     block_pixels: int = opt(
-        2048, "Side of a block (one task) in pixels, rounded to whole tiles.", hidden=True
+        1024, "Side of a block (one task) in pixels, rounded to whole tiles (small enough that "
+        "the last blocks of a run keep every worker busy).", hidden=True
     )
 
     def __post_init__(self) -> None:
         _positive("--tile", self.tile, "512")
         _positive("--halo", self.halo, "32", zero=True)
-        _positive("--block-pixels", self.block_pixels, "2048")
+        _positive("--block-pixels", self.block_pixels, "1024")
         object.__setattr__(self, "blend", choice(Blend, self.blend, "--blend"))
 
 

@@ -218,7 +218,7 @@ def plan_run(options: RunOptions) -> RunPlan:
     info = info_at_level(base, choose_input_level(options.source, base, model.card))
     bands = select_bands(info, options.source.bands, _expected_bands(model))
     stride = model.card.stride if model.card and model.card.stride else None
-    geometry = probe_geometry(model, len(bands), stride=stride, fixed_size=model.fixed_size)
+    geometry = _probe(model, len(bands), stride)
     card = _card(model, options, len(bands), geometry)
     tiles = _tile_plan(options, info, card, geometry, warnings)
     norm = card.normalization
@@ -233,6 +233,18 @@ def plan_run(options: RunOptions) -> RunPlan:
         source_array=direct_source(_absolute_if_file(options.input), info, tiles.tile),
         mask=mask,
     )
+
+
+_GEOMETRIES: dict[tuple[str, int, int | None, int | None], Geometry] = {}
+
+
+def _probe(model: LoadedModel, bands: int, stride: int | None) -> Geometry:
+    """The model's geometry, probed once per process for a model (the inputs of a batch)."""
+    key = (model.sha256, bands, stride, model.fixed_size)
+    if key not in _GEOMETRIES:
+        _GEOMETRIES[key] = probe_geometry(model, bands, stride=stride,
+                                          fixed_size=model.fixed_size)
+    return _GEOMETRIES[key]
 
 
 def _with_bundled_model(options: RunOptions, info: RasterInfo, warnings: list[str]) -> RunOptions:

@@ -54,3 +54,41 @@ def test_run_without_a_configured_server_starts_and_stops_its_own(assets, tmp_pa
     assert out.is_file()
     assert (tmp_path / "prefect-home").is_dir()  # the server's database lives there
     assert _servers_of(home) == []  # stopped with the run
+
+
+def test_auto_executor_runs_small_inputs_here_and_large_ones_on_the_cluster(
+    assets, tmp_path, monkeypatch
+):
+    from segpipe.flows import autoexec
+    from segpipe.pipeline.stages import ingest_stage, plan_stage, stats_stage
+    from tests.flows.conftest import options_for
+
+    plan = stats_stage(_ingested(plan_stage(options_for(
+        assets["small"], tmp_path / "o.tif", assets["model"], SMALL_ARGS)), ingest_stage))
+    blocks = list(plan.tiles.block_indices())
+    sent = []
+
+    class FakeDask:
+        def __init__(self, cluster):
+            self.cluster = cluster
+
+        def run(self, job, todo, run_id, sink):
+            sent.append(list(todo))
+
+    monkeypatch.setattr(autoexec, "DaskExecutor", FakeDask)
+    records = []
+    sink = type("Sink", (), {"done": lambda self, r: records.append(r),
+                             "failed": lambda self, i, m: records.append(m),
+                             "idle": lambda self: None})()
+    executor = autoexec.AutoExecutor(cluster=None)
+    executor.run(plan.job(), blocks, "r1", sink)  # 96 × 130 pixels: here
+    assert sent == [] and len(records) == len(blocks) == 15
+    assert {r.worker for r in records} == {"local"}
+    monkeypatch.setattr(autoexec, "IN_PROCESS_MAX_PIXELS", 96 * 130 - 1)
+    executor.run(plan.job(), blocks, "r2", sink)  # one pixel too many: the cluster
+    assert sent == [blocks] and len(records) == 15
+
+
+def _ingested(plan, ingest_stage):
+    ingest_stage(plan)
+    return plan
