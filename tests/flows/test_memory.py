@@ -96,7 +96,7 @@ def test_the_allocation_check_catches_a_buffer_that_grows_with_the_image(
 def test_peak_memory_is_flat_from_0_015_to_0_25_gigapixels(prefect_api, tmp_path):
     memory = _benchmark_module()
     result = memory.benchmark(0.015, 0.25, tile=512, workdir=str(tmp_path),
-                              env=cli_env(prefect_api))
+                              extra_args=["--workers", "2"], env=cli_env(prefect_api))
     small, large = result["small"], result["large"]
     assert large["gigapixels"] >= 16 * small["gigapixels"] * 0.9
     # the driver and the Dask workers are all in the tree

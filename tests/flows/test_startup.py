@@ -85,8 +85,12 @@ def test_auto_executor_runs_small_inputs_here_and_large_ones_on_the_cluster(
     assert sent == [] and len(records) == len(blocks) == 15
     assert {r.worker for r in records} == {"local"}
     monkeypatch.setattr(autoexec, "IN_PROCESS_MAX_PIXELS", 96 * 130 - 1)
+    monkeypatch.setattr(autoexec, "available_cores", lambda: 8)
     executor.run(plan.job(), blocks, "r2", sink)  # one pixel too many: the cluster
     assert sent == [blocks] and len(records) == 15
+    monkeypatch.setattr(autoexec, "available_cores", lambda: 2)
+    executor.run(plan.job(), blocks, "r3", sink)  # two cores, no GPU: here again
+    assert sent == [blocks] and len(records) == 30
 
 
 def _ingested(plan, ingest_stage):
