@@ -141,7 +141,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tile", type=int, default=512)
     parser.add_argument("--workdir", default=None, help="where inputs and outputs go (temp)")
     parser.add_argument("--out", default=str(RESULTS))
+    parser.add_argument("--sizes", default=None,
+                        help="a curve instead: gigapixels, e.g. 0.06,0.25,1 (writes a PNG too)")
     args, extra = parser.parse_known_args(argv)
+    if args.sizes:
+        import plots
+
+        curve_result = curve(tuple(float(x) for x in args.sizes.split(",")), tile=args.tile,
+                             workdir=args.workdir, extra_args=extra)
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(curve_result, indent=2) + "\n")
+        plots.draw_scaling(curve_result, Path(args.out).with_suffix(".png"))
+        return 0 if curve_result["passed"] else 1
     result = benchmark(args.small, args.large, tile=args.tile, workdir=args.workdir,
                        extra_args=extra)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -83,23 +83,32 @@ def draw(result: dict, folder: Path) -> list[Path]:
     plt.close(fig)
     scaling = result.get("scaling")
     if scaling:
-        gp = [r["gigapixels"] for r in scaling["runs"]]
-        fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
-        ax1.plot(gp, [r["seconds"] for r in scaling["runs"]], "o-")
-        ax1.set_xlabel("gigapixels")
-        ax1.set_ylabel("seconds")
-        ax2.plot(gp, [r["peak_pss_gib"] for r in scaling["runs"]], "o-", color="#cc6677")
-        ax2.set_ylim(0, max(3.2, max(r["peak_pss_gib"] for r in scaling["runs"]) * 1.1))
-        ax2.axhline(3.0, color="k", lw=0.8, ls="--")
-        ax2.set_xlabel("gigapixels")
-        ax2.set_ylabel("peak PSS GiB (process tree)")
-        fig.suptitle("segpipe run with a 1×1 model: time linear, memory flat", fontsize=9)
-        fig.tight_layout()
-        path = folder / f"{result['name']}-scaling.png"
-        fig.savefig(path, dpi=90)
-        plt.close(fig)
-        out.append(path)
+        out.append(draw_scaling(scaling, folder / f"{result['name']}-scaling.png"))
     return out
+
+
+def draw_scaling(scaling: dict, path: Path) -> Path:
+    """Time and peak PSS against gigapixels (matplotlib)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    gp = [r["gigapixels"] for r in scaling["runs"]]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    ax1.plot(gp, [r["seconds"] for r in scaling["runs"]], "o-")
+    ax1.set_xlabel("gigapixels")
+    ax1.set_ylabel("seconds")
+    ax2.plot(gp, [r["peak_pss_gib"] for r in scaling["runs"]], "o-", color="#cc6677")
+    ax2.set_ylim(0, max(3.2, max(r["peak_pss_gib"] for r in scaling["runs"]) * 1.1))
+    ax2.axhline(3.0, color="k", lw=0.8, ls="--")
+    ax2.set_xlabel("gigapixels")
+    ax2.set_ylabel("peak PSS GiB (process tree)")
+    fig.suptitle("segpipe run with a 1×1 model: time linear, memory flat", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
 
 
 def _pil_bars(path: Path, names: list[str], values: list[float], label: str) -> None:
