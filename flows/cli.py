@@ -37,6 +37,8 @@ def _prefect_defaults() -> None:
     """Prefect without setup: no analytics (nothing leaves the machine) unless the user says."""
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("DO_NOT_TRACK", "1")
+    # Prefect's 20 s for its temporary server to answer is too short on a busy machine
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
 
 
 @cli.command()
@@ -72,7 +74,11 @@ def run(inputs: tuple[str, ...], output: str | None, pattern: str | None, workdi
         raise click.UsageError("--workdir names one work directory; it needs a single input")
     for job in jobs:
         preflight(job)  # refuse bad paths and devices before Prefect or Dask start
-    summaries = _run_flow(list(inputs), output, template, execution, pattern)
+    _prefect_defaults()
+    from segpipe.flows.startup import start_prefect_server
+
+    server = start_prefect_server()  # starts while the flow and torch are imported
+    summaries = _run_flow(list(inputs), output, template, execution, pattern, server.wait)
     if summary_path:
         data = summaries[0] if len(summaries) == 1 else summaries
         Path(summary_path).write_text(json.dumps(data, indent=2, default=str))
@@ -84,12 +90,14 @@ def run(inputs: tuple[str, ...], output: str | None, pattern: str | None, workdi
 
 
 def _run_flow(inputs: list[str], output: str | None, template: RunOptions, execution: Any,
-              pattern: str | None) -> list[dict]:
+              pattern: str | None, server_ready: Any = None) -> list[dict]:
     _prefect_defaults()
     from segpipe.flows.flow import segpipe_run
     from segpipe.flows.logs import configure_logging
 
     configure_logging(execution.verbose)
+    if server_ready is not None:
+        server_ready()
     return segpipe_run(inputs, output, template, execution, pattern)
 
 

@@ -79,8 +79,13 @@ def prefect_stage(stage: Stage, fn: Callable[..., Any], *args: Any) -> Any:
 
 
 def _executor(execution: Execution, cluster: Cluster) -> BlockExecutor:
-    if execution.cluster_spec().in_process:
+    spec = execution.cluster_spec()
+    if spec.in_process:
         return InProcessExecutor()
+    if spec.scheduler is None and spec.workers is None:
+        from segpipe.flows.autoexec import AutoExecutor
+
+        return AutoExecutor(cluster)  # small inputs need no cluster
     return DaskExecutor(cluster)
 
 

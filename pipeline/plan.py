@@ -27,6 +27,7 @@ from segpipe.pipeline.io.pyramid import choose_input_level, info_at_level
 from segpipe.pipeline.io.zarrstore import direct_source
 from segpipe.pipeline.keys import InputIdentity, LabelKey
 from segpipe.pipeline.labels import nodata_label
+from segpipe.pipeline.mask import RegionMask, region_mask
 from segpipe.pipeline.normalize import Normalizer
 from segpipe.pipeline.options import DEFAULT_TILE, Blend, InferenceOptions, RunOptions
 from segpipe.pipeline.outputs import (
@@ -64,6 +65,7 @@ class RunPlan:
     source_array: str | None = None
     warnings: tuple[str, ...] = ()
     normalizer: Normalizer | None = field(default=None)
+    mask: RegionMask | None = None
 
     @property
     def name(self) -> str:
@@ -112,6 +114,8 @@ class RunPlan:
             "block": self.tiles.block,
             "probabilities": o.inference.probabilities,
             "nodata": self.info.nodata,
+            **({"mask": self.mask.key()} if self.mask is not None else {}),
+            **({"backend": o.inference.backend} if o.inference.backend != "eager" else {}),
         })
 
     def export_key(self) -> dict[str, Any]:
@@ -132,14 +136,18 @@ class RunPlan:
         """What every block task receives (small, picklable)."""
         if self.normalizer is None:
             raise RuntimeError("the normalization statistics are not computed yet (stats stage)")
+        from segpipe.pipeline.backends import block_model
+
         o = self.options.inference
+        model, sha256 = block_model(self)
         return SegmentJob(
             image_path=self.image_path, labels_path=self.workdir.labels,
-            probabilities_path=self.probabilities_path, model=_absolute_if_file(self.model),
-            model_sha256=self.model_sha256, tiles=self.tiles, margin=self.geometry.margin,
+            probabilities_path=self.probabilities_path, model=_absolute_if_file(model),
+            model_sha256=sha256, tiles=self.tiles, margin=self.geometry.margin,
             num_classes=self.num_classes, bands=self.bands, normalizer=self.normalizer,
             nodata=self.info.nodata, blend=self.options.tiling.blend, batch_size=o.batch_size,
-            device=o.device, precision=o.precision, workdir=self.workdir,
+            device=o.device, precision=o.precision, workdir=self.workdir, mask=self.mask,
+            compiled=o.backend == "compile",
         )
 
 
@@ -164,6 +172,11 @@ def preflight(options: RunOptions) -> str:
     if not options.overwrite and not is_segpipe_output(options.output):
         check_output_exists(options)
     check_model_name(options.inference)
+    mask = options.source.mask
+    if mask and mask.strip().lower() != "tissue" and not Path(mask).exists():
+        raise InputError(
+            f"--mask {mask}: file not found; give a mask raster, a polygon file or 'tissue'"
+        )
     return str(resolve_device(options.inference.device))
 
 
@@ -214,19 +227,33 @@ def plan_run(options: RunOptions) -> RunPlan:
     info = info_at_level(base, choose_input_level(options.source, base, model.card))
     bands = select_bands(info, options.source.bands, _expected_bands(model))
     stride = model.card.stride if model.card and model.card.stride else None
-    geometry = probe_geometry(model, len(bands), stride=stride, fixed_size=model.fixed_size)
+    geometry = _probe(model, len(bands), stride)
     card = _card(model, options, len(bands), geometry)
     tiles = _tile_plan(options, info, card, geometry, warnings)
     norm = card.normalization
     if options.inference.normalize is not None:
         norm = Normalization(options.inference.normalize)
     workdir = WorkDir(workdir_of(options))
+    mask = region_mask(options.source.mask, info, workdir.path) if options.source.mask else None
     return RunPlan(
         options=options, info=info, identity=InputIdentity.of(options.input), card=card,
         model_sha256=model.sha256, geometry=geometry, tiles=tiles, bands=bands,
         normalization=norm, workdir=workdir, warnings=tuple(warnings),
         source_array=direct_source(_absolute_if_file(options.input), info, tiles.tile),
+        mask=mask,
     )
+
+
+_GEOMETRIES: dict[tuple[str, int, int | None, int | None], Geometry] = {}
+
+
+def _probe(model: LoadedModel, bands: int, stride: int | None) -> Geometry:
+    """The model's geometry, probed once per process for a model (the inputs of a batch)."""
+    key = (model.sha256, bands, stride, model.fixed_size)
+    if key not in _GEOMETRIES:
+        _GEOMETRIES[key] = probe_geometry(model, bands, stride=stride,
+                                          fixed_size=model.fixed_size)
+    return _GEOMETRIES[key]
 
 
 def _with_bundled_model(options: RunOptions, info: RasterInfo, warnings: list[str]) -> RunOptions:

@@ -110,6 +110,7 @@ def summarize(plan: RunPlan, outcome: SegmentOutcome, stage_seconds: dict[str, f
         "blocks": outcome.total,
         "blocks_computed": len(outcome.records),
         "blocks_reused": len(outcome.reused),
+        "blocks_skipped": sum(r.skipped for r in (*outcome.reused, *outcome.records)),
         "failed_blocks": dict(sorted(outcome.failed.items())),
         "workers": workers,
         "nodata_pixels": counts.get(plan.nodata, 0) + outcome.failed_pixels,

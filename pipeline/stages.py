@@ -24,6 +24,7 @@ from typing import Any, Protocol, TypeVar
 
 from segpipe.models.foundation import BlocksFailedError, __version__
 from segpipe.pipeline import storage
+from segpipe.pipeline.backends import prepare_backend
 from segpipe.pipeline.executor import BlockExecutor, InProcessExecutor, new_run_id
 from segpipe.pipeline.io.base import open_raster
 from segpipe.pipeline.io.gdal import bounded_gdal_cache
@@ -140,6 +141,9 @@ def ingest_stage(plan: RunPlan) -> None:
         with bounded_gdal_cache(), open_raster(plan.options.input, level=plan.info.level) as r:
             ingest(r, plan.workdir.image, plan.tiles.tile)
     _create_label_arrays(plan)
+    if plan.mask is not None:
+        plan.mask.prepare(plan.options.input, plan.info)
+    prepare_backend(plan)
     plan.workdir.clear_done()  # fresh label arrays: no block of them is finished
     plan.workdir.record_stage(Stage.INGEST, time.perf_counter() - start)
 

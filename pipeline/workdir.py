@@ -43,7 +43,8 @@ class BlockRecord:
     """A finished block, as written in its marker: pixels, per-label counts, where and when.
 
     ``counts`` maps each label value written in the block's core (nodata included, under its
-    own value) to its pixel count, so the report never re-reads the label array.
+    own value) to its pixel count, so the report never re-reads the label array. ``skipped``:
+    written as nodata without running the model (outside ``--mask``, or all nodata).
     """
 
     block_id: str
@@ -54,6 +55,7 @@ class BlockRecord:
     pid: int
     run_id: str
     finished: float = field(default_factory=time.time)
+    skipped: bool = False
 
     def to_json(self) -> str:
         """JSON text of the marker."""
