@@ -30,9 +30,16 @@ demo: setup
 	$(PY) scripts/fetch_samples.py data/samples
 	$(PY) scripts/demo.py data/samples $(DEMO)
 
-bench: setup
-	$(PY) benchmarks/overhead.py
-	$(PY) benchmarks/memory.py
+BENCH_STAMP := $(VENV)/.segpipe-bench-installed
+
+$(BENCH_STAMP): $(STAMP)
+	$(PY) -m pip install -q -c constraints.txt -e '.[test,bench]'
+	touch $(BENCH_STAMP)
+
+# Throughput, start-up, memory and the scaling curve (BENCHMARKS.md); ~25 min on 2 cores.
+# BENCH_ARGS=--quick: smaller images, one repetition (~5 min); --gigapixel adds the 1 GP point.
+bench: $(BENCH_STAMP)
+	$(PY) benchmarks/bench.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(DEMO) .pytest_cache .mypy_cache

@@ -21,17 +21,17 @@ import json
 import math
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import psutil
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from pss import GIB, measure
+
 RESULTS = Path(__file__).parent / "results" / "memory.json"
-GIB = 1 << 30
 LIMIT_BYTES = 3 * GIB
 MAX_GROWTH = 1.20
 
@@ -77,59 +77,6 @@ def make_model(path: Path) -> Path:
     return path
 
 
-def tree_pss(root: psutil.Process) -> tuple[int, dict[str, int]]:
-    """PSS of ``root`` and all its descendants (bytes), and per process ("pid name": bytes)."""
-    per: dict[str, int] = {}
-    try:
-        procs = [root, *root.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return 0, per
-    for p in procs:
-        try:
-            per[f"{p.pid} {_role(p)}"] = p.memory_full_info().pss
-        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-            continue
-    return sum(per.values()), per
-
-
-def _role(p: psutil.Process) -> str:
-    try:
-        cmd = " ".join(p.cmdline())
-    except (psutil.NoSuchProcess, psutil.AccessDenied):
-        return "?"
-    if "uvicorn" in cmd:
-        return "prefect-server"
-    if "multiprocessing" in cmd or "spawn_main" in cmd:
-        return "dask-worker"
-    if "segpipe" in cmd:
-        return "segpipe"
-    return p.name()
-
-
-def measure(cmd: list[str], env: dict[str, str], interval: float = 0.2) -> dict:
-    """Run ``cmd``; peak summed PSS of its process tree, sampled every ``interval`` s."""
-    start = time.monotonic()
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    root = psutil.Process(proc.pid)
-    peak, peak_per, samples = 0, {}, 0
-    while proc.poll() is None:
-        total, per = tree_pss(root)
-        samples += 1
-        if total > peak:
-            peak, peak_per = total, per
-        time.sleep(interval)
-    output = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
-    if proc.returncode != 0:
-        raise RuntimeError(f"segpipe run failed ({proc.returncode}):\n{output[-4000:]}")
-    return {
-        "peak_pss_bytes": peak,
-        "peak_pss_gib": round(peak / GIB, 3),
-        "per_process_at_peak": dict(sorted(peak_per.items(), key=lambda kv: -kv[1])),
-        "seconds": round(time.monotonic() - start, 1),
-        "samples": samples,
-    }
-
-
 def run_one(folder: Path, gigapixels: float, model: Path, *, tile: int,
             extra_args: list[str], env: dict[str, str]) -> dict:
     """Make an input of ``gigapixels`` and measure ``segpipe run`` on it."""
@@ -141,15 +88,16 @@ def run_one(folder: Path, gigapixels: float, model: Path, *, tile: int,
     with __import__("rasterio").open(src) as ds:
         pixels = ds.width * ds.height
     result = measure(cmd, env)
+    del result["output_tail"]
     result.update(gigapixels=round(pixels / 1e9, 4), side=math.isqrt(pixels))
     src.unlink()
     out.unlink(missing_ok=True)
     return result
 
 
-def benchmark(small: float, large: float, *, tile: int = 512, workdir: str | None = None,
-              extra_args: list[str] | None = None, env: dict[str, str] | None = None) -> dict:
-    """Measure both sizes; returns the result dict (also what ``memory.json`` holds)."""
+def curve(sizes: tuple[float, ...], *, tile: int = 512, workdir: str | None = None,
+          extra_args: list[str] | None = None, env: dict[str, str] | None = None) -> dict:
+    """Time and peak PSS at each of ``sizes`` (gigapixels): the scaling curve."""
     folder = Path(tempfile.mkdtemp(prefix="segpipe-mem-", dir=workdir))
     env = dict(env or os.environ)
     env.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -157,24 +105,32 @@ def benchmark(small: float, large: float, *, tile: int = 512, workdir: str | Non
     try:
         model = make_model(folder / "conv1x1.pt2")
         runs = [run_one(folder, gp, model, tile=tile, extra_args=extra_args or [], env=env)
-                for gp in (small, large)]
+                for gp in sizes]
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-    ratio = runs[1]["peak_pss_bytes"] / runs[0]["peak_pss_bytes"]
+    first, last = runs[0], runs[-1]
+    ratio = last["peak_pss_bytes"] / first["peak_pss_bytes"]
+    for r in runs:
+        print(f"  scaling {r['gigapixels']:.3f} GP: {r['seconds']:.1f} s, "
+              f"peak PSS {r['peak_pss_gib']:.2f} GiB", flush=True)
     return {
-        "what": "peak PSS summed over the process tree of `segpipe run` (driver, Dask workers, "
-                "Prefect server), sampled every 0.2 s",
-        "machine": {
-            "cores": os.cpu_count(),
-            "memory_gib": round(psutil.virtual_memory().total / GIB, 1),
-        },
-        "tile": tile,
+        "what": "time and peak PSS summed over the process tree of `segpipe run` (driver, Dask "
+                "workers, Prefect server), sampled every 0.2 s; 1x1 model (I/O-bound)",
+        "tile": tile, "runs": runs, "growth_ratio": round(ratio, 3),
+        "limits": {"peak_bytes": LIMIT_BYTES, "growth_ratio": MAX_GROWTH},
+        "passed": max(r["peak_pss_bytes"] for r in runs) < LIMIT_BYTES and ratio < MAX_GROWTH,
+    }
+
+
+def benchmark(small: float, large: float, *, tile: int = 512, workdir: str | None = None,
+              extra_args: list[str] | None = None, env: dict[str, str] | None = None) -> dict:
+    """The curve at two sizes, with ``small`` and ``large`` named (what ``memory.json`` holds)."""
+    result = curve((small, large), tile=tile, workdir=workdir, extra_args=extra_args, env=env)
+    return {
+        **result, "small": result["runs"][0], "large": result["runs"][-1],
+        "machine": {"cores": os.cpu_count(),
+                    "memory_gib": round(psutil.virtual_memory().total / GIB, 1)},
         "model": "1x1 convolution, torch.export program",
-        "small": runs[0],
-        "large": runs[1],
-        "growth_ratio": round(ratio, 3),
-        "limits": {"large_peak_bytes": LIMIT_BYTES, "growth_ratio": MAX_GROWTH},
-        "passed": runs[1]["peak_pss_bytes"] < LIMIT_BYTES and ratio < MAX_GROWTH,
     }
 
 
@@ -185,7 +141,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tile", type=int, default=512)
     parser.add_argument("--workdir", default=None, help="where inputs and outputs go (temp)")
     parser.add_argument("--out", default=str(RESULTS))
+    parser.add_argument("--sizes", default=None,
+                        help="a curve instead: gigapixels, e.g. 0.06,0.25,1 (writes a PNG too)")
     args, extra = parser.parse_known_args(argv)
+    if args.sizes:
+        import plots
+
+        curve_result = curve(tuple(float(x) for x in args.sizes.split(",")), tile=args.tile,
+                             workdir=args.workdir, extra_args=extra)
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(curve_result, indent=2) + "\n")
+        plots.draw_scaling(curve_result, Path(args.out).with_suffix(".png"))
+        return 0 if curve_result["passed"] else 1
     result = benchmark(args.small, args.large, tile=args.tile, workdir=args.workdir,
                        extra_args=extra)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

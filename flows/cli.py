@@ -39,6 +39,8 @@ def _prefect_defaults() -> None:
     """Prefect without setup: no analytics (nothing leaves the machine) unless the user says."""
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("DO_NOT_TRACK", "1")
+    # Prefect's 20 s for its temporary server to answer is too short on a busy machine
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
 
 
 @cli.command()
@@ -74,12 +76,15 @@ def run(inputs: tuple[str, ...], output: str | None, pattern: str | None, workdi
         raise click.UsageError("--workdir names one work directory; it needs a single input")
     for job in jobs:
         preflight(job)  # refuse bad paths and devices before Prefect or Dask start
+    _prefect_defaults()
     from segpipe.flows.diskfull import disk_full_reported
     from segpipe.flows.lock import hold_outputs
+    from segpipe.flows.startup import start_prefect_server
 
+    server = start_prefect_server()  # starts while the flow and torch are imported
     # one run per output folder (a second exits 2 naming the holder); a full disk: one error
     with disk_full_reported(jobs), hold_outputs([j.output for j in jobs]):
-        summaries = _run_flow(list(inputs), output, template, execution, pattern)
+        summaries = _run_flow(list(inputs), output, template, execution, pattern, server.wait)
     if summary_path:
         data = summaries[0] if len(summaries) == 1 else summaries
         Path(summary_path).write_text(json.dumps(data, indent=2, default=str))
@@ -91,12 +96,14 @@ def run(inputs: tuple[str, ...], output: str | None, pattern: str | None, workdi
 
 
 def _run_flow(inputs: list[str], output: str | None, template: RunOptions, execution: Any,
-              pattern: str | None) -> list[dict]:
+              pattern: str | None, server_ready: Any = None) -> list[dict]:
     _prefect_defaults()
     from segpipe.flows.flow import segpipe_run
     from segpipe.flows.logs import configure_logging
 
     configure_logging(execution.verbose)
+    if server_ready is not None:
+        server_ready()
     return segpipe_run(inputs, output, template, execution, pattern)
 
 
@@ -121,7 +128,7 @@ def serve(watch: str, pattern: str, output: str | None, cron: str | None,
     Runs until stopped (Ctrl-C), polling the Prefect server (PREFECT_API_URL, else a temporary
     local one) for scheduled and manually triggered runs.
     """
-    if not Path(watch).is_dir():
+    if "://" not in watch and not Path(watch).is_dir():  # a URL is a bucket prefix
         raise click.BadParameter(f"{watch} is not a folder", param_hint="--watch")
     if cron and interval:
         raise click.UsageError("give --cron or --interval, not both")

@@ -6,7 +6,7 @@ one worker per GPU (each with a ``GPU`` resource and its own device) when there 
 so the machine is not oversubscribed. ``--scheduler tcp://host:port`` joins an existing cluster
 instead (dask-jobqueue, Kubernetes, dask-cuda, ``dask scheduler`` + ``dask worker``); its
 workers get the same torch-thread sizing per host. Workers must see the work directory and the
-model file at the same paths as the client (a shared filesystem).
+model file at the same paths as the client: a shared filesystem, or URLs on an object store.
 
 :class:`DaskExecutor` is the Dask implementation of the block executor
 (:mod:`segpipe.pipeline.executor`): it holds the live :class:`Cluster` (never rebuilt from its

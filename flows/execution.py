@@ -25,7 +25,8 @@ class Execution:
 
     workers: int | None = opt(
         None, "Local Dask worker processes (default: one per GPU, else up to 4 sharing the "
-        "cores; 0: segment in this process)."
+        "cores, started only for inputs over 2048² pixels on machines of over two cores or with a "
+        "GPU; 0: segment in this process)."
     )
     scheduler: str | None = opt(None, "Use an existing Dask cluster, e.g. tcp://host:8786.")
     stall_after: float = opt(

@@ -26,6 +26,7 @@ from segpipe.flows.cluster import Cluster, DaskExecutor
 from segpipe.flows.execution import Execution
 from segpipe.flows.inputs import expand_inputs
 from segpipe.models.foundation import BatchError, BatchInputError, SegpipeError
+from segpipe.pipeline import storage
 from segpipe.pipeline.executor import BlockExecutor, InProcessExecutor
 from segpipe.pipeline.inputchecks import warn_if_all_nodata
 from segpipe.pipeline.options import RunOptions
@@ -66,12 +67,13 @@ def report_and_publish(plan: RunPlan, outcome: SegmentOutcome, times: dict[str, 
     summary = report_stage(plan, outcome, times)
     key = artifact_key(plan.options.input)
     markdown = summary_markdown(summary)
-    _, page = report_files(summary)
-    if page.is_file():
-        uri = page.absolute().as_uri()
-        markdown += f"\nHTML report: [{page.name}]({uri}) (`{page.absolute()}`)\n"
+    _, target = report_files(summary)
+    if storage.exists(target):
+        page = storage.basename(target)
+        uri = target if storage.is_url(target) else Path(target).absolute().as_uri()
+        markdown += f"\nHTML report: [{page}]({uri}) (`{target}`)\n"
         create_link_artifact(
-            uri, link_text=page.name, key=f"{key[:95]}-html",
+            uri, link_text=page, key=f"{key[:95]}-html",
             description=f"segpipe run report (HTML) for {plan.options.input}",
         )
     create_markdown_artifact(
@@ -93,8 +95,13 @@ def prefect_stage(stage: Stage, fn: Callable[..., Any], *args: Any) -> Any:
 
 
 def _executor(execution: Execution, cluster: Cluster) -> BlockExecutor:
-    if execution.cluster_spec().in_process:
+    spec = execution.cluster_spec()
+    if spec.in_process:
         return InProcessExecutor()
+    if spec.scheduler is None and spec.workers is None:
+        from segpipe.flows.autoexec import AutoExecutor
+
+        return AutoExecutor(cluster)  # small inputs need no cluster
     return DaskExecutor(cluster)
 
 

@@ -5,6 +5,10 @@ Zarr store is an input itself. Hidden files and the files segpipe writes are lef
 (:func:`segpipe_files`), so a folder that receives its own outputs is never segmented twice.
 With one input file, ``--output`` is the output file (default: beside the input,
 ``NAME.labels.tif``); with several, it is a folder.
+
+Folders, globs and outputs may be object-store URLs: ``s3://bucket/scans/`` (a trailing ``/``
+or an existing prefix) with ``--pattern``, or ``s3://bucket/scans/*.tif``; their objects are
+listed with fsspec.
 """
 
 from __future__ import annotations
@@ -15,10 +19,15 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from segpipe.models.foundation import InputError
+from segpipe.pipeline import storage
+from segpipe.pipeline.access import check_readable
 from segpipe.pipeline.options import RunOptions
-from segpipe.pipeline.outputs import sidecar_path
+from segpipe.pipeline.outputs import is_segpipe_output, sidecar_path
 
-__all__ = ["expand_inputs", "list_inputs", "output_name", "output_stem", "segpipe_files"]
+__all__ = [
+    "expand_inputs", "list_inputs", "list_url_inputs", "output_name", "output_stem",
+    "segpipe_files",
+]
 
 # what a directory given as --input is searched for when no --pattern is given
 RASTER_PATTERNS = (
@@ -99,10 +108,59 @@ def list_inputs(path: Path, patterns: Sequence[str]) -> list[Path]:
     return _without_ours(found)
 
 
+def list_url_inputs(url: str, patterns: Sequence[str]) -> list[str]:
+    """Objects directly under the prefix ``url`` matching ``patterns`` (URLs; as list_inputs)."""
+    found: dict[str, None] = {}
+    for pattern in patterns:
+        found.update(dict.fromkeys(_url_glob(storage.join(url, pattern))))
+    return list(found)
+
+
+def _url_glob(pattern: str) -> list[str]:
+    fs, inner = storage.filesystem(pattern)
+    hits = [fs.unstrip_protocol(p) for p in sorted(fs.glob(inner))]
+    return [h for h in hits if not storage.basename(h).startswith(".")
+            and not is_segpipe_output(h)]
+
+
+def _is_url_folder(spec: str) -> bool:
+    """A URL naming a folder of inputs: a trailing ``/``, or a prefix that is no Zarr store."""
+    if spec.endswith("/"):
+        return True
+    if spec.startswith(("http://", "https://")) or storage.basename(spec).lower().endswith(".zarr"):
+        return False
+    fs, inner = storage.filesystem(spec)
+    return bool(fs.isdir(inner)) and not any(
+        storage.exists(storage.join(spec, m)) for m in ("zarr.json", ".zgroup", ".zarray")
+    )
+
+
+def _url_matches(spec: str, patterns: Sequence[str]) -> tuple[list[str], bool]:
+    magic = glob.has_magic(storage.basename(spec))
+    # a missing bucket, refused credentials, a presigned URL: one clean error, before listing
+    check_readable(storage.parent(spec) + "/" if magic else spec, "--input")
+    if magic:
+        hits = _url_glob(spec)
+        if not hits:
+            raise InputError(f"--input {spec}: the pattern matches no object")
+        return hits, False
+    if _is_url_folder(spec):
+        found = list_url_inputs(spec, patterns)
+        if not found:
+            raise InputError(
+                f"--input {spec}: no object in it matches {', '.join(patterns)}; "
+                "choose objects with --pattern"
+            )
+        return found, False
+    return [spec], True
+
+
 def _matches(spec: str, patterns: Sequence[str]) -> tuple[list[str], bool]:
     """The input files ``spec`` names, and whether it named exactly one file."""
+    if storage.is_url(spec):
+        return _url_matches(spec, patterns)
     p = Path(spec)
-    if "://" in spec or (p.exists() and (p.is_file() or _is_store(p))):
+    if p.exists() and (p.is_file() or _is_store(p)):
         return [spec], True
     if p.is_dir():
         found = list_inputs(p, patterns)
@@ -120,9 +178,9 @@ def _matches(spec: str, patterns: Sequence[str]) -> tuple[list[str], bool]:
     raise InputError(f"--input {spec}: file not found; check the path")
 
 
-def _output_folder(output: str | None, count: int) -> Path | None:
-    if output is None:
-        return None
+def _output_folder(output: str | None, count: int) -> str | None:
+    if output is None or storage.is_url(output):
+        return output
     folder = Path(output)
     if folder.exists() and not folder.is_dir():
         raise InputError(
@@ -130,7 +188,14 @@ def _output_folder(output: str | None, count: int) -> Path | None:
             "--output is a folder"
         )
     folder.mkdir(parents=True, exist_ok=True)
-    return folder
+    return str(folder)
+
+
+def _is_folder(output: str) -> bool:
+    """An existing output folder (an existing .ome.zarr output is a file to replace)."""
+    if storage.is_url(output):
+        return output.endswith("/")
+    return Path(output).is_dir() and not _is_store(Path(output))
 
 
 def expand_inputs(
@@ -152,10 +217,10 @@ def expand_inputs(
         files.update(dict.fromkeys(found))
         single = single and one
     paths = list(files)
-    if output_dir or (output and Path(output).is_dir() and not _is_store(Path(output))):
+    if output_dir or (output and _is_folder(output)):
         single = False  # an existing folder (an existing .ome.zarr output is a file to replace)
     if single and len(paths) == 1:
-        out = output or str(Path(paths[0]).with_name(output_name(paths[0])))
+        out = output or storage.with_name(paths[0].rstrip("/"), output_name(paths[0]))
         return [options.for_file(paths[0], out)]
     if options.export.vectors and len(paths) > 1:
         raise InputError(
@@ -166,7 +231,8 @@ def expand_inputs(
     jobs: list[RunOptions] = []
     seen: dict[str, str] = {}
     for src in paths:
-        out = str((folder if folder is not None else Path(src).parent) / output_name(src))
+        out = storage.join(folder if folder is not None else storage.parent(src.rstrip("/")),
+                           output_name(src))
         if out in seen:
             raise InputError(
                 f"inputs {seen[out]} and {src} would both write {out}; rename one or run them "

@@ -32,6 +32,7 @@ from pathlib import Path
 
 from segpipe.flows.inputs import output_stem
 from segpipe.models.foundation import FolderLockedError
+from segpipe.pipeline import storage
 
 __all__ = ["LOCK_NAME", "Holder", "hold_folders", "hold_outputs", "remove_partials"]
 
@@ -191,8 +192,9 @@ def hold_folders(folders: Iterable[str | os.PathLike[str]]) -> Iterator[None]:
 @contextlib.contextmanager
 def hold_outputs(outputs: Sequence[str | os.PathLike[str]]) -> Iterator[None]:
     """Hold the locks of the outputs' folders, and clear what killed runs left for them."""
-    with hold_folders(Path(o).absolute().parent for o in outputs):
-        for partial in remove_partials(outputs):
+    local = [o for o in outputs if not storage.is_url(o)]  # a bucket has no folder to lock
+    with hold_folders(Path(o).absolute().parent for o in local):
+        for partial in remove_partials(local):
             log.info("removed %s, left by a run that was killed while writing", partial)
         yield
 

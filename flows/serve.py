@@ -27,24 +27,39 @@ from prefect import flow, get_run_logger
 from segpipe.flows.diskfull import disk_full_reported
 from segpipe.flows.execution import Execution
 from segpipe.flows.flow import run_batch
-from segpipe.flows.inputs import expand_inputs, list_inputs
+from segpipe.flows.inputs import expand_inputs, list_inputs, list_url_inputs
 from segpipe.flows.lock import hold_outputs
 from segpipe.pipeline.options import RunOptions
+from segpipe.pipeline.storage import absolute, is_url
 
 FLOW_NAME = "segpipe-watch"
 
 
 def settled_files(watch: str, pattern: str, settle: float) -> tuple[list[str], list[str]]:
-    """(files to process, files still changing) in ``watch`` matching ``pattern``."""
-    folder = Path(watch)
-    if not folder.is_dir():
+    """(files to process, files still changing) in ``watch`` matching ``pattern``.
+
+    ``watch`` may be an object-store URL (a prefix); objects age by their LastModified.
+    """
+    if is_url(watch):
+        found = [(u, url_modified(u)) for u in list_url_inputs(watch, (pattern,))]
+    elif Path(watch).is_dir():
+        found = [(str(p), p.stat().st_mtime) for p in list_inputs(Path(watch), (pattern,))]
+    else:
         return [], []
     now = time.time()
     ready: list[str] = []
     young: list[str] = []
-    for p in list_inputs(folder, (pattern,)):
-        (young if now - p.stat().st_mtime < settle else ready).append(str(p))
+    for path, modified in found:
+        (young if now - modified < settle else ready).append(path)
     return ready, young
+
+
+def url_modified(url: str) -> float:
+    """When the object at ``url`` was last written (seconds since the epoch)."""
+    from segpipe.pipeline.storage import filesystem
+
+    fs, inner = filesystem(url)
+    return float(fs.modified(inner).timestamp())
 
 
 @flow(name=FLOW_NAME, flow_run_name="segpipe watch {watch}")
@@ -104,8 +119,8 @@ def serve_folder(
     watch_folder.serve(
         name=name,
         parameters={
-            "watch": str(Path(watch).absolute()), "pattern": pattern,
-            "output": str(Path(output).absolute()) if output else None,
+            "watch": absolute(watch), "pattern": pattern,
+            "output": absolute(output) if output else None,
             "options": options.to_dict(), "execution": asdict(execution), "settle": settle,
         },
         description=f"segpipe: segment new {pattern} files in {watch}",

@@ -197,11 +197,19 @@ def _conv_in_channels(module: nn.Module) -> int | None:
     return None
 
 
-def _eager(module: Forward, device: torch.device) -> Forward:
-    def run(x: Tensor) -> Tensor:
-        return module(x.to(device))
+class _Eager:
+    """A PyTorch module's forward pass on ``device`` (the module stays reachable)."""
 
-    return run
+    def __init__(self, module: Forward, device: torch.device) -> None:
+        self.module = module
+        self.device = device
+
+    def __call__(self, x: Tensor) -> Tensor:
+        return self.module(x.to(self.device))
+
+
+def _eager(module: Forward, device: torch.device) -> Forward:
+    return _Eager(module, device)
 
 
 def program_input_shape(program: torch.export.ExportedProgram) -> tuple[Any, ...]:
@@ -375,6 +383,9 @@ def _load_onnx(path: Path, device: torch.device) -> ModelParts:
             log.warning("onnxruntime has no CUDA provider here; %s runs on the CPU", path.name)
     options = ort.SessionOptions()
     options.log_severity_level = 3
+    # the thread budget torch was given (a Dask worker's share of the cores), not every core
+    options.intra_op_num_threads = max(1, torch.get_num_threads())
+    options.inter_op_num_threads = 1
     try:
         session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
     except Exception as exc:

@@ -30,6 +30,7 @@ from .formats import (
 )
 from .foundation import InputError, ModelError, Precision, file_sha256, resolve_device
 from .registry import list_models
+from .remote import fetch_model, is_url
 
 __all__ = ["LoadedModel", "load_model", "load_model_cached"]
 
@@ -47,6 +48,10 @@ class LoadedModel:
             unknown).
         fixed_size: the one input side the model takes (an ONNX graph with static H = W), or
             None when it takes any size its network accepts.
+        channels_last: whether inputs are laid out channels-last (NHWC) before the forward
+            pass: on the CPU oneDNN's convolutions then skip a layout conversion per layer.
+            The arithmetic per pixel is the same for every input size, so tiled labels still
+            equal whole-image labels bit for bit (the exactness tests run with it).
 
     """
 
@@ -61,8 +66,10 @@ class LoadedModel:
         device: torch.device,
         in_channels: int | None,
         fixed_size: int | None = None,
+        channels_last: bool = False,
     ) -> None:
         self._forward = forward
+        self.channels_last = channels_last
         self.fixed_size = fixed_size
         self.card = card
         self.sha256 = sha256
@@ -79,30 +86,36 @@ class LoadedModel:
         """Logits N×K×h×w (float32, on ``device``) for a host batch N×C×H×W of tiles.
 
         The batch is converted to a contiguous float32 tensor; on CUDA it is pinned and copied
-        without blocking, so the host can prepare the next batch meanwhile. ``precision``
-        ``bf16`` runs the forward pass under bf16 autocast (on the CPU too); the logits are
-        returned as float32 either way.
+        without blocking. ``precision`` ``bf16`` runs the forward pass under bf16 autocast (on
+        the CPU too); the logits are returned as float32 either way.
         """
+        x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))
+        if self.device.type == "cuda":
+            x = x.pin_memory().to(self.device, non_blocking=True)
+        return self.predict_tensor(x, precision=precision)
+
+    def predict_tensor(self, x: Tensor, *, precision: Precision = Precision.FP32) -> Tensor:
+        """Logits for a float32 N×C×H×W tensor already on ``device`` (the batch runner's path)."""
         try:
             precision = Precision(precision)
         except ValueError:
             choices = ", ".join(p.value for p in Precision)
             raise InputError(f"precision {precision!r} is not one of {choices}") from None
-        x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))
-        if self.device.type == "cuda":
-            x = x.pin_memory().to(self.device, non_blocking=True)
         return self._run(x, precision)
 
     def _run(self, x: Tensor, precision: Precision) -> Tensor:
         """Check ``x``, run the forward pass in ``precision``, check and return the logits."""
         self._check_input(x)
+        x = x.to(dtype=torch.float32)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         with (
             torch.inference_mode(),
             torch.autocast(
                 self.device.type, dtype=torch.bfloat16, enabled=precision is Precision.BF16
             ),
         ):
-            out = self._forward(x.to(dtype=torch.float32))
+            out = self._forward(x)
         if not isinstance(out, Tensor) or out.ndim != 4 or out.shape[0] != x.shape[0]:
             got = list(out.shape) if isinstance(out, Tensor) else type(out).__name__
             raise ModelError(
@@ -121,6 +134,35 @@ class LoadedModel:
                 f"{self.in_channels}; select that many bands (--bands)"
             )
 
+    @property
+    def module(self) -> torch.nn.Module | None:
+        """The PyTorch module behind the forward pass, when there is one (not for ONNX)."""
+        module = getattr(self._forward, "module", None)
+        return module if isinstance(module, torch.nn.Module) else None
+
+    def compiled(self) -> LoadedModel:
+        """The same model with its module under ``torch.compile`` (compiled at the first call).
+
+        Opt-in (``--backend compile``): the compiled kernels may round differently from eager.
+        """
+        module = self.module
+        if module is None:
+            raise ModelError(
+                f"--backend compile needs a PyTorch model; {self.format.value} models run as they "
+                "are: use --backend eager"
+            )
+        compiled = torch.compile(module, dynamic=False)
+        device = self.device
+
+        def run(x: Tensor) -> Tensor:
+            return compiled(x.to(device))
+
+        return LoadedModel(
+            run, card=self.card, sha256=self.sha256, format=self.format, path=self.path,
+            device=self.device, in_channels=self.in_channels, fixed_size=self.fixed_size,
+            channels_last=self.channels_last,
+        )
+
     def __repr__(self) -> str:
         """Short description: format, source, device and card name."""
         source = str(self.path) if self.path is not None else "builtin"
@@ -134,21 +176,27 @@ class LoadedModel:
 # --------------------------------------------------------------------------------- loading
 
 
-def load_model(path_or_name: str | os.PathLike[str], device: str = "cpu") -> LoadedModel:
+def load_model(
+    path_or_name: str | os.PathLike[str], device: str = "cpu", *,
+    channels_last: bool | None = None,
+) -> LoadedModel:
     """Load a model file (exported, TorchScript, checkpoint, ONNX) or build a registry model.
 
     ``device``: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"`` (CUDA when available); a bad
     or absent device raises :class:`InputError`. Every problem with the model (missing file,
     unreadable or unknown content, bad card, bare state_dict) raises :class:`ModelError` with a
     one-line message. A sidecar ``<stem>.json`` card is used when the file embeds none.
+    ``channels_last`` None: on for PyTorch models on the CPU (see :class:`LoadedModel`).
     """
     dev = resolve_device(device)
+    if is_url(path_or_name):  # fetched into the local model cache (models/remote.py)
+        path_or_name = fetch_model(os.fspath(path_or_name))
     path = Path(path_or_name)
     if not path.exists():
         text = os.fspath(path_or_name)
         if isinstance(path_or_name, str) and text in list_models():
             parts, sha256 = load_builtin(text, dev)
-            return _loaded(parts, sha256, ModelFormat.BUILTIN, None, dev)
+            return _loaded(parts, sha256, ModelFormat.BUILTIN, None, dev, channels_last)
         if isinstance(path_or_name, str) and os.sep not in text and not path.suffix:
             raise ModelError(
                 f"model {text!r} is neither a file nor a known model name; "
@@ -168,12 +216,15 @@ def load_model(path_or_name: str | os.PathLike[str], device: str = "cpu") -> Loa
             f"model card says bands={card.bands} but {path.name} expects {channels} input "
             "channels; fix the card's bands"
         )
-    return _loaded(parts, sha256, kind, path, dev)
+    return _loaded(parts, sha256, kind, path, dev, channels_last)
 
 
 def _loaded(
-    parts: ModelParts, sha256: str, kind: ModelFormat, path: Path | None, device: torch.device
+    parts: ModelParts, sha256: str, kind: ModelFormat, path: Path | None, device: torch.device,
+    channels_last: bool | None,
 ) -> LoadedModel:
+    if channels_last is None:
+        channels_last = device.type == "cpu" and kind is not ModelFormat.ONNX
     return LoadedModel(
         parts.forward,
         card=parts.card,
@@ -183,6 +234,7 @@ def _loaded(
         device=device,
         in_channels=parts.card.bands if parts.card is not None else parts.in_channels,
         fixed_size=parts.fixed_size,
+        channels_last=channels_last,
     )
 
 
@@ -192,17 +244,24 @@ _CACHE: dict[tuple[str, str], LoadedModel] = {}
 _CACHE_LOCK = threading.Lock()
 
 
-def load_model_cached(path_or_name: str, device: str, sha256: str | None = None) -> LoadedModel:
+def load_model_cached(
+    path_or_name: str, device: str, sha256: str | None = None, *, compiled: bool = False
+) -> LoadedModel:
     """The model ``path_or_name`` on ``device``, loaded once per process and then reused.
 
-    One model is kept per process at a time, keyed by (hash, device): a file by its sha256
+    A URL is fetched into the local model cache first (:func:`.remote.fetch_model`, checked
+    against ``sha256``). One model is kept per process at a time, keyed by (hash, device): a file
+    by its sha256
     (:func:`file_sha256`, itself cached by path, size and modification time, so a file
     rewritten in place is loaded again), a registry name as ``name:<name>``. ``sha256`` is the
     :attr:`LoadedModel.sha256` the run was planned with; when given and the model here differs,
     :class:`ModelError` names the file and both hashes (the file changed since planning).
-    Thread-safe; this is what Dask workers and the driver call.
+    Thread-safe; this is what Dask workers and the driver call. ``compiled``: the model under
+    ``torch.compile`` (:meth:`LoadedModel.compiled`), kept as well.
     """
     dev = str(resolve_device(device))
+    if is_url(path_or_name):  # the cached copy, verified against the planned hash
+        path_or_name = str(fetch_model(path_or_name, sha256))
     path = Path(path_or_name)
     if path.is_file():
         key = file_sha256(path)
@@ -215,6 +274,11 @@ def load_model_cached(path_or_name: str, device: str, sha256: str | None = None)
             _CACHE.clear()  # one model per process: free the previous one first
             model = load_model(path_or_name, device=dev)
             _CACHE[(key, dev)] = model
+        if compiled:
+            fast = _CACHE.get((key, f"{dev}:compiled"))
+            if fast is None:
+                fast = _CACHE[(key, f"{dev}:compiled")] = model.compiled()
+            model = fast
     _check_hash(path_or_name, sha256, model.sha256, is_file=model.path is not None)
     return model
 

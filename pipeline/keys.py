@@ -10,6 +10,7 @@ in neither key and never block a resume.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -31,7 +32,9 @@ class InputIdentity:
     For a file the hash covers ``SAMPLE_BYTES`` at its start, middle and end (cheap on a
     terabyte, and it catches a file rewritten with the same size and mtime in practice). For a
     directory (a Zarr store) it covers the names and sizes of its top-level entries and the
-    contents of its top-level metadata files. URLs are identified by their text only.
+    contents of its top-level metadata files. An object-store URL by its size, modification time
+    and ETag (the store's content tag), asked with one request; a Zarr prefix by those of its
+    root metadata object.
     """
 
     path: str
@@ -44,7 +47,7 @@ class InputIdentity:
         """The identity of the input at ``path`` now (computed once per run by the planner)."""
         text = os.fspath(path)
         if "://" in text:
-            return cls(text, None, None, None)
+            return _url_identity(cls, text)
         p = Path(text)
         st = p.stat()
         if p.is_dir():
@@ -63,6 +66,25 @@ class InputIdentity:
             ) if x != y
         ]
         return [f"the input {self.path} changed ({', '.join(what)})"] if what else []
+
+
+def _url_identity(cls: type[InputIdentity], url: str) -> InputIdentity:
+    from segpipe.pipeline import storage
+
+    fs, inner = storage.filesystem(url)
+    try:
+        info = fs.info(inner)
+        if info.get("type") == "directory":
+            for meta in ("zarr.json", ".zattrs", ".zgroup"):
+                with contextlib.suppress(FileNotFoundError):
+                    info = fs.info(f"{inner.rstrip('/')}/{meta}")
+                    break
+    except (OSError, ValueError):
+        return cls(url, None, None, None)
+    modified = info.get("LastModified") or info.get("mtime")
+    mtime = int(modified.timestamp() * 1e9) if hasattr(modified, "timestamp") else None
+    etag = info.get("ETag") or info.get("etag")
+    return cls(url, info.get("size"), mtime, f"etag:{str(etag).strip(chr(34))}" if etag else None)
 
 
 def _file_digest(path: Path, size: int) -> str:

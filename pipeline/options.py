@@ -23,6 +23,7 @@ from segpipe.models.foundation import InputError, Precision
 
 __all__ = [
     "DEFAULT_TILE",
+    "Backend",
     "Blend",
     "ExportOptions",
     "InferenceOptions",
@@ -49,6 +50,14 @@ class Blend(StrEnum):
 
     CROP = "crop"
     GAUSSIAN = "gaussian"
+
+
+class Backend(StrEnum):
+    """How the forward pass runs: ``eager`` (exact), or opt-in ``compile`` / ``onnxruntime``."""
+
+    EAGER = "eager"
+    COMPILE = "compile"
+    ONNXRUNTIME = "onnxruntime"
 
 
 class OverviewResampling(StrEnum):
@@ -170,6 +179,11 @@ class SourceOptions:
         None, "The input's nodata value when its metadata does not declare it (e.g. 0 for the "
         "fill around a Landsat scene); overrides a declared one."
     )
+    mask: str | None = opt(
+        None, "Segment only inside a region; outside is nodata and costs nothing: a mask raster "
+        "(non-zero = inside), polygons (a vector file, e.g. .gpkg/.geojson) or 'tissue' (found "
+        "on a low-resolution level of a slide)."
+    )
 
     def __post_init__(self) -> None:
         if self.bands is not None:
@@ -192,13 +206,14 @@ class TilingOptions:
     halo: int | None = opt(None, "Halo in pixels (default: from the model).")
     blend: Blend = opt(Blend.CROP, "How overlapping tiles are combined.")
     block_pixels: int = opt(
-        2048, "Side of a block (one task) in pixels, rounded to whole tiles.", hidden=True
+        1024, "Side of a block (one task) in pixels, rounded to whole tiles (small enough that "
+        "the last blocks of a run keep every worker busy).", hidden=True
     )
 
     def __post_init__(self) -> None:
         _positive("--tile", self.tile, "512")
         _positive("--halo", self.halo, "32", zero=True)
-        _positive("--block-pixels", self.block_pixels, "2048")
+        _positive("--block-pixels", self.block_pixels, "1024")
         object.__setattr__(self, "blend", choice(Blend, self.blend, "--blend"))
 
 
@@ -217,8 +232,15 @@ class InferenceOptions:
     )
     normalize: NormMethod | None = opt(None, "Override the model card's normalization.")
     precision: Precision = opt(Precision.FP32, "Forward-pass arithmetic (bf16: autocast).")
+    backend: Backend = opt(
+        Backend.EAGER, "How the model runs: eager (exact), or compile (torch.compile) and "
+        "onnxruntime (exported once per run), which may change a few labels."
+    )
     probabilities: bool = opt(False, "Also write per-class probabilities.")
-    batch_size: int = opt(4, "Tiles per forward pass.")
+    batch_size: int | None = opt(
+        None, "Tiles per forward pass (default: 4 on the CPU; on a GPU as many as fit in its "
+        "free memory, halved on out-of-memory)."
+    )
     device: str = opt("auto", "auto, cpu, cuda or cuda:N.")
 
     def __post_init__(self) -> None:
@@ -227,6 +249,7 @@ class InferenceOptions:
                 self, "normalize", choice(NormMethod, self.normalize, "--normalize")
             )
         object.__setattr__(self, "precision", choice(Precision, self.precision, "--precision"))
+        object.__setattr__(self, "backend", choice(Backend, self.backend, "--backend"))
         if self.random_weights and not self.model:
             raise InputError(
                 "--random-weights needs an architecture name in --model, e.g. --model unet "

@@ -7,6 +7,10 @@ Beside every output ``mask.tif`` segpipe keeps a small hidden ``.mask.tif.segpip
 label key and export key of the run that wrote it and its summary. A batch skips an input whose
 output exists with the same keys (up to date), and a folder given as ``--input`` never picks up
 outputs segpipe wrote.
+
+Outputs, sidecars and work directories may be object-store URLs (see
+:mod:`segpipe.pipeline.storage`); whether the bucket can be reached and written is checked by
+:mod:`segpipe.pipeline.access`.
 """
 
 from __future__ import annotations
@@ -17,7 +21,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from segpipe.models.foundation import InputError, OutputExistsError, write_text_atomic
+from segpipe.models.foundation import InputError, OutputExistsError
+from segpipe.pipeline import storage
 from segpipe.pipeline.keys import LabelKey, jsonable
 
 if TYPE_CHECKING:
@@ -29,7 +34,9 @@ __all__ = [
     "check_vectors_path",
     "default_workdir",
     "is_segpipe_output",
+    "output_exists",
     "output_is_current",
+    "sidecar",
     "sidecar_path",
     "write_sidecar",
 ]
@@ -37,6 +44,8 @@ __all__ = [
 
 def default_workdir(output: str) -> str:
     """The work directory beside the output: ``.<output name>.segpipe``."""
+    if storage.is_url(output):
+        return storage.with_name(output, f".{storage.basename(output)}.segpipe")
     out = Path(output).absolute()
     return str(out.with_name(f".{out.name}.segpipe"))
 
@@ -47,14 +56,37 @@ def sidecar_path(output: str | os.PathLike[str]) -> Path:
     return out.with_name(f".{out.name}.segpipe.json")
 
 
+def sidecar(output: str) -> str:
+    """:func:`sidecar_path` for a local path or a URL."""
+    if storage.is_url(output):
+        return storage.with_name(output, f".{storage.basename(output)}.segpipe.json")
+    return str(sidecar_path(output))
+
+
 def is_segpipe_output(path: str | os.PathLike[str]) -> bool:
     """Whether ``path`` is an output segpipe wrote (it has a sidecar)."""
+    if storage.is_url(path):
+        return storage.exists(sidecar(os.fspath(path)))
     return sidecar_path(path).is_file()
+
+
+def output_exists(output: str) -> bool:
+    """Whether an output is at ``output`` (for an OME-Zarr URL: published, root metadata)."""
+    if not storage.is_url(output):
+        return Path(output).exists()
+    if output.rstrip("/").lower().endswith(".zarr"):
+        return any(storage.exists(storage.join(output, m)) for m in ("zarr.json", ".zattrs"))
+    return storage.exists(output)
 
 
 def check_output_path(options: RunOptions) -> None:
     """The output's extension, folder and name, checked before anything is read or written."""
     fmt = options.output_format  # raises for an unknown extension
+    if storage.is_url(options.output):
+        storage.check_url(options.output, "--output")
+        if options.output.rstrip("/") == options.input.rstrip("/"):
+            raise InputError(f"--output {options.output} is the input itself; choose another")
+        return
     out = Path(options.output)
     if not out.parent.is_dir():
         raise InputError(
@@ -92,7 +124,7 @@ def check_vectors_path(options: RunOptions) -> None:
 
 def check_output_exists(options: RunOptions) -> None:
     """Refuse an existing output (or ``--vectors`` file) without ``--overwrite``."""
-    if Path(options.output).exists() and not options.overwrite:
+    if output_exists(options.output) and not options.overwrite:
         raise OutputExistsError(
             f"--output {options.output} exists; pass --overwrite to replace it"
         )
@@ -106,18 +138,18 @@ def write_sidecar(
 ) -> None:
     """Record which run made ``output`` (atomically)."""
     data = {"key": key.to_dict(), "export": jsonable(dict(export)), "summary": summary}
-    write_text_atomic(sidecar_path(output), json.dumps(data, indent=2, default=str))
+    storage.write_text(sidecar(output), json.dumps(data, indent=2, default=str))
 
 
 def output_is_current(output: str, key: LabelKey, export: Mapping[str, Any]) -> bool:
     """Whether ``output`` (and its ``--vectors`` file) exists, made with these keys."""
-    side = sidecar_path(output)
-    if not Path(output).exists() or not side.is_file():
+    side = sidecar(output)
+    if not output_exists(output):
         return False
     if export.get("vectors") and not Path(str(export["vectors"])).exists():
         return False
     try:
-        data = json.loads(side.read_text(encoding="utf-8"))
+        data = json.loads(storage.read_text(side))
         stored = LabelKey.from_dict(data["key"])
         return not key.differences(stored) and jsonable(dict(export)) == data["export"]
     except (OSError, ValueError, KeyError, TypeError):

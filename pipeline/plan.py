@@ -20,6 +20,7 @@ from segpipe.models.card import ModelCard, Normalization, NormMethod
 from segpipe.models.foundation import InputError, ModelError, RasterError, resolve_device
 from segpipe.models.loading import LoadedModel, load_model_cached
 from segpipe.models.probe import Geometry, probe_geometry
+from segpipe.pipeline.access import check_run_urls
 from segpipe.pipeline.areas import needs_row_counts
 from segpipe.pipeline.bands import select_bands
 from segpipe.pipeline.diskspace import check_free_space
@@ -30,6 +31,7 @@ from segpipe.pipeline.io.pyramid import choose_input_level, info_at_level
 from segpipe.pipeline.io.zarrstore import direct_source
 from segpipe.pipeline.keys import InputIdentity, LabelKey
 from segpipe.pipeline.labels import nodata_label
+from segpipe.pipeline.mask import RegionMask, region_mask
 from segpipe.pipeline.normalize import Normalizer
 from segpipe.pipeline.options import (
     DEFAULT_TILE,
@@ -45,6 +47,7 @@ from segpipe.pipeline.outputs import (
     is_segpipe_output,
 )
 from segpipe.pipeline.segment import SegmentJob
+from segpipe.pipeline.storage import is_url
 from segpipe.pipeline.tiling import TilePlan
 from segpipe.pipeline.workdir import WorkDir
 
@@ -83,6 +86,7 @@ class RunPlan:
     source_array: str | None = None
     warnings: tuple[str, ...] = ()
     normalizer: Normalizer | None = field(default=None)
+    mask: RegionMask | None = None
 
     @property
     def name(self) -> str:
@@ -131,6 +135,8 @@ class RunPlan:
             "block": self.tiles.block,
             "probabilities": o.inference.probabilities,
             "nodata": self.info.nodata,
+            **({"mask": self.mask.key()} if self.mask is not None else {}),
+            **({"backend": o.inference.backend} if o.inference.backend != "eager" else {}),
         })
 
     def export_key(self) -> dict[str, Any]:
@@ -153,15 +159,18 @@ class RunPlan:
         """What every block task receives (small, picklable)."""
         if self.normalizer is None:
             raise RuntimeError("the normalization statistics are not computed yet (stats stage)")
+        from segpipe.pipeline.backends import block_model
+
         o = self.options.inference
+        model, sha256 = block_model(self)
         return SegmentJob(
             image_path=self.image_path, labels_path=self.workdir.labels,
-            probabilities_path=self.probabilities_path, model=_absolute_if_file(self.model),
-            model_sha256=self.model_sha256, tiles=self.tiles, margin=self.geometry.margin,
+            probabilities_path=self.probabilities_path, model=_absolute_if_file(model),
+            model_sha256=sha256, tiles=self.tiles, margin=self.geometry.margin,
             num_classes=self.num_classes, bands=self.bands, normalizer=self.normalizer,
             nodata=self.info.nodata, blend=self.options.tiling.blend, batch_size=o.batch_size,
-            device=o.device, precision=o.precision, workdir=self.workdir,
-            row_counts=needs_row_counts(self.info),
+            device=o.device, precision=o.precision, workdir=self.workdir, mask=self.mask,
+            compiled=o.backend == "compile", row_counts=needs_row_counts(self.info),
         )
 
 
@@ -182,10 +191,22 @@ def preflight(options: RunOptions) -> str:
     check_output_path(options)
     if "://" not in options.input and not Path(options.input).exists():
         raise RasterError(f"--input {options.input}: file not found; check the path")
+    check_run_urls(options, workdir_of(options))  # buckets, credentials, write permission
     if not options.overwrite and not is_segpipe_output(options.output):
         check_output_exists(options)
     check_model_name(options.inference)
+    mask = options.source.mask
+    if mask and mask.strip().lower() != "tissue" and not Path(mask).exists():
+        raise InputError(
+            f"--mask {mask}: file not found; give a mask raster, a polygon file or 'tissue'"
+        )
     return str(resolve_device(options.inference.device))
+
+
+def workdir_of(options: RunOptions) -> str:
+    """The run's work directory: ``--workdir`` or beside the output, absolute (or a URL)."""
+    path = options.workdir or default_workdir(options.output)
+    return path if is_url(path) else str(Path(path).absolute())
 
 
 def check_model_name(inference: InferenceOptions) -> None:
@@ -233,22 +254,36 @@ def plan_run(options: RunOptions) -> RunPlan:
     info = info_at_level(base, choose_input_level(options.source, base, model.card))
     bands = select_bands(info, options.source.bands, expected_bands(model))
     stride = model.card.stride if model.card and model.card.stride else None
-    geometry = probe_geometry(model, len(bands), stride=stride, fixed_size=model.fixed_size)
+    geometry = _probe(model, len(bands), stride)
     card = model_card(model, options, len(bands), geometry)
     tiles = _tile_plan(options, info, card, geometry, warnings)
     norm = card.normalization
     if options.inference.normalize is not None:
         norm = Normalization(options.inference.normalize)
     check_meanstd_bands(info, bands, norm, [str(b + 1) for b in bands])
-    workdir = WorkDir(str(Path(options.workdir or default_workdir(options.output)).absolute()))
+    workdir = WorkDir(workdir_of(options))
+    mask = region_mask(options.source.mask, info, workdir.path) if options.source.mask else None
     plan = RunPlan(
         options=options, info=info, identity=InputIdentity.of(options.input), card=card,
         model_sha256=model.sha256, geometry=geometry, tiles=tiles, bands=bands,
         normalization=norm, workdir=workdir, warnings=tuple(warnings),
         source_array=direct_source(_absolute_if_file(options.input), info, tiles.tile),
+        mask=mask,
     )
     check_free_space(plan)
     return plan
+
+
+_GEOMETRIES: dict[tuple[str, int, int | None, int | None], Geometry] = {}
+
+
+def _probe(model: LoadedModel, bands: int, stride: int | None) -> Geometry:
+    """The model's geometry, probed once per process for a model (the inputs of a batch)."""
+    key = (model.sha256, bands, stride, model.fixed_size)
+    if key not in _GEOMETRIES:
+        _GEOMETRIES[key] = probe_geometry(model, bands, stride=stride,
+                                          fixed_size=model.fixed_size)
+    return _GEOMETRIES[key]
 
 
 def _with_bundled_model(options: RunOptions, info: RasterInfo, warnings: list[str]) -> RunOptions:

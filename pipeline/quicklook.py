@@ -31,13 +31,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from segpipe.models.foundation import atomic_output
 from segpipe.pipeline.io.base import RasterInfo, open_raster
 from segpipe.pipeline.io.overview import Overview, read_overview
 from segpipe.pipeline.io.pyramid import level_pixel_sizes, raster_unit_in_meters
 from segpipe.pipeline.io.zarrstore import open_array
 from segpipe.pipeline.legend import LegendEntry
 from segpipe.pipeline.normalize import invalid_values
+from segpipe.pipeline.storage import publish
 
 __all__ = [
     "ALPHA",
@@ -300,7 +300,7 @@ def write_quicklook(spec: QuicklookSpec, out_png: str | os.PathLike[str]) -> Qui
     canvas = Image.new("RGBA", (max(width, panel_w), height + panel_h), (255, 255, 255, 255))
     canvas.paste(Image.fromarray(image), (0, 0))
     _draw_panel(canvas, height, legend, bar)
-    with atomic_output(out_png) as partial:
+    with publish(os.fspath(out_png)) as partial:
         canvas.save(partial, format="PNG")
     return Quicklook(Path(out_png), view.info.level, view.step, view.shape, tuple(bands),
                      legend, bar)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -22,9 +21,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from segpipe.models.foundation import __version__, write_text_atomic
+from segpipe.models.foundation import __version__
+from segpipe.pipeline import storage
 from segpipe.pipeline.areas import AreaBasis, AreaKind, area_basis, class_areas
-from segpipe.pipeline.io.writers.common import companion_path
+from segpipe.pipeline.io.writers.common import companion_target
 from segpipe.pipeline.objects import BlockObjects, Edges, count_objects
 from segpipe.pipeline.tiling import TilePlan
 from segpipe.pipeline.workdir import BlockRecord
@@ -161,6 +161,7 @@ def summarize(plan: RunPlan, outcome: SegmentOutcome, stage_seconds: dict[str, f
         "blocks": outcome.total,
         "blocks_computed": len(outcome.records),
         "blocks_reused": len(outcome.reused),
+        "blocks_skipped": sum(r.skipped for r in (*outcome.reused, *outcome.records)),
         "failed_blocks": dict(sorted(outcome.failed.items())),
         "workers": workers,
         "nodata_pixels": counts.get(plan.nodata, 0) + outcome.failed_pixels,
@@ -231,15 +232,15 @@ def areas_csv(summary: Mapping[str, Any]) -> str:
     return buffer.getvalue()
 
 
-def areas_csv_path(output: str | os.PathLike[str]) -> Path:
+def areas_csv_path(output: str) -> str:
     """Where the class table goes beside an output: ``mask.tif`` → ``mask.areas.csv``."""
-    return companion_path(output, "areas", ".csv")
+    return companion_target(output, "areas", ".csv")
 
 
-def write_areas_csv(output: str | os.PathLike[str], summary: Mapping[str, Any]) -> Path:
+def write_areas_csv(output: str, summary: Mapping[str, Any]) -> str:
     """Write the class table beside ``output``, atomically; returns its path."""
     path = areas_csv_path(output)
-    write_text_atomic(path, areas_csv(summary))
+    storage.write_text(path, areas_csv(summary))
     return path
 
 

@@ -24,9 +24,11 @@ import torch
 from segpipe.models.foundation import ModelError, Precision
 from segpipe.models.loading import LoadedModel, load_model_cached
 from segpipe.pipeline.areas import row_counts
+from segpipe.pipeline.batches import Prefetcher, runner_for
 from segpipe.pipeline.io.base import open_raster
 from segpipe.pipeline.io.zarrstore import open_array
 from segpipe.pipeline.labels import label_dtype, nodata_label
+from segpipe.pipeline.mask import RegionMask
 from segpipe.pipeline.normalize import Normalizer
 from segpipe.pipeline.objects import Edges, block_components
 from segpipe.pipeline.options import Blend
@@ -53,21 +55,28 @@ class SegmentJob:
     normalizer: Normalizer
     nodata: float | None
     blend: Blend
-    batch_size: int
+    batch_size: int | None
     device: str
     precision: Precision
     workdir: WorkDir
     row_counts: bool = False  # blocks count each class per row (geodesic areas)
+    mask: RegionMask | None = None
+    compiled: bool = False
 
 
 @dataclass(frozen=True)
 class BlockResult:
-    """A block's labels written: its id, pixel count, per-label counts and label summaries."""
+    """A block's labels written: its id, pixel count, per-label counts and label summaries.
+
+    ``skipped``: the block was written as nodata without running the model (its core lies
+    outside ``--mask`` or its read window is all nodata).
+    """
 
     block_id: str
     pixels: int
     counts: dict[int, int]
     summaries: LabelSummaries
+    skipped: bool = False
 
 
 @dataclass(frozen=True)
@@ -95,17 +104,22 @@ class LabelSummaries:
 def segment_block(job: SegmentJob, index: tuple[int, int]) -> BlockResult:
     """Segment block ``index`` of ``job.tiles`` and write its core to the label array."""
     block = job.tiles.block_at(*index)
-    model = load_model_cached(job.model, job.device, job.model_sha256)
+    inside = job.mask.inside(block.core) if job.mask is not None else None
+    if inside is not None and not inside.any():
+        return _skip(job, block)
+    model = load_model_cached(job.model, job.device, job.model_sha256, compiled=job.compiled)
     with open_raster(job.image_path) as reader:
         bands = list(job.bands)
         pixels = read_mirrored(
             lambda w: reader.read(w)[bands], block.read, job.tiles.height, job.tiles.width
         )
     x, nodata_mask = job.normalizer.apply(pixels, job.nodata)
+    if nodata_mask.all():
+        return _skip(job, block)
     stitched = _run_tiles(job, block, x, model)
     core = block.core.relative_to(block.read).slices
     labels = stitched.labels.astype(label_dtype(job.num_classes))
-    missing = nodata_mask[core]
+    missing = nodata_mask[core] if inside is None else nodata_mask[core] | ~inside
     labels[missing] = nodata_label(job.num_classes)
     rows, cols = block.core.slices
     open_array(job.labels_path)[rows, cols] = labels
@@ -115,6 +129,15 @@ def segment_block(job: SegmentJob, index: tuple[int, int]) -> BlockResult:
         open_array(job.probabilities_path)[:, rows, cols] = probs.astype(np.float16)
     summaries = LabelSummaries.of(labels, nodata_label(job.num_classes), rows=job.row_counts)
     return BlockResult(block.id, labels.size, _counts(labels), summaries)
+
+
+def _skip(job: SegmentJob, block: Block) -> BlockResult:
+    """Write ``block``'s core as nodata without running the model."""
+    write_nodata(job, block.index)
+    nodata = nodata_label(job.num_classes)
+    labels = np.full((block.core.height, block.core.width), nodata, label_dtype(job.num_classes))
+    summaries = LabelSummaries.of(labels, nodata, rows=job.row_counts)
+    return BlockResult(block.id, labels.size, {nodata: labels.size}, summaries, skipped=True)
 
 
 def _counts(labels: np.ndarray) -> dict[int, int]:
@@ -127,18 +150,20 @@ def _run_tiles(job: SegmentJob, block: Block, x: np.ndarray, model: LoadedModel)
         block.core, blend=job.blend, margin=job.margin,
         probabilities=job.probabilities_path is not None,
     )
-    tiles = list(block.tiles)
-    for i in range(0, len(tiles), job.batch_size):
-        batch = tiles[i : i + job.batch_size]
-        inputs = np.stack([x[(slice(None), *t.read.relative_to(block.read).slices)] for t in batch])
-        logits = model.predict(inputs, precision=job.precision)
-        if not bool(torch.isfinite(logits).all()):
-            raise ModelError(
-                f"the model returned NaN or infinite logits in block {block.id}; its pixels "
-                "are left as nodata (labels are never made from non-finite logits)"
-            )
-        for t, out in zip(batch, logits):
-            merger.add(t, out)
+    size = job.tiles.input_size
+    runner = runner_for(model, job.batch_size, job.precision, (x.shape[0], size, size))
+    pinned = model.device.type == "cuda"
+    with Prefetcher(x, block.read, block.tiles, runner.batch_size, pinned=pinned) as batches:
+        for batch in batches:
+            logits = runner.run(batch.values)
+            batches.release(batch)
+            if not bool(torch.isfinite(logits).all()):
+                raise ModelError(
+                    f"the model returned NaN or infinite logits in block {block.id}; its pixels "
+                    "are left as nodata (labels are never made from non-finite logits)"
+                )
+            for t, out in zip(batch.tiles, logits):
+                merger.add(t, out)
     return merger.finalize()
 
 
@@ -153,7 +178,7 @@ def segment_and_record(
         block_id=result.block_id, pixels=result.pixels, counts=result.counts,
         seconds=time.perf_counter() - start, worker=worker, pid=os.getpid(), run_id=run_id,
         shape=s.shape, components=s.components, edges=s.edges, row_classes=s.row_classes,
-        row_counts=s.row_counts,
+        row_counts=s.row_counts, skipped=result.skipped,
     )
     job.workdir.mark_done(record)
     return record

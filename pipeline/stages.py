@@ -20,10 +20,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
-from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from segpipe.models.foundation import BlocksFailedError, __version__, write_text_atomic
+from segpipe.models.foundation import BlocksFailedError, __version__
+from segpipe.pipeline import storage
+from segpipe.pipeline.backends import prepare_backend
 from segpipe.pipeline.executor import BlockExecutor, InProcessExecutor, new_run_id
 from segpipe.pipeline.io.base import open_raster
 from segpipe.pipeline.io.gdal import bounded_gdal_cache
@@ -35,7 +36,7 @@ from segpipe.pipeline.options import RunOptions
 from segpipe.pipeline.outputs import (
     check_output_exists,
     output_is_current,
-    sidecar_path,
+    sidecar,
     write_sidecar,
 )
 from segpipe.pipeline.plan import RunPlan, plan_run
@@ -125,7 +126,7 @@ def plan_stage(options: RunOptions) -> RunPlan | None:
 def _new_manifest(plan: RunPlan) -> Manifest:
     t = plan.tiles
     return Manifest(
-        key=plan.label_key(), output=str(Path(plan.options.output).absolute()),
+        key=plan.label_key(), output=storage.absolute(plan.options.output),
         export=plan.export_key(), segpipe_version=__version__,
         plan={"height": t.height, "width": t.width, "tile": t.tile, "halo": t.halo,
               "extra": t.extra, "block": t.block, "ring": t.ring, "blocks": t.n_blocks},
@@ -141,6 +142,9 @@ def ingest_stage(plan: RunPlan) -> None:
         with bounded_gdal_cache(), open_raster(plan.options.input, level=plan.info.level) as r:
             ingest(r, plan.workdir.image, plan.tiles.tile)
     _create_label_arrays(plan)
+    if plan.mask is not None:
+        plan.mask.prepare(plan.options.input, plan.info)
+    prepare_backend(plan)
     plan.workdir.clear_done()  # fresh label arrays: no block of them is finished
     plan.workdir.record_stage(Stage.INGEST, time.perf_counter() - start)
 
@@ -230,7 +234,7 @@ def segment_stage(plan: RunPlan, ctx: RunContext) -> SegmentOutcome:
 def export_stage(plan: RunPlan) -> list[str]:
     """Write the output files (atomically) from the label array; returns their paths."""
     start = time.perf_counter()
-    sidecar_path(plan.options.output).unlink(missing_ok=True)  # it described the old output
+    storage.remove(sidecar(plan.options.output))  # it described the old output
     job = export_job(plan)
     written = write_outputs(job)
     if job.options.vectors:
@@ -248,11 +252,17 @@ def export_job(plan: RunPlan) -> ExportJob:
     return ExportJob(
         labels_path=plan.workdir.labels, out=plan.options.output, info=plan.info,
         class_names=names, colors=tuple(c.color for c in plan.card.classes),
-        nodata=plan.nodata, tags=provenance_tags(plan), staging_dir=plan.workdir.path,
+        nodata=plan.nodata, tags=provenance_tags(plan), staging_dir=_staging(plan),
         options=plan.options.export, probabilities_path=plan.probabilities_path,
         probability_names=names[-1:] if one else names,
-        image_path=plan.workdir.image if Path(plan.workdir.image).exists() else None,
+        image_path=plan.workdir.image if storage.exists(plan.workdir.image) else None,
     )
+
+
+def _staging(plan: RunPlan) -> str:
+    """A local folder for files staged before export: the work directory, or local scratch."""
+    path = plan.workdir.path
+    return str(storage.local_scratch(path)) if storage.is_url(path) else path
 
 
 def provenance_tags(plan: RunPlan) -> dict[str, str]:
@@ -275,7 +285,7 @@ def report_stage(plan: RunPlan, outcome: SegmentOutcome, times: dict[str, float]
     summary = summarize(plan, outcome, times)
     summary["stage_seconds"] = {**times, Stage.REPORT: time.perf_counter() - start}
     text = json.dumps(summary, indent=2, default=str)
-    write_text_atomic(Path(plan.workdir.path) / "summary.json", text)
+    storage.write_text(storage.join(plan.workdir.path, "summary.json"), text)
     write_visuals(plan, summary)  # quicklook and HTML report, while the label array exists
     if not outcome.failed:
         write_sidecar(plan.options.output, plan.label_key(), plan.export_key(), summary)

@@ -13,12 +13,12 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from segpipe.models.foundation import SegpipeError, write_text_atomic
+from segpipe.models.foundation import SegpipeError
+from segpipe.pipeline import storage
 from segpipe.pipeline.htmlreport import RunReport, render_report
-from segpipe.pipeline.io.writers.common import companion_path
+from segpipe.pipeline.io.writers.common import companion_target
 from segpipe.pipeline.legend import LegendEntry, legend_entries
 from segpipe.pipeline.quicklook import QuicklookSpec, display_bands, write_quicklook
 
@@ -30,17 +30,18 @@ __all__ = ["quicklook_spec", "report_files", "write_visuals"]
 log = logging.getLogger("segpipe")
 
 
-def report_files(summary: Mapping[str, Any]) -> tuple[Path, Path]:
+def report_files(summary: Mapping[str, Any]) -> tuple[str, str]:
     """Where a run's quicklook and HTML report go: beside the output, or in the work directory.
 
     The work directory when blocks failed (then no output exists).
     """
     output = str(summary["output"])
-    png = companion_path(output, "quicklook", ".png")
-    page = companion_path(output, "report", ".html")
+    png = companion_target(output, "quicklook", ".png")
+    page = companion_target(output, "report", ".html")
     if summary.get("failed_blocks"):
-        folder = Path(str(summary["workdir"]))
-        return folder / png.name, folder / page.name
+        folder = str(summary["workdir"])
+        name = storage.basename
+        return storage.join(folder, name(png)), storage.join(folder, name(page))
     return png, page
 
 
@@ -85,8 +86,8 @@ def write_visuals(plan: RunPlan, summary: Mapping[str, Any]) -> list[str]:
     start = time.perf_counter()
     try:
         write_quicklook(quicklook_spec(plan, classes), png)
-        image = png.read_bytes()
-        written.append(str(png))
+        image = storage.read_bytes(png)
+        written.append(png)
     except (OSError, SegpipeError) as exc:
         note = f"the quicklook could not be written: {exc}"
         log.warning("%s: %s", plan.name, note)
@@ -95,8 +96,8 @@ def write_visuals(plan: RunPlan, summary: Mapping[str, Any]) -> list[str]:
         quicklook_png=image, quicklook_note=note, quicklook_seconds=time.perf_counter() - start,
     )
     try:
-        write_text_atomic(page, render_report(report))
-        written.append(str(page))
+        storage.write_text(page, render_report(report))
+        written.append(page)
     except OSError as exc:
         log.warning("%s: the HTML report could not be written: %s", plan.name, exc)
     return written

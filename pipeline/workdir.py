@@ -11,14 +11,16 @@ The manifest is written atomically and only by the driver. A block marker is wri
 worker wrote the block's chunks, after the write, one small file per block, so there is no shared
 file to race on and a crash (even ``kill -9``) leaves either a marker for a complete block or
 none. Resuming recomputes exactly the blocks without a marker.
+
+The folder may be an object-store URL (``s3://bucket/run``): the arrays, the manifest and the
+markers are then objects, through :mod:`segpipe.pipeline.storage` (the manifest one PUT, each
+marker one conditional PUT written once, resume lists the markers).
 """
 
 from __future__ import annotations
 
 import base64
 import json
-import os
-import shutil
 import time
 import zlib
 from collections.abc import Mapping
@@ -29,7 +31,8 @@ from typing import Any
 
 import numpy as np
 
-from segpipe.models.foundation import ResumeError, write_text_atomic
+from segpipe.models.foundation import ResumeError
+from segpipe.pipeline import storage
 from segpipe.pipeline.keys import LabelKey, jsonable
 
 __all__ = ["BlockRecord", "Manifest", "WorkDir", "WorkState", "pack_array", "unpack_array"]
@@ -51,6 +54,8 @@ class BlockRecord:
     (:mod:`segpipe.pipeline.areas`), only when the job asks: ``row_classes`` and ``row_counts``,
     the packed per-class pixel counts of each row of the core (``len(row_classes)`` × height).
     Arrays are packed with :func:`pack_array` (a 2048-px block's edges are 8k ids).
+    ``skipped``: written as nodata without running the model (outside ``--mask``, or all
+    nodata).
     """
 
     block_id: str
@@ -66,6 +71,7 @@ class BlockRecord:
     edges: str = ""
     row_classes: tuple[int, ...] = ()
     row_counts: str = ""
+    skipped: bool = False
 
     @property
     def index(self) -> tuple[int, int]:
@@ -173,28 +179,33 @@ class WorkDir:
     @property
     def image(self) -> str:
         """The ingested copy of the input."""
-        return str(Path(self.path) / "image.zarr")
+        return storage.join(self.path, "image.zarr")
 
     @property
     def labels(self) -> str:
         """The label array the blocks write."""
-        return str(Path(self.path) / "labels.zarr")
+        return storage.join(self.path, "labels.zarr")
 
     @property
     def probabilities(self) -> str:
         """The probability array (written only when asked for)."""
-        return str(Path(self.path) / "probabilities.zarr")
+        return storage.join(self.path, "probabilities.zarr")
+
+    @property
+    def markers(self) -> str:
+        """Where the block markers are (a folder, or an object prefix)."""
+        return storage.join(self.path, DONE_DIR)
 
     @property
     def done_dir(self) -> Path:
-        """Where the block markers are."""
-        return Path(self.path) / DONE_DIR
+        """The folder of the block markers of a local work directory."""
+        return Path(self.markers)
 
     def load(self) -> Manifest | None:
         """The manifest, or None when there is none."""
-        path = Path(self.path) / MANIFEST
+        path = storage.join(self.path, MANIFEST)
         try:
-            data = path.read_bytes()
+            text = storage.read_text(path)  # a binary file in its place: UnicodeDecodeError below
         except FileNotFoundError:
             return None
         except OSError as exc:
@@ -202,17 +213,16 @@ class WorkDir:
                 f"{path} cannot be read ({type(exc).__name__}: {exc.strerror}); remove the work "
                 "directory to start over"
             ) from None
+        except ValueError as exc:
+            raise _unreadable(path, exc) from None
         try:
-            return Manifest.from_json(data.decode("utf-8"))
+            return Manifest.from_json(text)
         except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
-            raise ResumeError(
-                f"{path} is not a manifest this segpipe can read ({type(exc).__name__}: {exc}); "
-                "remove the work directory to start over"
-            ) from None
+            raise _unreadable(path, exc) from None
 
     def save(self, manifest: Manifest) -> None:
         """Write ``manifest.json`` atomically."""
-        write_text_atomic(Path(self.path) / MANIFEST, manifest.to_json())
+        storage.write_text(storage.join(self.path, MANIFEST), manifest.to_json())
 
     def record_stage(self, name: str, seconds: float) -> Manifest:
         """Record stage ``name`` as finished in the stored manifest; returns the new manifest."""
@@ -238,7 +248,7 @@ class WorkDir:
         """
         stored = self.load()
         if stored is None:
-            Path(self.path).mkdir(parents=True, exist_ok=True)
+            storage.makedirs(self.path)
             self.clear_done()
             self.save(fresh)
             return fresh, WorkState.NEW
@@ -260,28 +270,30 @@ class WorkDir:
 
     def mark_done(self, record: BlockRecord) -> None:
         """Record ``record.block_id`` as finished (call only after its chunks are written)."""
-        self.done_dir.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(self.done_dir / record.block_id, record.to_json())
+        storage.write_once(storage.join(self.markers, record.block_id), record.to_json())
 
     def done_blocks(self) -> dict[str, BlockRecord]:
         """The finished blocks by id (markers that cannot be read do not count)."""
         out: dict[str, BlockRecord] = {}
-        if not self.done_dir.is_dir():
-            return out
-        for entry in os.scandir(self.done_dir):
-            if entry.name.startswith("."):
-                continue
+        for text in storage.list_texts(self.markers).values():
             try:
-                record = BlockRecord.from_json(Path(entry.path).read_text(encoding="utf-8"))
-            except (OSError, ValueError, TypeError, KeyError):
+                record = BlockRecord.from_json(text)
+            except (ValueError, TypeError, KeyError):
                 continue
             out[record.block_id] = record
         return out
 
     def clear_done(self) -> None:
         """Forget every finished block."""
-        shutil.rmtree(self.done_dir, ignore_errors=True)
+        storage.remove_tree(self.markers)
 
     def remove(self) -> None:
         """Delete the whole folder."""
-        shutil.rmtree(self.path, ignore_errors=True)
+        storage.remove_tree(self.path)
+
+
+def _unreadable(path: str, exc: Exception) -> ResumeError:
+    return ResumeError(
+        f"{path} is not a manifest this segpipe can read ({type(exc).__name__}: {exc}); "
+        "remove the work directory to start over"
+    )

@@ -4,9 +4,8 @@
 
 Runs the bad-input corpus (``tests/corpus/`` and ``tests/test_model_files_are_data.py``) with
 ``SEGPIPE_CORPUS_RECORD`` set, so every case records its exit code and its stderr line (its
-temporary folder written ``<tmp>``), and lists the fault tests (``tests/faults/``,
-``tests/flows/test_resume.py``) by collecting them, each described by the first paragraph of its
-docstring. Writes nothing unless every corpus test passed. ``tests/corpus/test_reliability.py``
+temporary folder written ``<tmp>``), and lists the fault tests (``tests/faults/``) by collecting them, each described by the first paragraph of
+its docstring. Writes nothing unless every corpus test passed. ``tests/corpus/test_reliability.py``
 renders the file again from the same cases and fails when it differs; every corpus case checks
 its own line against the file.
 """
@@ -40,7 +39,7 @@ SECTIONS = (
 )
 CORPUS = ("tests/corpus", "tests/test_model_files_are_data.py")
 STALENESS_TEST = "tests/corpus/test_reliability.py"
-FAULTS = ("tests/faults", "tests/flows/test_resume.py")
+FAULTS = ("tests/faults",)
 FAULTS_TITLE = "Faults survived"
 FAULTS_HELD = ("each test asserts what its description says: identical labels after the fault, "
                "no partial output, a clear exit code")

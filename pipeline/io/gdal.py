@@ -6,6 +6,7 @@ image through GDAL (ingest, export) runs under.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import warnings
@@ -19,6 +20,7 @@ from rasterio.windows import Window as RioWindow
 from segpipe.models.foundation import RasterError
 from segpipe.pipeline.io.base import RasterInfo, ReaderBase
 from segpipe.pipeline.io.pyramid import info_at_level
+from segpipe.pipeline.io.remote import gdal_env
 from segpipe.pipeline.tiling import Window
 
 # GDAL's block cache while streaming whole images (ingest, export). GDAL's default, 5 % of the
@@ -42,9 +44,22 @@ def _nodata(ds: rasterio.DatasetReader) -> float | None:
 
 
 class GdalReader(ReaderBase):
-    """One level of a GDAL raster; level N > 0 is the file's overview N."""
+    """One level of a GDAL raster; level N > 0 is the file's overview N.
+
+    An ``s3://`` URL is read with range requests under the AWS settings of
+    :func:`~segpipe.pipeline.io.remote.gdal_env`, held for the reader's life.
+    """
 
     def __init__(self, path: str, *, level: int = 0) -> None:
+        self._env = contextlib.ExitStack()
+        self._env.enter_context(gdal_env(path))
+        try:
+            self._open(path, level)
+        except BaseException:
+            self._env.close()
+            raise
+
+    def _open(self, path: str, level: int) -> None:
         try:
             base = _open(path)
         except RasterioIOError as exc:
@@ -98,8 +113,11 @@ class GdalReader(ReaderBase):
             ) from None
 
     def close(self) -> None:
-        """Close the dataset."""
-        self._ds.close()
+        """Close the dataset (and leave its GDAL environment)."""
+        try:
+            self._ds.close()
+        finally:
+            self._env.close()
 
 
 def _open(path: str, **kw: Any) -> rasterio.DatasetReader:

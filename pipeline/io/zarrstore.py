@@ -15,6 +15,7 @@ import numpy as np
 import zarr
 
 from segpipe.models.foundation import RasterError
+from segpipe.pipeline import storage
 from segpipe.pipeline.io.base import RasterInfo, Reader, ReaderBase
 from segpipe.pipeline.tiling import Window
 
@@ -23,7 +24,13 @@ INFO_ATTR = "segpipe_raster_info"
 
 
 def is_zarr(path: str) -> bool:
-    """Whether ``path`` is a Zarr array, v3 or v2 (OME-Zarr groups have their own reader)."""
+    """Whether ``path`` is a Zarr array, v3 or v2 (OME-Zarr groups have their own reader).
+
+    Local paths and URLs are recognised by their metadata; a URL with a ``.zarr`` name that is
+    not ``.ome.zarr`` (as the work directory's arrays are named) without a request.
+    """
+    if storage.is_url(path):
+        return _is_zarr_url(path)
     p = Path(path)
     if not p.is_dir():
         return False
@@ -42,7 +49,7 @@ def direct_source(path: str, info: RasterInfo, tile: int) -> str | None:
     if is_zarr(path):
         candidate = path
     elif info.format == "ome-zarr" and info.extra.get("axes") in ("CYX", "YX"):
-        candidate = str(Path(path) / str(info.extra["paths"][info.level]))
+        candidate = storage.join(path, str(info.extra["paths"][info.level]))
     else:
         return None
     try:
@@ -54,6 +61,22 @@ def direct_source(path: str, info: RasterInfo, tile: int) -> str | None:
     if not all(64 <= c <= 4 * tile for c in array.chunks[-2:]):
         return None
     return candidate
+
+
+def _is_zarr_url(url: str) -> bool:
+    name = storage.basename(url).lower()
+    if name.endswith(".zarr"):
+        return not name.endswith(".ome.zarr")
+    try:
+        meta = storage.read_text(storage.join(url, "zarr.json"))
+    except (OSError, ValueError):
+        return storage.exists(storage.join(url, ".zarray"))
+    import json
+
+    try:
+        return json.loads(meta).get("node_type") == "array"
+    except ValueError:
+        return False
 
 
 def _node_type(p: Path) -> str | None:

@@ -76,7 +76,8 @@ def test_100k_square_plan_and_submissions_compute_nothing(tmp_path, assets, monk
     print(f"plan + submissions for 100k x 100k: {seconds:.2f} s, {len(todo)} block tasks")
 
     assert calls == {"segment": 0, "read": 0}  # no pixel read, no block run
-    assert plan.tiles.n_blocks == len(todo) == len(futures) == len(by_key) == 49 * 49
+    per_side = -(-100_000 // 1024)  # default blocks of 1024 px (two 512 px tiles)
+    assert plan.tiles.n_blocks == len(todo) == len(futures) == len(by_key) == per_side**2
     ((func, iterables, keys, kw),) = client.calls
     assert func.__name__ == "run_block" and kw["retries"] == 2 and kw["pure"] is False
     jobs, indices = iterables[0], iterables[1]

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from segpipe.models.foundation import InputError
+from segpipe.pipeline import storage
 from segpipe.pipeline.io.pyramid import open_stored
 from segpipe.pipeline.options import ProbabilityDtype
 
@@ -21,8 +22,10 @@ __all__ = [
     "as_uint8",
     "class_channel_names",
     "companion_path",
+    "companion_target",
     "open_probabilities",
     "probabilities_path",
+    "probabilities_target",
     "probability_block",
     "probability_names",
     "write_labels_and_probabilities",
@@ -38,16 +41,31 @@ def companion_path(out_path: str | os.PathLike[str], what: str, ext: str | None 
     ``mask.ome.tif`` → ``mask.<what>.ome.tif``, ``mask.ome.zarr`` → ``mask.<what>.ome.zarr``.
     """
     out = Path(out_path)
-    name = out.name
+    return out.with_name(_companion_name(out.name, what, ext))
+
+
+def _companion_name(name: str, what: str, ext: str | None) -> str:
     for suffix in (".ome.tiff", ".ome.tif", ".ome.zarr", ".tiff", ".tif"):
         if name.lower().endswith(suffix):
-            return out.with_name(f"{name[: -len(suffix)]}.{what}{ext or name[-len(suffix):]}")
-    return out.with_name(f"{name}.{what}{ext or ''}")
+            return f"{name[: -len(suffix)]}.{what}{ext or name[-len(suffix):]}"
+    return f"{name}.{what}{ext or ''}"
+
+
+def companion_target(out: str, what: str, ext: str | None = None) -> str:
+    """:func:`companion_path` for a local path or an object-store URL."""
+    if not storage.is_url(out):
+        return str(companion_path(out, what, ext))
+    return storage.with_name(out, _companion_name(storage.basename(out), what, ext))
 
 
 def probabilities_path(out_path: str | os.PathLike[str]) -> Path:
     """Where the probabilities go: ``mask.tif`` → ``mask.probabilities.tif`` and so on."""
     return companion_path(out_path, "probabilities")
+
+
+def probabilities_target(out: str) -> str:
+    """:func:`probabilities_path` for a local path or an object-store URL."""
+    return companion_target(out, "probabilities")
 
 
 def probability_block(block: np.ndarray, *, as_uint8: bool, float_dtype: str) -> np.ndarray:
@@ -88,7 +106,9 @@ def write_labels_and_probabilities(
     write_probabilities: Callable[[ExportJob], Path],
 ) -> list[str]:
     """A format's ``write(job)``: the labels, then the probabilities when the job has them."""
-    written = [str(write_labels(job))]
+    write_labels(job)
+    written = [job.out]
     if job.probabilities_path is not None:
-        written.append(str(write_probabilities(job)))
+        write_probabilities(job)
+        written.append(probabilities_target(job.out))
     return written

@@ -6,7 +6,8 @@ copies it into the final layout (deflate, 512-pixel blocks, BigTIFF when needed)
 overviews from level 0: the labels with ``job.options.overview_resampling`` (``nearest`` or
 ``mode``, never an average: labels are categories), the probabilities with ``nearest``. The copy
 is written beside the output and moved into place only when complete
-(:func:`~segpipe.models.foundation.atomic_output`).
+(:func:`~segpipe.models.foundation.atomic_output`); an object-store output is uploaded from local
+scratch when complete (:func:`segpipe.pipeline.storage.publish`).
 
 Labels: one band named ``labels`` with the nodata value, a colour table (uint8 labels), the
 provenance tags, ``CLASS_NAMES`` (JSON) and a ``CLASS_<i>`` band tag per class. Probabilities:
@@ -31,13 +32,13 @@ from rasterio.crs import CRS
 from rasterio.errors import NotGeoreferencedWarning
 from rasterio.windows import Window as RioWindow
 
-from segpipe.models.foundation import atomic_output
+from segpipe.pipeline import storage
 from segpipe.pipeline.io.base import RasterInfo
 from segpipe.pipeline.io.pyramid import open_stored
 from segpipe.pipeline.io.writers.common import (
     as_uint8,
     open_probabilities,
-    probabilities_path,
+    probabilities_target,
     probability_block,
     probability_names,
     write_labels_and_probabilities,
@@ -98,7 +99,7 @@ def _write_blocks(
 class _Cog:
     """One COG output: where, its staging file, its profile and how its overviews are made."""
 
-    out: Path
+    out: str
     staging: Path
     profile: dict[str, Any]
     resampling: str
@@ -114,7 +115,7 @@ def _stage_and_copy(cog: _Cog, fill: Callable[[DatasetWriter], None]) -> Path:
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
             with rasterio.open(cog.staging, "w", **cog.profile) as dst:
                 fill(dst)
-            with atomic_output(cog.out) as partial:
+            with storage.publish(cog.out) as partial:
                 rasterio.shutil.copy(
                     cog.staging, partial, driver="COG", COMPRESS="DEFLATE",
                     BLOCKSIZE=str(COG_BLOCK), BIGTIFF="IF_SAFER",
@@ -122,7 +123,7 @@ def _stage_and_copy(cog: _Cog, fill: Callable[[DatasetWriter], None]) -> Path:
                 )
     finally:
         cog.staging.unlink(missing_ok=True)
-    return cog.out
+    return Path(cog.out)
 
 
 def write_labels(job: ExportJob) -> Path:
@@ -138,7 +139,7 @@ def write_labels(job: ExportJob) -> Path:
         dst.update_tags(1, **{f"CLASS_{i}": name for i, name in enumerate(job.class_names)})
 
     cog = _Cog(
-        out=Path(job.out),
+        out=job.out,
         staging=Path(job.staging_dir) / "labels.staging.tif",
         profile=_profile(job.info, 1, str(labels.dtype), nodata=job.nodata),
         resampling=job.options.overview_resampling,
@@ -162,7 +163,7 @@ def write_probabilities(job: ExportJob) -> Path:
         dst.update_tags(CLASS_NAMES=json.dumps(names), SCALE="1/255" if uint8 else "1")
 
     cog = _Cog(
-        out=probabilities_path(job.out),
+        out=probabilities_target(job.out),
         staging=Path(job.staging_dir) / "probabilities.staging.tif",
         profile=_profile(
             job.info, len(names), "uint8" if uint8 else "float32", predictor=2 if uint8 else 3

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import tifffile
 
-from segpipe.models.foundation import atomic_output
+from segpipe.pipeline import storage
 from segpipe.pipeline.io.base import RasterInfo
 from segpipe.pipeline.io.pyramid import iter_tiles, open_stored, pyramid_shapes
 from segpipe.pipeline.io.units import LENGTH_UNITS, normalize_unit, unit_in_meters
@@ -33,7 +33,7 @@ from segpipe.pipeline.io.writers.common import (
     PYRAMID_METHOD,
     as_uint8,
     open_probabilities,
-    probabilities_path,
+    probabilities_target,
     probability_block,
     probability_names,
     write_labels_and_probabilities,
@@ -123,7 +123,7 @@ def _write_pyramid(out_path: str | os.PathLike[str], pyramid: _Pyramid, tiles: T
     if pyramid.predictor:
         options["predictor"] = True
     bigtiff = raw > 2**31 - 2**25
-    with atomic_output(out_path) as partial, tifffile.TiffWriter(
+    with storage.publish(os.fspath(out_path)) as partial, tifffile.TiffWriter(
         partial, bigtiff=bigtiff, ome=True
     ) as tif:
         tif.write(
@@ -218,7 +218,7 @@ def write_probabilities(job: ExportJob, *, tile: int = TILE) -> Path:
             for t in iter_tiles(_Plane(probs, k), 2**level, pyramid.shapes[level], pyramid.tile):
                 yield probability_block(t, as_uint8=uint8, float_dtype="float32")
 
-    return _write_pyramid(probabilities_path(job.out), pyramid, tiles)
+    return _write_pyramid(probabilities_target(job.out), pyramid, tiles)
 
 
 def write(job: ExportJob) -> list[str]:

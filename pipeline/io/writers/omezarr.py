@@ -21,8 +21,10 @@ the label pyramid, following the NGFF labels layout viewers expect:
 The probabilities (:func:`write_probabilities`) are an image of one channel per class, float16
 (as stored) or ``round(p * 255)`` uint8, with the same pyramid and scales.
 
-Both are written beside the output and moved into place when complete, in the NGFF version of
-``job.options.ngff_version``: "0.4" (Zarr v2, the most widely read) or "0.5" (Zarr v3).
+Both are written beside the output and moved into place when complete (on an object store:
+written in place, published last by the root metadata, see
+:mod:`segpipe.pipeline.io.zarrpublish`), in the NGFF version of ``job.options.ngff_version``:
+"0.4" (Zarr v2, the most widely read) or "0.5" (Zarr v3).
 Multiscales and label metadata are written with ome-zarr's own ``write_multiscales_metadata`` /
 ``write_label_metadata``; the arrays are filled here chunk row by chunk row so memory stays
 O(chunk row).
@@ -40,7 +42,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import zarr
 
-from segpipe.models.foundation import atomic_output
 from segpipe.pipeline.io.base import RasterInfo
 from segpipe.pipeline.io.pyramid import open_stored, pyramid_shapes, read_nearest
 from segpipe.pipeline.io.units import ngff_unit
@@ -48,11 +49,12 @@ from segpipe.pipeline.io.writers.common import (
     PYRAMID_METHOD,
     as_uint8,
     open_probabilities,
-    probabilities_path,
+    probabilities_target,
     probability_block,
     probability_names,
     write_labels_and_probabilities,
 )
+from segpipe.pipeline.io.zarrpublish import output_group
 from segpipe.pipeline.options import NgffVersion
 
 if TYPE_CHECKING:
@@ -239,8 +241,7 @@ def write_labels(job: ExportJob) -> Path:
     labels = open_stored(job.labels_path, job.info, "labels", 2)
     grid = _Grid.of(job.info, int(labels.chunks[0]), job.options.ngff_version)
     colors, properties = _label_metadata(job)
-    with atomic_output(job.out) as partial:
-        root = zarr.open_group(partial, mode="w", zarr_format=grid.fmt.zarr_format)
+    with output_group(job.out, grid.fmt.zarr_format) as root:
         _write_image(root, job, grid)
         label_group = root.create_group("labels").create_group(LABEL_NAME)
         _write_pyramid(label_group, _Labels2D(labels), grid, labels.dtype)
@@ -264,20 +265,19 @@ def write_probabilities(job: ExportJob) -> Path:
     grid = _Grid.of(job.info, int(probs.chunks[1]), job.options.ngff_version)
     uint8 = as_uint8(job)
     dtype = "uint8" if uint8 else "float16"
-    out = probabilities_path(job.out)
+    out = probabilities_target(job.out)
 
     def convert(block: np.ndarray) -> np.ndarray:
         return probability_block(block, as_uint8=uint8, float_dtype="float16")
 
-    with atomic_output(out) as partial:
-        root = zarr.open_group(partial, mode="w", zarr_format=grid.fmt.zarr_format)
+    with output_group(out, grid.fmt.zarr_format) as root:
         arrays = _write_pyramid(root, probs, grid, dtype, convert)
         names = probability_names(job, probs.shape[0])
         omero = _omero(names, arrays, dtype, window=(0.0, 255.0 if uint8 else 1.0))
         grid.write_multiscales(
             root, f"{os.path.basename(job.info.path)} probabilities", omero=omero
         )
-    return out
+    return Path(out)
 
 
 def write(job: ExportJob) -> list[str]:

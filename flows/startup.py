@@ -1,0 +1,153 @@
+"""Prefect's temporary server, started first so that it starts while everything else does.
+
+Without a configured API (``PREFECT_API_URL`` in the environment or the active Prefect profile) a
+flow run needs Prefect's temporary local server: a uvicorn subprocess that imports Prefect's
+server and migrates its SQLite database, seconds of work. Prefect starts it only when the flow's
+client first needs it, after this process has imported Prefect's whole server module (which the
+client never uses) just to find its start command. :func:`start_prefect_server` instead spawns
+the same command (``uvicorn prefect.server.api.server:create_app``, UI off, the temporary-server
+flags Prefect sets) as soon as the command line has checked its arguments, and points this
+process at it through ``PREFECT_API_URL``; the server then starts while this process imports
+torch, Prefect's client and the flow. :meth:`TemporaryServer.wait` blocks until it answers, just
+before the flow runs; the server is stopped when this process exits.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import importlib.util
+import os
+import socket
+import subprocess
+import sys
+import time
+import tomllib
+import urllib.request
+from pathlib import Path
+
+__all__ = ["TemporaryServer", "api_configured", "start_prefect_server"]
+
+DEFAULT_TIMEOUT = 90.0
+
+
+def api_configured() -> bool:
+    """Whether a Prefect API is configured: in the environment, a Prefect profile or settings."""
+    if os.environ.get("PREFECT_API_URL"):
+        return True
+    if "prefect" in sys.modules:  # already imported (a test harness, a library caller)
+        from prefect.settings import PREFECT_API_URL
+
+        return bool(PREFECT_API_URL.value())
+    return bool(_profile_setting("PREFECT_API_URL"))
+
+
+def _profile_setting(name: str) -> object:
+    """``name`` in the active Prefect profile (profiles.toml), without importing Prefect."""
+    home = Path(os.environ.get("PREFECT_HOME", "~/.prefect")).expanduser()
+    path = Path(os.environ.get("PREFECT_PROFILES_PATH", home / "profiles.toml")).expanduser()
+    try:
+        data = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError):
+        return None
+    active = os.environ.get("PREFECT_PROFILE") or data.get("active", "ephemeral")
+    return data.get("profiles", {}).get(active, {}).get(name)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class TemporaryServer:
+    """Prefect's temporary server in a subprocess (the command Prefect itself would run)."""
+
+    def __init__(self, timeout: float | None = None) -> None:
+        self.timeout = timeout or float(
+            os.environ.get("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", DEFAULT_TIMEOUT)
+        )
+        self.port = _free_port()
+        self.process = self._spawn()
+        self.api_url = f"http://127.0.0.1:{self.port}/api"
+        atexit.register(self.stop)
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        spec = importlib.util.find_spec("prefect")
+        if spec is None or not spec.submodule_search_locations:
+            raise RuntimeError("prefect is not installed")
+        app_dir = Path(next(iter(spec.submodule_search_locations))).parent
+        env = {**os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1",
+               "PREFECT__SERVER_FINAL": "1"}
+        env.pop("PREFECT_API_URL", None)
+        cmd = [sys.executable, "-m", "uvicorn", "--app-dir", str(app_dir), "--factory",
+               "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port",
+               str(self.port), "--log-level", "error", "--lifespan", "on"]
+        return subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL)
+
+    def wait(self) -> None:
+        """Block until the server answers its health check; respawn it if it exits early.
+
+        An early exit is most often a port taken between choosing it and binding it: the
+        server is then started again on another port (three times at most).
+        """
+        deadline = time.monotonic() + self.timeout
+        respawns = 0
+        while time.monotonic() < deadline:
+            status = self.process.poll()
+            if status is not None:
+                if respawns == 3:
+                    raise RuntimeError(f"Prefect's temporary server exited with status {status}")
+                respawns += 1
+                self.port = _free_port()
+                self.api_url = f"http://127.0.0.1:{self.port}/api"
+                os.environ["PREFECT_API_URL"] = self.api_url
+                self.process = self._spawn()
+                continue
+            if _healthy(f"{self.api_url}/health") and self.process.poll() is None:
+                return
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(
+            f"Prefect's temporary server did not answer within {self.timeout:.0f} s; set "
+            "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS higher or PREFECT_API_URL to a "
+            "running server"
+        )
+
+    def stop(self) -> None:
+        """Terminate the server (at exit, or when it never answered)."""
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def _healthy(url: str) -> bool:
+    with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=2) as r:
+        return bool(r.status == 200)
+    return False
+
+
+class _Configured:
+    """A configured API: nothing to start or wait for."""
+
+    def wait(self) -> None:
+        return None
+
+    def stop(self) -> None:
+        return None
+
+
+def start_prefect_server() -> TemporaryServer | _Configured:
+    """Start the temporary server now unless an API is configured; this process then uses it.
+
+    Call before Prefect is imported (the settings read ``PREFECT_API_URL`` at import).
+    """
+    if api_configured():
+        return _Configured()
+    server = TemporaryServer()
+    os.environ["PREFECT_API_URL"] = server.api_url
+    return server
