@@ -4,10 +4,11 @@
 
 Runs the bad-input corpus (``tests/corpus/`` and ``tests/test_model_files_are_data.py``) with
 ``SEGPIPE_CORPUS_RECORD`` set, so every case records its exit code and its stderr line (its
-temporary folder written ``<tmp>``), and lists the fault tests (``tests/faults/``) by collecting them, each described by the first paragraph of
-its docstring. Writes nothing unless every corpus test passed. ``tests/corpus/test_reliability.py``
-renders the file again from the same cases and fails when it differs; every corpus case checks
-its own line against the file.
+temporary folder written ``<tmp>``), and lists the fault tests (``tests/faults/``) by
+collecting them, each described by the first paragraph of its docstring. Writes nothing
+unless every corpus test passed. ``tests/corpus/test_reliability.py`` renders the file again
+from the same cases and fails when it differs; every corpus case checks its own line against
+the file.
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ import pytest
 import rasterio
 from affine import Affine
 
-from segpipe.pipeline import segment
+from segpipe.pipeline import segment, stages
 from segpipe.pipeline.options import RunOptions
 from segpipe.pipeline.stages import run_one
 from tests.flows.conftest import cli_env
@@ -57,6 +57,13 @@ def _peak_mib(folder: Path, side: int, model: Path) -> float:
         return tracemalloc.get_traced_memory()[1] / MIB
     finally:
         tracemalloc.stop()
+
+
+@pytest.fixture(autouse=True)
+def _no_visuals(monkeypatch):
+    """The quicklook reads up to 1536 px a side whatever the image (bounded, and tested on a
+    20k × 20k input in tests/pipeline/test_quicklook.py): here only the block path is measured."""
+    monkeypatch.setattr(stages, "write_visuals", lambda plan, summary: [])
 
 
 @pytest.fixture(scope="module")
