@@ -49,7 +49,10 @@ def _load(model: str, variant: str):
     """The model as plain eager PyTorch (NCHW float32: no channels-last, no compile)."""
     from segpipe.models import load_model
 
-    return load_model(model, device="cpu", channels_last=False)
+    try:
+        return load_model(model, device="cpu", channels_last=False)
+    except TypeError:  # a segpipe from before channels-last (the baseline): NCHW anyway
+        return load_model(model, device="cpu")
 
 
 def run_bare(args) -> dict:
