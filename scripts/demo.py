@@ -9,7 +9,7 @@
 2. The held-out quarter of stardist's fluorescence nuclei image (never seen in training) → an
    OME-TIFF and an OME-Zarr, again with the model chosen by segpipe.
 
-Prints where the outputs and quicklooks are, and the class areas.
+Prints where the outputs, quicklooks, HTML reports and area tables are, and the class areas.
 """
 
 from __future__ import annotations
@@ -43,8 +43,9 @@ def report(summary: dict) -> None:
     out = Path(summary["output"])
     print(f"  model:     {summary['model']['name']}")
     print(f"  output:    {out}")
-    quicklook = companion_path(out, "quicklook", ".png")
-    print(f"  quicklook: {quicklook}")
+    print(f"  quicklook: {companion_path(out, 'quicklook', '.png')}")
+    print(f"  report:    {companion_path(out, 'report', '.html')}")
+    print(f"  areas:     {companion_path(out, 'areas', '.csv')}")
     for c in summary["classes"]:
         if c.get("area_ha") is not None:
             size = f"{c['area_ha']:12.1f} ha"
