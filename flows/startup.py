@@ -9,7 +9,8 @@ the same command (``uvicorn prefect.server.api.server:create_app``, UI off, the 
 flags Prefect sets) as soon as the command line has checked its arguments, and points this
 process at it through ``PREFECT_API_URL``; the server then starts while this process imports
 torch, Prefect's client and the flow. :meth:`TemporaryServer.wait` blocks until it answers, just
-before the flow runs; the server is stopped when this process exits.
+before the flow runs; the server is stopped when this process exits (on Linux also when it is
+killed: the server asks the kernel for SIGTERM when its parent dies).
 """
 
 from __future__ import annotations
@@ -83,7 +84,8 @@ class TemporaryServer:
         cmd = [sys.executable, "-m", "uvicorn", "--app-dir", str(app_dir), "--factory",
                "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port",
                str(self.port), "--log-level", "error", "--lifespan", "on"]
-        return subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL)
+        return subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL,
+                                preexec_fn=_die_with_parent if sys.platform == "linux" else None)
 
     def wait(self) -> None:
         """Block until the server answers its health check; respawn it if it exits early.
@@ -123,6 +125,15 @@ class TemporaryServer:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+
+
+def _die_with_parent() -> None:
+    """In the server's process: be sent SIGTERM when segpipe dies, even by SIGKILL (Linux)."""
+    import ctypes
+    import signal
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def _healthy(url: str) -> bool:

@@ -96,3 +96,18 @@ def test_auto_executor_runs_small_inputs_here_and_large_ones_on_the_cluster(
 def _ingested(plan, ingest_stage):
     ingest_stage(plan)
     return plan
+
+
+def test_the_server_dies_with_a_killed_segpipe(tmp_path):
+    import sys
+
+    code = ("import time; from segpipe.flows.startup import TemporaryServer; "
+            "s = TemporaryServer(); print(s.process.pid, flush=True); time.sleep(120)")
+    env = dict(os.environ, PREFECT_HOME=str(tmp_path), PREFECT_SERVER_ANALYTICS_ENABLED="false")
+    parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
+                              env=env)
+    server = psutil.Process(int(parent.stdout.readline()))
+    parent.kill()  # SIGKILL: no atexit, no cleanup in segpipe
+    parent.wait()
+    gone, alive = psutil.wait_procs([server], timeout=30)
+    assert server in gone and not alive
