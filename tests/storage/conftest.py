@@ -15,7 +15,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -227,14 +226,8 @@ def bucket_files_text(fs, prefix: str) -> str:
 
 
 def poll(predicate, timeout: float, what: str, interval: float = 0.2):
-    """Wait until ``predicate()`` is truthy (polling; no guessed sleeps)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+    """Wait until ``predicate()`` is truthy (polling the bucket gently; no guessed sleeps)."""
+    return wait_for(predicate, timeout, what, interval)
 
 
 class CountingProxy:
