@@ -15,7 +15,7 @@ from segpipe.pipeline.outputs import default_workdir, sidecar_path
 from segpipe.pipeline.report import artifact_key
 from segpipe.pipeline.workdir import WorkDir
 from tests.conftest import smooth_image, write_geotiff
-from tests.flows.conftest import SMALL, SMALL_ARGS, read_labels
+from tests.flows.conftest import SMALL, SMALL_ARGS, read_labels, wait_for
 from tests.pipeline.test_exactness import tiny_unet
 
 STAGES = {"plan", "ingest", "stats", "segment", "export", "report"}
@@ -77,6 +77,16 @@ def artifacts(key):
     return asyncio.run(call())
 
 
+def _completed_stages(run_id):
+    """The run's task runs once every stage has a completed one, else None."""
+    tasks = task_runs(run_id)
+    done = [t for t in tasks if t.state and t.state.is_completed()]
+    keys = {t.task_key.rsplit("-", 1)[0] for t in done}
+    names = {t.name.split(" ")[0] for t in done}
+    every = keys >= STAGES or names >= STAGES
+    return tasks if every and len(done) == len(tasks) else None
+
+
 def test_local_cluster_run_is_a_completed_flow_with_stage_tasks(
     prefect_api, assets, reference, tmp_path, capsys
 ):
@@ -91,9 +101,8 @@ def test_local_cluster_run_is_a_completed_flow_with_stage_tasks(
 
     run = next(r for r in flow_runs() if r.id not in before)
     assert run.state.is_completed()
-    tasks = task_runs(run.id)
-    assert {t.task_key.rsplit("-", 1)[0] for t in tasks} >= STAGES or {
-        t.name.split(" ")[0] for t in tasks} >= STAGES
+    # task-run states reach the server asynchronously (events): poll, don't read once
+    tasks = wait_for(lambda: _completed_stages(run.id), 60, "completed stage task runs", 0.5)
     assert all(t.state.is_completed() for t in tasks)
 
     workdir = default_workdir(str(out))
