@@ -43,7 +43,7 @@ def leftovers(folder, out_name):
         ("not-a-raster", ["cannot read"]),
         ("bad-tile", ["--tile 30", "stride 4", "28", "32"]),
         ("bad-bands", ["--bands", "expects 3"]),
-        ("band-count", ["1 bands", "expects 3"]),
+        ("band-count", ["has 1 band", "expects 3"]),
         ("bad-model", ["model"]),
         ("small-halo", ["--halo 3", "margin"]),
         ("bad-extension", ["--output", "extension"]),
