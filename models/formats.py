@@ -16,10 +16,8 @@ A sidecar ``<stem>.json`` card next to a model file is used when the file has no
 are read with ``weights_only=True``; TorchScript by TorchScript's own loader (tensors and
 TorchScript classes only); ONNX by onnxruntime; an exported program is checked by
 :func:`segpipe.models.dataonly.check_exported_program` before ``torch.export.load`` sees it.
-A model's forward pass is code all the same: run models from sources you trust.
-
-The writers of these formats are in :mod:`segpipe.models.saving`; the object that runs a loaded
-model is :class:`segpipe.models.loading.LoadedModel`.
+A model's forward pass is code all the same: run models from sources you trust. Writers:
+:mod:`segpipe.models.saving`; the object that runs a loaded model: ``loading.LoadedModel``.
 """
 
 from __future__ import annotations
