@@ -104,7 +104,22 @@ def _run_flow(inputs: list[str], output: str | None, template: RunOptions, execu
     configure_logging(execution.verbose)
     if server_ready is not None:
         server_ready()
-    return segpipe_run(inputs, output, template, execution, pattern)
+    try:
+        return segpipe_run(inputs, output, template, execution, pattern)
+    finally:
+        _flush_prefect_events()
+
+
+def _flush_prefect_events(timeout: float = 30.0) -> None:
+    """Send the run's queued task-run events to the server now, and retire the sender.
+
+    Prefect reports task-run states as events through one process-wide worker that keeps the
+    API it first connected to; unflushed, they are lost when a temporary server stops, and a
+    later run in the same process (a library caller, ``serve``) would send to the old server.
+    """
+    from prefect.events.worker import EventsWorker
+
+    EventsWorker.drain_all(timeout=timeout)
 
 
 @cli.command()

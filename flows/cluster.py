@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -36,6 +37,7 @@ log = logging.getLogger("segpipe")
 
 MAX_DEFAULT_WORKERS = 4
 RETRIES = 2
+CLOSE_SECONDS = 20  # a local cluster's close; its workers are killed after an interrupt
 POLL_SECONDS = 0.02  # finished blocks are released within this (a lost worker loses less)
 
 
@@ -152,7 +154,9 @@ class Cluster:
     def __enter__(self) -> Cluster:
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, kind: type[BaseException] | None, *exc: object) -> None:
+        if kind is not None and not issubclass(kind, Exception):  # Ctrl-C, SIGTERM
+            self.stop_workers()
         self.close()
 
     def client(self) -> Client:
@@ -214,8 +218,23 @@ class Cluster:
             self._client.close()
             self._client = None
         if self._cluster is not None:
-            self._cluster.close()
+            self._cluster.close(timeout=CLOSE_SECONDS)
             self._cluster = None
+
+    def stop_workers(self) -> None:
+        """On an interrupt: SIGKILL this cluster's worker processes before closing it.
+
+        Ctrl-C reaches the workers too, and a graceful close then waits on workers that are
+        half gone (it once took over a minute). Killing is safe: a block's chunks are written
+        whole and its marker last, so a resume recomputes only blocks without a marker.
+        """
+        if self._cluster is None:
+            return
+        for nanny in list(self._cluster.workers.values()):
+            pid = getattr(nanny, "pid", None)
+            if pid:
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
 
 
 class DaskExecutor:

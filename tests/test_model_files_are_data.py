@@ -27,6 +27,7 @@ from tests.corpus.harness import (
     REPO,
     BadCase,
     Call,
+    case_params,
     check_bad_case,
     documented,
     prefect_server,
@@ -235,7 +236,11 @@ def prefect_api() -> str:
     return prefect_server()
 
 
-@pytest.mark.parametrize("case_id", list(CASES))
+#: the cases `make test` runs; the others are in the slow set
+QUICK = {"checkpoint-with-a-pickled-object", "pt2-graph-calls-os-system", "card-nested-100000-deep"}
+
+
+@pytest.mark.parametrize("case_id", case_params(CASES, QUICK))
 def test_a_model_file_that_would_run_code_is_refused_and_nothing_runs(
     case_id: str, tmp_path: Path, prefect_api: str
 ):

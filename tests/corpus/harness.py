@@ -251,6 +251,16 @@ def uncode(cell: str) -> str:
     return inner.replace(chr(92) + "|", "|")
 
 
+def case_params(cases: dict[str, object], quick: set[str]) -> list:
+    """The case ids as pytest parameters: those in ``quick`` run in ``make test``, the others
+    in the slow set (each is a fresh ``segpipe`` process of about 6 s; CI runs both sets)."""
+    import pytest
+
+    unknown = quick - set(cases)
+    assert not unknown, f"not corpus cases: {sorted(unknown)}"
+    return [pytest.param(c, marks=() if c in quick else pytest.mark.slow) for c in cases]
+
+
 # ------------------------------------------------------------------ a shared Prefect server
 
 _SERVER = """

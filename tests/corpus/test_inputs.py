@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from tests.corpus.harness import BadCase, Call, check_bad_case
+from tests.corpus.harness import BadCase, Call, case_params, check_bad_case
 from tests.corpus.makers import geotiff, pixels, tiny_model
 
 TITLE = "Bad or broken inputs"
@@ -147,7 +147,17 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("case_id", list(CASES))
+#: the cases `make test` runs; the others are in the slow set
+QUICK = {
+    "input-missing",
+    "input-text-file",
+    "input-truncated-tiff",
+    "input-complex-pixels",
+    "input-bands-not-matching-model",
+}
+
+
+@pytest.mark.parametrize("case_id", case_params(CASES, QUICK))
 def test_a_bad_input_exits_2_with_one_error_line_and_writes_nothing(
     case_id: str, tmp_path: Path, prefect_api: str
 ):

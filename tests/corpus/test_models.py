@@ -17,7 +17,7 @@ import pytest
 import torch
 from torch import nn
 
-from tests.corpus.harness import BadCase, Call, check_bad_case
+from tests.corpus.harness import BadCase, Call, case_params, check_bad_case
 from tests.corpus.makers import SEED, scene, scratch, tiny_model
 
 TITLE = "Bad models"
@@ -130,7 +130,11 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("case_id", list(CASES))
+#: the cases `make test` runs; the others are in the slow set
+QUICK = {"model-random-bytes", "model-wrong-rank", "model-nan-at-probe"}
+
+
+@pytest.mark.parametrize("case_id", case_params(CASES, QUICK))
 def test_a_bad_model_exits_2_with_one_error_line_and_writes_nothing(
     case_id: str, tmp_path: Path, prefect_api: str
 ):

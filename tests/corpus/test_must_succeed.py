@@ -23,7 +23,7 @@ import rasterio
 from PIL import Image
 from rasterio.errors import NotGeoreferencedWarning
 
-from tests.corpus.harness import Call, documented, run_segpipe, shown, strip_tmp
+from tests.corpus.harness import Call, case_params, documented, run_segpipe, shown, strip_tmp
 from tests.corpus.makers import CRS_UTM_33N, TRANSFORM, geotiff, pixels, tiny_model
 
 TITLE = "Awkward inputs that must work"
@@ -227,7 +227,11 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("case_id", list(CASES))
+#: the cases `make test` runs; the others are in the slow set
+QUICK = {"png-renamed-tif", "nan-filled-bands", "nan-logits-in-one-block"}
+
+
+@pytest.mark.parametrize("case_id", case_params(CASES, QUICK))
 def test_an_awkward_input_works_and_its_output_is_right(
     case_id: str, tmp_path: Path, prefect_api: str
 ):

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.corpus.harness import BadCase, Call, check_bad_case
+from tests.corpus.harness import BadCase, Call, case_params, check_bad_case
 from tests.corpus.makers import OLD_MTIME_NS, geotiff, pixels, scene, tiny_model
 
 TITLE = "Outputs and work directories"
@@ -159,7 +159,18 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("case_id", list(CASES))
+#: the cases `make test` runs; the others are in the slow set
+QUICK = {
+    "output-unknown-extension",
+    "output-folder-missing",
+    "output-folder-read-only",
+    "output-is-the-input",
+    "output-exists-no-overwrite",
+    "resume-corrupt-manifest",
+}
+
+
+@pytest.mark.parametrize("case_id", case_params(CASES, QUICK))
 def test_a_bad_output_or_work_directory_exits_2_with_one_error_line_and_writes_nothing(
     case_id: str, tmp_path: Path, prefect_api: str
 ):
