@@ -10,14 +10,16 @@ Prefect: ``segpipe --help`` answers at once.
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
 import os
 import signal
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
@@ -68,6 +70,12 @@ def run(inputs: tuple[str, ...], output: str | None, pattern: str | None, workdi
         input=inputs[0], output="", workdir=workdir, overwrite=overwrite, resume=resume,
         keep_workdir=keep_workdir, **groups_from(kw),
     )
+    _prefect_defaults()
+    from segpipe.flows.startup import start_prefect_server
+
+    # first: Prefect's server starts (seconds, on another core) while torch is imported and
+    # the inputs are checked; a refused input stops it again at exit
+    server = start_prefect_server()
     from segpipe.flows.inputs import expand_inputs
     from segpipe.pipeline.plan import preflight
 
@@ -76,12 +84,9 @@ def run(inputs: tuple[str, ...], output: str | None, pattern: str | None, workdi
         raise click.UsageError("--workdir names one work directory; it needs a single input")
     for job in jobs:
         preflight(job)  # refuse bad paths and devices before Prefect or Dask start
-    _prefect_defaults()
     from segpipe.flows.diskfull import disk_full_reported
     from segpipe.flows.lock import hold_outputs
-    from segpipe.flows.startup import start_prefect_server
 
-    server = start_prefect_server()  # starts while the flow and torch are imported
     # one run per output folder (a second exits 2 naming the holder); a full disk: one error
     with disk_full_reported(jobs), hold_outputs([j.output for j in jobs]):
         summaries = _run_flow(list(inputs), output, template, execution, pattern, server.wait)
@@ -205,6 +210,25 @@ def main(argv: Sequence[str] | None = None) -> int:
               "(set SEGPIPE_DEBUG=1 for the traceback)", file=sys.stderr)
         return 1
     return 0
+
+
+def console() -> NoReturn:
+    """The ``segpipe`` console script: :func:`main`, the exit handlers, then a fast exit.
+
+    Tearing down an interpreter that has loaded torch and Prefect takes over a second, longer
+    than a small run's stages. Everything segpipe writes is closed by the time :func:`main`
+    returns, so the process runs the exit handlers (Prefect's log and event senders, the
+    temporary server, logging) and leaves without the teardown; unless a thread of its own is
+    still running, when it exits the usual way.
+    """
+    code = main()
+    if any(t.is_alive() and not t.daemon for t in threading.enumerate()
+           if t is not threading.main_thread()):
+        sys.exit(code)
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def _stop(signum: int, frame: object) -> None:

@@ -24,14 +24,15 @@ import signal
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-
-from distributed import Client, Future, LocalCluster, as_completed
-from distributed.diagnostics.plugin import WorkerPlugin
+from typing import TYPE_CHECKING
 
 from segpipe.models.foundation import InputError
 from segpipe.pipeline.executor import BlockSink
 from segpipe.pipeline.segment import SegmentJob, segment_and_record
 from segpipe.pipeline.workdir import BlockRecord
+
+if TYPE_CHECKING:  # Dask's distributed is imported when a cluster starts (~0.3 s)
+    from distributed import Client, Future, LocalCluster
 
 log = logging.getLogger("segpipe")
 
@@ -91,41 +92,6 @@ class LocalLayout:
         return cls(workers, max(1, cores // workers), gpus)
 
 
-class TorchThreads(WorkerPlugin):
-    """Sizes torch's thread pool on each worker so workers × threads ≈ the host's cores.
-
-    ``threads_on_host`` maps a host to the Dask threads of all workers on it (known to the
-    client from the scheduler); a worker that joins later divides by its own thread count.
-    ``gpu_by_name`` pins LocalCluster workers (named 0, 1, ...) to one CUDA device each.
-    """
-
-    idempotent = False
-
-    def __init__(
-        self, threads: int | None = None, threads_on_host: dict[str, int] | None = None,
-        gpu_by_name: bool = False,
-    ) -> None:
-        self.threads = threads
-        self.threads_on_host = threads_on_host or {}
-        self.gpu_by_name = gpu_by_name
-
-    def setup(self, worker) -> None:
-        """Set the worker's torch threads (and CUDA device)."""
-        import torch
-
-        threads = self.threads
-        if threads is None:
-            from distributed.comm import get_address_host
-
-            host = get_address_host(worker.address)  # as the scheduler names hosts
-            busy = self.threads_on_host.get(host, worker.state.nthreads)
-            threads = max(1, available_cores() // max(1, busy))
-        torch.set_num_threads(threads)
-        if self.gpu_by_name and torch.cuda.is_available():
-            with contextlib.suppress(TypeError, ValueError):
-                torch.cuda.set_device(int(worker.name) % torch.cuda.device_count())
-
-
 def run_block(job: SegmentJob, index: tuple[int, int], run_id: str) -> BlockRecord:
     """The Dask task of one block: segment it, write its chunks, then its ``done`` marker."""
     from distributed import get_worker
@@ -167,6 +133,10 @@ class Cluster:
         return self._client
 
     def _connect(self) -> Client:
+        from distributed import Client, LocalCluster
+
+        from segpipe.flows.workerplugin import TorchThreads
+
         if self.spec.scheduler:
             try:
                 client = Client(self.spec.scheduler, timeout="20s")
@@ -282,6 +252,8 @@ def gather_blocks(
     ``sink.idle`` is called about every 20 ms while nothing finishes (for stall reporting).
     Futures are released as they finish, so their results do not pile up on the workers.
     """
+    from distributed import as_completed
+
     pending = as_completed(futures)
     del futures
     while not pending.is_empty():

@@ -152,13 +152,22 @@ class _Configured:
         return None
 
 
+_STARTED: list[TemporaryServer] = []  # the server this process started, reused by later runs
+
+
 def start_prefect_server() -> TemporaryServer | _Configured:
     """Start the temporary server now unless an API is configured; this process then uses it.
 
-    Call before Prefect is imported (the settings read ``PREFECT_API_URL`` at import).
+    Call before Prefect is imported (the settings read ``PREFECT_API_URL`` at import). A later
+    run in the same process (a library caller, the tests) gets the server an earlier run
+    started, which it waits for like the first (it may still be starting).
     """
+    ours = _STARTED[-1] if _STARTED else None
+    if ours and ours.process.poll() is None and os.environ.get("PREFECT_API_URL") == ours.api_url:
+        return ours
     if api_configured():
         return _Configured()
     server = TemporaryServer()
     os.environ["PREFECT_API_URL"] = server.api_url
+    _STARTED.append(server)
     return server

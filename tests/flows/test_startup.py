@@ -38,12 +38,32 @@ def _servers_of(home: str) -> list[psutil.Process]:
     return found
 
 
-@pytest.mark.slow
-def test_run_without_a_configured_server_starts_and_stops_its_own(assets, tmp_path):
+def _unconfigured_env(tmp_path) -> tuple[str, dict[str, str]]:
+    """A PREFECT_HOME of its own and an environment with no Prefect API configured."""
     home = str(tmp_path / "prefect-home")
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
     env.update(PREFECT_HOME=home, PREFECT_PROFILES_PATH=str(tmp_path / "none.toml"),
                PREFECT_SERVER_ANALYTICS_ENABLED="false", DO_NOT_TRACK="1")
+    return home, env
+
+
+def test_a_refused_input_stops_the_server_it_started_first(assets, tmp_path):
+    """The server is spawned before the inputs are checked; a refusal leaves none behind."""
+    home, env = _unconfigured_env(tmp_path)
+    done = subprocess.run(
+        segpipe_cmd("run", "--input", tmp_path / "missing.tif", "--output", tmp_path / "o.tif",
+                    "--model", assets["model"], "--workers", "0", *SMALL_ARGS),
+        env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.splitlines() == [
+        f"error: --input {tmp_path / 'missing.tif'}: file not found; check the path"]
+    assert _servers_of(home) == []
+
+
+@pytest.mark.slow
+def test_run_without_a_configured_server_starts_and_stops_its_own(assets, tmp_path):
+    home, env = _unconfigured_env(tmp_path)
     out = tmp_path / "out.tif"
     done = subprocess.run(
         segpipe_cmd("run", "--input", assets["small"], "--output", out, "--model",

@@ -9,10 +9,11 @@ from types import SimpleNamespace
 
 import pytest
 
-from segpipe.flows.cluster import LocalLayout, TorchThreads
+from segpipe.flows.cluster import LocalLayout
 from segpipe.flows.execution import Execution
 from segpipe.flows.inputs import expand_inputs, output_name
 from segpipe.flows.progress import Progress
+from segpipe.flows.workerplugin import TorchThreads
 from segpipe.models.foundation import InputError, ResumeError, write_text_atomic
 from segpipe.pipeline.keys import InputIdentity, LabelKey
 from segpipe.pipeline.options import RunOptions
@@ -119,9 +120,9 @@ def test_local_layout_shares_cores_and_gives_one_worker_per_gpu(monkeypatch):
 def test_torch_threads_plugin_divides_the_host_cores(monkeypatch):
     import torch
 
-    import segpipe.flows.cluster as cluster
+    import segpipe.flows.workerplugin as workerplugin
 
-    monkeypatch.setattr(cluster, "available_cores", lambda: 8)
+    monkeypatch.setattr(workerplugin, "available_cores", lambda: 8)
     before = torch.get_num_threads()
     worker = SimpleNamespace(address="tcp://10.0.0.5:4000", name="w",
                              state=SimpleNamespace(nthreads=1))
