@@ -116,8 +116,8 @@ def _stage_and_copy(cog: _Cog, fill: Callable[[DatasetWriter], None]) -> Path:
             with rasterio.open(cog.staging, "w", **cog.profile) as dst:
                 fill(dst)
             with storage.publish(cog.out) as partial:
-                rasterio.shutil.copy(
-                    cog.staging, partial, driver="COG", COMPRESS="DEFLATE",
+                rasterio.shutil.copy(  # tiles compressed on every core (same bytes)
+                    cog.staging, partial, driver="COG", COMPRESS="DEFLATE", NUM_THREADS="ALL_CPUS",
                     BLOCKSIZE=str(COG_BLOCK), BIGTIFF="IF_SAFER",
                     RESAMPLING=str(cog.resampling).upper(), OVERVIEWS="AUTO", **copy_options,
                 )
@@ -141,7 +141,9 @@ def write_labels(job: ExportJob) -> Path:
     cog = _Cog(
         out=job.out,
         staging=Path(job.staging_dir) / "labels.staging.tif",
-        profile=_profile(job.info, 1, str(labels.dtype), nodata=job.nodata),
+        # staged uncompressed (one byte a pixel, as the free-disk check counts it): the copy
+        # then decompresses nothing
+        profile=_profile(job.info, 1, str(labels.dtype), nodata=job.nodata, compress="none"),
         resampling=job.options.overview_resampling,
     )
     return _stage_and_copy(cog, fill)
