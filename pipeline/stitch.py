@@ -25,7 +25,11 @@ SIGMA_SCALE = 0.125
 
 @dataclass(frozen=True)
 class Stitched:
-    """A finished block: labels (h, w) as int64 and optional probabilities (K, h, w) float32."""
+    """A finished block: labels (h, w) and optional probabilities (K, h, w) float32.
+
+    Labels are uint8 for up to 256 classes (int32 beyond) after crop stitching, int64 after
+    weighted blending.
+    """
 
     labels: np.ndarray
     probabilities: np.ndarray | None
@@ -83,9 +87,12 @@ class Merger:
         src = region.relative_to(out).slices
         dst = region.relative_to(self.core).slices
         crop = logits[:, src[0], src[1]]
+        # labels leave the device in their smallest type: an eighth of int64's bytes per tile
+        small = torch.uint8 if crop.shape[0] <= 256 else torch.int32
         if self._labels is None:
-            self._labels = np.zeros((self.core.height, self.core.width), np.int64)
-        self._labels[dst] = labels_from_logits(crop).cpu().numpy()
+            dtype = np.uint8 if small is torch.uint8 else np.int32
+            self._labels = np.zeros((self.core.height, self.core.width), dtype)
+        self._labels[dst] = labels_from_logits(crop).to(small).cpu().numpy()
         if self.keep_probabilities:
             if self._probs is None:
                 self._probs = np.zeros((crop.shape[0], *self._labels.shape), np.float32)
