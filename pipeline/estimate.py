@@ -63,9 +63,9 @@ __all__ = [
 #: 3-band uint8 GeoTIFF on 2 cores; rounded up for quicklooks and larger band counts).
 IO_SECONDS_PER_MEGAPIXEL = 0.05
 #: Starting ``segpipe run``: imports, Prefect's temporary server, the flow and its tasks
-#: (wall time less the stages: 33 s and 63 s measured on a shared 2-core machine under load;
-#: a server named by PREFECT_API_URL saves its start).
-STARTUP_SECONDS = 30.0
+#: (wall time less the stages: 7 s measured on an idle 2-core machine, BENCHMARKS.md; two to
+#: five times that when other work shares the cores).
+STARTUP_SECONDS = 10.0
 #: What Prefect and Dask add to the resident size of the run's process.
 ORCHESTRATION_BYTES = 200 << 20
 #: Warm-up passes (at least one) and timed passes (at least one, the median is taken): more
