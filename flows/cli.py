@@ -11,6 +11,7 @@ Prefect: ``segpipe --help`` answers at once.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import json
 import logging
 import os
@@ -226,8 +227,9 @@ def console() -> NoReturn:
            if t is not threading.main_thread()):
         sys.exit(code)
     atexit._run_exitfuncs()
-    sys.stdout.flush()
-    sys.stderr.flush()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):  # a closed pipe, e.g. `| head`
+            stream.flush()
     os._exit(code)
 
 
