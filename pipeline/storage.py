@@ -15,10 +15,10 @@ Atomicity on an object store: a single PUT is atomic (readers see the old object
 never a part), so the manifest and the summary are plain PUTs; a crash mid-PUT leaves the old
 object. A block marker is written once with a conditional PUT (``If-None-Match: *``): a block
 recomputed after a lost result keeps the first marker. Files (COG, OME-TIFF, the quicklook) are
-written on local scratch and uploaded when complete (:func:`publish`); s3fs switches to a
-multipart upload for large files, whose object appears only when the upload completes: a crash
-leaves no object at the key (an incomplete upload, invisible, that a bucket lifecycle rule
-``AbortIncompleteMultipartUpload`` cleans up).
+written on local scratch and uploaded when complete (:func:`publish`); files of two parts or
+more (:data:`UPLOAD_PART_BYTES`) go up as a multipart upload, whose object appears only when
+the upload completes: a crash leaves no object at the key (an incomplete upload, invisible,
+that a bucket lifecycle rule ``AbortIncompleteMultipartUpload`` cleans up).
 """
 
 from __future__ import annotations
@@ -116,6 +116,17 @@ def basename(path: str) -> str:
 def with_name(path: str, name: str) -> str:
     """``path`` with its last component replaced by ``name``."""
     return join(parent(path), name) if is_url(path) else str(Path(path).with_name(name))
+
+
+#: S3 uploads of at least two parts' size are multipart uploads in parts of this size (S3's
+#: smallest part is 5 MiB, its largest upload 10 000 parts: 640 GiB at this size).
+UPLOAD_PART_BYTES = 64 << 20
+
+
+def _upload_options(fs: AbstractFileSystem) -> dict[str, int]:
+    """The part size for s3fs's uploads (other filesystems choose their own)."""
+    protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
+    return {"chunksize": UPLOAD_PART_BYTES} if {"s3", "s3a"} & set(protocols) else {}
 
 
 def filesystem(url: str) -> tuple[AbstractFileSystem, str]:
@@ -268,4 +279,4 @@ def publish(path: str) -> Iterator[Path]:
         staged = Path(tmp) / basename(path)
         yield staged
         fs, inner = filesystem(path)
-        fs.put_file(str(staged), inner)
+        fs.put_file(str(staged), inner, **_upload_options(fs))
