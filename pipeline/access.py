@@ -114,3 +114,6 @@ def check_run_urls(options: RunOptions, workdir: str) -> None:
     check_writable(options.output, "--output")
     if storage.parent(workdir) != storage.parent(options.output):
         check_writable(storage.join(workdir, "manifest.json"), "--workdir")
+    vectors = options.export.vectors
+    if vectors and storage.parent(vectors) != storage.parent(options.output):
+        check_writable(vectors, "--vectors")

@@ -106,7 +106,15 @@ def check_output_path(options: RunOptions) -> None:
 
 
 def check_vectors_path(options: RunOptions) -> None:
-    """``--vectors``: a file in an existing, writable folder, neither the input nor the output."""
+    """``--vectors``: a file in an existing, writable folder, neither the input nor the output.
+
+    A URL is checked with the run's other URLs (:func:`segpipe.pipeline.access.check_run_urls`).
+    """
+    if storage.is_url(options.export.vectors or ""):
+        if options.export.vectors in (options.output, options.input):
+            raise InputError(f"--vectors {options.export.vectors} is the output or the input; "
+                             "choose another")
+        return
     vectors = Path(options.export.vectors or "")
     if not vectors.parent.is_dir():
         raise InputError(
@@ -129,7 +137,7 @@ def check_output_exists(options: RunOptions) -> None:
             f"--output {options.output} exists; pass --overwrite to replace it"
         )
     vectors = options.export.vectors
-    if vectors and Path(vectors).exists() and not options.overwrite:
+    if vectors and storage.exists(vectors) and not options.overwrite:
         raise OutputExistsError(f"--vectors {vectors} exists; pass --overwrite to replace it")
 
 

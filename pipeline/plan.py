@@ -147,8 +147,8 @@ class RunPlan:
             "overview_resampling": e.overview_resampling,
             "ngff_version": e.ngff_version,
             "probabilities_dtype": e.probabilities_dtype,
-            **({"vectors": str(Path(e.vectors).absolute()), "vectors_min_area": e.vectors_min_area}
-               if e.vectors else {}),
+            **({"vectors": e.vectors if is_url(e.vectors) else str(Path(e.vectors).absolute()),
+                "vectors_min_area": e.vectors_min_area} if e.vectors else {}),
         }
 
     def with_normalizer(self, normalizer: Normalizer) -> RunPlan:

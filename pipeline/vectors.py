@@ -37,7 +37,7 @@ import numpy as np
 import pyproj
 import shapely
 
-from segpipe.models.foundation import atomic_output
+from segpipe.pipeline import storage
 from segpipe.pipeline.io.base import RasterInfo
 from segpipe.pipeline.io.pyramid import level_scale, open_stored
 from segpipe.pipeline.io.units import unit_in_meters
@@ -222,7 +222,7 @@ def write_vectors(job: ExportJob) -> str:
     frame = frame_of(job.info)
     labels = open_stored(job.labels_path, job.info, "labels", 2)
     polygons = SeamlessPolygons(labels, job.nodata)
-    with atomic_output(path) as tmp:
+    with storage.publish(path) as tmp:  # renamed into place, or uploaded when complete
         if tmp.suffix.lower() == ".geojson":
             with open(tmp, "w", encoding="utf-8") as handle:
                 kept = _stream(polygons, _GeoJson(handle, frame, job.colors), frame, job)
