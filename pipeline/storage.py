@@ -30,7 +30,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 from urllib.parse import urlsplit, urlunsplit
 
 from segpipe.models.foundation import InputError, atomic_output, write_text_atomic
@@ -157,6 +157,20 @@ def read_bytes(path: str) -> bytes:
     fs, inner = filesystem(path)
     data: bytes = fs.cat_file(inner)
     return data
+
+
+def open_binary(path: str, block_size: int = 1 << 18) -> BinaryIO:
+    """``path`` opened for reading bytes: a local file, or an object read by range requests.
+
+    Each read of an object fetches the bytes it asks for plus up to ``block_size`` bytes
+    ahead, never the whole object: a TIFF's IFD costs one small request, a tile one request
+    of about its own size.
+    """
+    if not is_url(path):
+        return open(path, "rb")
+    fs, inner = filesystem(path)
+    handle: BinaryIO = fs.open(inner, "rb", block_size=block_size, cache_type="readahead")
+    return handle
 
 
 def read_text(path: str) -> str:

@@ -26,6 +26,7 @@ import tifffile
 import zarr
 
 from segpipe.models.foundation import RasterError
+from segpipe.pipeline import storage
 from segpipe.pipeline.io.base import RasterInfo, ReaderBase
 from segpipe.pipeline.io.pyramid import check_level, info_at_level
 from segpipe.pipeline.io.units import normalize_unit
@@ -38,12 +39,16 @@ _GDAL_TAGS = frozenset({33550, 33922, 34264, 34735, 42112, 42113})
 _BAND_AXES = frozenset("CSIQ")
 
 
+#: How far each read of a TIFF in a bucket reads ahead (an IFD, a tile: one request each)
+READ_AHEAD = 64 << 10
+
+
 def is_tiff(path: str) -> bool:
-    """Whether ``path`` is a local file starting with a TIFF or BigTIFF header."""
+    """Whether ``path`` (a file or an object) starts with a TIFF or BigTIFF header."""
     try:
-        with open(path, "rb") as f:
+        with storage.open_binary(path, READ_AHEAD) as f:
             return f.read(4) in _TIFF_MAGIC
-    except OSError:
+    except (OSError, ValueError):
         return False
 
 
@@ -55,7 +60,7 @@ def classify_tiff(path: str) -> str | None:
     if not is_tiff(path):
         return None
     try:
-        with tifffile.TiffFile(path) as tif:
+        with storage.open_binary(path, READ_AHEAD) as f, tifffile.TiffFile(f) as tif:
             page = tif.pages.first
             if any(code in page.tags for code in _GDAL_TAGS):
                 return "gdal"
@@ -141,14 +146,16 @@ class TifffileReader(ReaderBase):
     format = "tiff"
 
     def __init__(self, path: str, *, level: int = 0) -> None:
+        self._handle = storage.open_binary(path, READ_AHEAD) if storage.is_url(path) else None
         try:
-            self._tif = tifffile.TiffFile(path)
+            self._tif = tifffile.TiffFile(self._handle or path)
         except Exception as exc:
+            self._close_handle()
             raise RasterError(f"cannot read {path} as a TIFF: {exc}") from None
         try:
             self.info = self._open(path, level)
         except BaseException:
-            self._tif.close()
+            self.close()
             raise
 
     def _open(self, path: str, level: int) -> RasterInfo:
@@ -194,8 +201,13 @@ class TifffileReader(ReaderBase):
         return self._layout.read(self._array, window)
 
     def close(self) -> None:
-        """Close the file."""
+        """Close the file (and the object's handle)."""
         self._tif.close()
+        self._close_handle()
+
+    def _close_handle(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
 
 
 def _rgb_names(page: Any, layout_bands: int) -> tuple[str, ...] | None:
