@@ -48,7 +48,7 @@ def is_tiff(path: str) -> bool:
     try:
         with storage.open_binary(path, READ_AHEAD) as f:
             return f.read(4) in _TIFF_MAGIC
-    except (OSError, ValueError):
+    except Exception:  # unreadable here (an object store's errors vary): GDAL's reader decides
         return False
 
 
