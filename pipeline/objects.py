@@ -1,7 +1,7 @@
 """Objects per class: 4-connected regions of one label, counted without a second pass.
 
-Each block labels the components of its core, class by class (:func:`block_components`), and
-keeps only their number per class and the component ids along its four edges (:class:`Edges`).
+Each block labels the components of its core, numbered class by class (:func:`block_components`),
+and keeps only their number per class and the component ids along its four edges (:class:`Edges`).
 The driver then joins components that touch across a shared block edge (same class, facing
 pixels: 4-connectivity) and counts ``objects = components − merges`` (:func:`count_objects`).
 Connectivity is 4 (edge neighbours), as ``rasterio.features.shapes`` polygonizes by default,
@@ -19,6 +19,7 @@ from scipy.sparse.csgraph import connected_components
 from skimage.measure import label as label_regions
 
 __all__ = ["BlockObjects", "Edges", "block_components", "count_objects"]
+
 
 @dataclass(frozen=True)
 class Edges:
