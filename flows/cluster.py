@@ -27,7 +27,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from segpipe.models.foundation import InputError
-from segpipe.pipeline.executor import BlockSink
+from segpipe.pipeline.executor import (
+    POLL_SECONDS,
+    BlockSink,
+    available_cores,
+    gpu_host_threads,
+)
 from segpipe.pipeline.segment import SegmentJob, segment_and_record
 from segpipe.pipeline.workdir import BlockRecord
 
@@ -39,15 +44,6 @@ log = logging.getLogger("segpipe")
 MAX_DEFAULT_WORKERS = 4
 RETRIES = 2
 CLOSE_SECONDS = 20  # a local cluster's close; its workers are killed after an interrupt
-POLL_SECONDS = 0.02  # finished blocks are released within this (a lost worker loses less)
-
-
-def available_cores() -> int:
-    """CPU cores this process may use."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 def gpu_count() -> int:
@@ -82,14 +78,20 @@ class LocalLayout:
     workers: int
     torch_threads: int
     gpus: int
+    threads: int = 1  # Dask threads per worker: host threads feeding a GPU, else 1
 
     @classmethod
     def for_machine(cls, workers: int | None = None) -> LocalLayout:
-        """One worker per GPU, else ``min(cores, 4)``; cores shared out as torch threads."""
+        """One worker per GPU, else ``min(cores, 4)``; cores shared out as torch threads.
+
+        A GPU worker runs several blocks at once on host threads (``gpu_host_threads``): its
+        ``GPU`` resource counts them, and each block task takes one.
+        """
         cores, gpus = available_cores(), gpu_count()
         if workers is None:
             workers = gpus or min(cores, MAX_DEFAULT_WORKERS)
-        return cls(workers, max(1, cores // workers), gpus)
+        threads = gpu_host_threads(cores, workers) if gpus else 1
+        return cls(workers, max(1, cores // (workers * threads)), gpus, threads)
 
 
 def run_block(job: SegmentJob, index: tuple[int, int], run_id: str) -> BlockRecord:
@@ -161,9 +163,9 @@ class Cluster:
             client.register_plugin(TorchThreads(threads_on_host=per_host), name="segpipe-torch")
             return client
         layout = LocalLayout.for_machine(self.spec.workers)
-        extra = {"resources": {"GPU": 1}} if layout.gpus else {}
+        extra = {"resources": {"GPU": layout.threads}} if layout.gpus else {}
         self._cluster = LocalCluster(
-            n_workers=layout.workers, threads_per_worker=1, processes=True,
+            n_workers=layout.workers, threads_per_worker=layout.threads, processes=True,
             dashboard_address=None,  # no dashboard; its HTTP server on any free port:
             scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
             silence_logs=logging.WARNING if self.spec.verbose else logging.CRITICAL, **extra,

@@ -43,6 +43,8 @@ PREFETCH_DEPTH = 2
 MAX_GPU_BATCH = 64
 #: Share of the free GPU memory a batch may take (the rest: allocator slack, other tensors).
 GPU_MEMORY_SHARE = 0.6
+#: Free host buffers kept per tile shape for later blocks (enough for a few host threads).
+POOL_KEEP = 12
 
 _DONE = object()
 
@@ -61,33 +63,48 @@ class Batch:
 
 
 class _BufferPool:
-    """A fixed set of host buffers of one shape, reused; pinned when the device is CUDA."""
+    """Host buffers of one tile shape, shared by every block of the process and reused.
 
-    def __init__(self, shape: tuple[int, ...], count: int, pinned: bool) -> None:
-        self.free: queue.Queue[torch.Tensor] = queue.Queue()
-        for _ in range(count):
-            buf = torch.empty(shape, dtype=torch.float32, pin_memory=pinned)
-            self.free.put(buf)
+    Allocating page-locked memory costs far more than filling it, and a GPU worker runs many
+    blocks (several at once with host threads), so buffers outlive their block: a block takes
+    buffers of at least the rows it needs and gives them back when it is done. At most
+    :data:`POOL_KEEP` free buffers are kept per shape.
+    """
 
-    def take(self, stop: threading.Event) -> torch.Tensor | None:
-        """A free buffer, or None once ``stop`` is set."""
-        while not stop.is_set():
-            try:
-                return self.free.get(timeout=0.1)
-            except queue.Empty:
-                continue
-        return None
+    def __init__(self) -> None:
+        self._free: dict[tuple[tuple[int, ...], bool], list[torch.Tensor]] = {}
+        self._lock = threading.Lock()
 
-    def give(self, buf: torch.Tensor) -> None:
-        self.free.put(buf)
+    def take(self, rows: int, tile: tuple[int, ...], pinned: bool) -> torch.Tensor:
+        """A buffer of at least ``rows`` tiles of shape ``tile``: a free one, else a new one."""
+        with self._lock:
+            free = self._free.get((tile, pinned), [])
+            fits = [i for i, b in enumerate(free) if b.shape[0] >= rows]
+            if fits:  # the smallest that fits (``free`` is largest first)
+                return free.pop(fits[-1])
+        return torch.empty((rows, *tile), dtype=torch.float32, pin_memory=pinned)
+
+    def give(self, buf: torch.Tensor, pinned: bool) -> None:
+        """Keep ``buf`` for later blocks (the smallest are dropped past :data:`POOL_KEEP`)."""
+        with self._lock:
+            free = self._free.setdefault((tuple(buf.shape[1:]), pinned), [])
+            free.append(buf)
+            free.sort(key=lambda b: -b.shape[0])
+            del free[POOL_KEEP:]
+
+
+#: The process's host buffers (see :class:`_BufferPool`).
+BUFFERS = _BufferPool()
 
 
 class Prefetcher:
     """Yields the batches of ``tiles`` cut from ``x`` (the block's pixels from ``origin``).
 
-    A background thread fills reused buffers at most :data:`PREFETCH_DEPTH` batches ahead; the
-    consumer gives each buffer back (:meth:`release`) once the device no longer needs it. An
-    error in the thread is raised in the consumer. Use as a context manager.
+    A background thread fills buffers at most :data:`PREFETCH_DEPTH` batches ahead; the consumer
+    gives each buffer back (:meth:`release`) once the device no longer needs it. Buffers hold
+    ``min(batch_size, len(tiles))`` tiles and come from the process's pool (:data:`BUFFERS`), so
+    later blocks reuse them. An error in the thread is raised in the consumer. Use as a context
+    manager.
     """
 
     def __init__(
@@ -99,10 +116,13 @@ class Prefetcher:
         self.x = x
         self.origin = origin
         self.tiles = tuple(tiles)
-        self.batch_size = max(1, batch_size)
+        self.batch_size = max(1, min(batch_size, len(self.tiles)))
         size = self.tiles[0].read
-        shape = (self.batch_size, x.shape[0], size.height, size.width)
-        self.pool = _BufferPool(shape, PREFETCH_DEPTH + 1, pinned)
+        self.tile_shape = (x.shape[0], size.height, size.width)
+        self.pinned = pinned
+        self._slots = threading.Semaphore(PREFETCH_DEPTH + 1)
+        self._held: list[torch.Tensor] = []  # taken from the pool, given back on close
+        self._idle: queue.SimpleQueue[torch.Tensor] = queue.SimpleQueue()  # released ones
         self.ready: queue.Queue[object] = queue.Queue(maxsize=PREFETCH_DEPTH)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._fill, name="segpipe-prefetch", daemon=True)
@@ -112,7 +132,7 @@ class Prefetcher:
         try:
             for i in range(0, len(self.tiles), self.batch_size):
                 group = self.tiles[i : i + self.batch_size]
-                buf = self.pool.take(self._stop)
+                buf = self._take()
                 if buf is None:
                     return
                 view = buf.numpy()
@@ -125,6 +145,18 @@ class Prefetcher:
             self._put(exc)
             return
         self._put(_DONE)
+
+    def _take(self) -> torch.Tensor | None:
+        """A buffer once fewer than ``PREFETCH_DEPTH + 1`` are out; None once stopped."""
+        while not self._slots.acquire(timeout=0.1):
+            if self._stop.is_set():
+                return None
+        try:
+            return self._idle.get_nowait()
+        except queue.Empty:
+            buf = BUFFERS.take(self.batch_size, self.tile_shape, self.pinned)
+            self._held.append(buf)
+            return buf
 
     def _put(self, item: object) -> bool:
         while not self._stop.is_set():
@@ -147,12 +179,16 @@ class Prefetcher:
 
     def release(self, batch: Batch) -> None:
         """The buffer of ``batch`` may be filled again."""
-        self.pool.give(batch.inputs)
+        self._idle.put(batch.inputs)
+        self._slots.release()
 
     def close(self) -> None:
-        """Stop the thread (also after an error in the consumer)."""
+        """Stop the thread (also after an error in the consumer); buffers go back to the pool."""
         self._stop.set()
         self._thread.join()
+        for buf in self._held:
+            BUFFERS.give(buf, self.pinned)
+        self._held.clear()
 
     def __enter__(self) -> Prefetcher:
         return self

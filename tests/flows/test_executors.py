@@ -89,3 +89,49 @@ def test_three_executors_give_identical_bytes(scene, dask_processes, tmp_path, b
         normalizer = Normalizer.from_dict(summary["normalizer"])
         expected, _, _ = oracle_labels(scene["model"], scene["image"], HALO, normalizer, NODATA)
         np.testing.assert_array_equal(labels["inproc"][0][~nodata], expected[~nodata])
+
+
+@pytest.mark.parametrize("blend", ["crop", "gaussian"])
+def test_host_threads_give_the_bytes_of_one_thread(scene, tmp_path, blend):
+    """A GPU's blocks run on host threads sharing one model: same labels, probabilities, areas."""
+    one = segment(scene, tmp_path / "one.tif", InProcessExecutor(threads=1), blend)
+    many = segment(scene, tmp_path / "many.tif", InProcessExecutor(threads=3), blend)
+    assert (tmp_path / "many.tif").read_bytes() == (tmp_path / "one.tif").read_bytes()
+    np.testing.assert_array_equal(read(tmp_path / "many.probabilities.tif"),
+                                  read(tmp_path / "one.probabilities.tif"))
+    assert many["blocks"] == one["blocks"] == 20
+    assert many["classes"] == one["classes"]  # pixels, areas and objects per class
+    assert sum(c["objects"] for c in many["classes"]) > 3
+    labels = read(tmp_path / "many.tif")[0]
+    nodata = (scene["image"] == NODATA).all(axis=0)
+    if blend == "crop":  # and both equal the whole-image forward pass
+        normalizer = Normalizer.from_dict(many["normalizer"])
+        expected, _, _ = oracle_labels(scene["model"], scene["image"], HALO, normalizer, NODATA)
+        np.testing.assert_array_equal(labels[~nodata], expected[~nodata])
+
+
+def test_host_threads_report_a_failing_block_and_finish_the_others(monkeypatch):
+    import segpipe.pipeline.executor as executor
+
+    def fake(job, index, run_id):
+        if index == (1, 1):
+            raise RuntimeError("injected")
+        return index
+
+    monkeypatch.setattr(executor, "segment_and_record", fake)
+    done, failed = [], {}
+
+    class Sink:
+        def done(self, record) -> None:
+            done.append(record)
+
+        def failed(self, index, message) -> None:
+            failed[index] = message
+
+        def idle(self) -> None:
+            pass
+
+    blocks = [(i, j) for i in range(3) for j in range(4)]
+    InProcessExecutor(threads=3).run(None, blocks, "run", Sink())  # type: ignore[arg-type]
+    assert sorted(done) == sorted(set(blocks) - {(1, 1)})
+    assert failed == {(1, 1): "RuntimeError: injected"}

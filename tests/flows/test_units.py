@@ -111,7 +111,10 @@ def test_local_layout_shares_cores_and_gives_one_worker_per_gpu(monkeypatch):
     assert LocalLayout.for_machine() == LocalLayout(4, 4, 0)
     assert LocalLayout.for_machine(2) == LocalLayout(2, 8, 0)
     monkeypatch.setattr(cluster, "gpu_count", lambda: 2)
-    assert LocalLayout.for_machine() == LocalLayout(2, 8, 2)
+    # a worker per GPU, each fed by 4 host threads (its GPU resource), 2 torch threads each
+    assert LocalLayout.for_machine() == LocalLayout(2, 2, 2, 4)
+    monkeypatch.setattr(cluster, "available_cores", lambda: 4)
+    assert LocalLayout.for_machine() == LocalLayout(2, 1, 2, 2)
     monkeypatch.setattr(cluster, "available_cores", lambda: 2)
     monkeypatch.setattr(cluster, "gpu_count", lambda: 0)
     assert LocalLayout.for_machine() == LocalLayout(2, 1, 0)

@@ -46,6 +46,24 @@ def test_prefetcher_yields_every_tile_in_order_from_reused_buffers(batch_size):
     assert len(buffers) <= batches.PREFETCH_DEPTH + 1 < len(block.tiles)
 
 
+def test_later_blocks_reuse_the_buffers_sized_to_their_tiles():
+    block, x = _block(64)
+
+    def pointers_and_rows() -> tuple[set[int], set[int]]:
+        ptrs, rows = set(), set()
+        with Prefetcher(x, block.read, block.tiles, 64) as batch_iter:
+            for batch in batch_iter:
+                ptrs.add(batch.inputs.data_ptr())
+                rows.add(batch.inputs.shape[0])
+                batch_iter.release(batch)
+        return ptrs, rows
+
+    first, rows = pointers_and_rows()
+    second, _ = pointers_and_rows()
+    assert rows == {len(block.tiles)}  # 9 tiles, not the 64 the batch size allows
+    assert second == first  # the next block fills the same memory (pinned on a GPU)
+
+
 def test_prefetcher_error_reaches_the_consumer_and_close_does_not_hang():
     block, x = _block(2)
     with pytest.raises(ValueError), Prefetcher(x[:, :10, :10], block.read, block.tiles, 2) as it:
@@ -134,8 +152,8 @@ def test_cuda_batches_use_pinned_buffers_and_fit_free_memory(tmp_path):
         for batch in it:
             assert batch.inputs.is_pinned()
             logits = runner.run(batch.values)
+            expected = model.predict(batch.values.numpy())  # before the buffer is refilled
             it.release(batch)
-            expected = model.predict(batch.values.numpy())
             torch.testing.assert_close(logits, expected)
     size = batches.default_batch_size(model, Precision.FP32, (2, 256, 256))
     assert 1 <= size <= batches.MAX_GPU_BATCH
