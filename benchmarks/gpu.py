@@ -10,7 +10,8 @@ costs can be taken out):
   (``run_one``, what ``segpipe run --workers 0`` runs, minus Prefect), its MP/s on the large
   image and its marginal rate; and ``segpipe run`` itself (the CLI, one Dask worker per GPU)
   when Prefect and Dask are installed;
-- label agreement of bf16 with fp32 (end to end), and the batch size chosen for free memory.
+- label agreement of bf16 with fp32 (end to end), and the batch size chosen for free memory;
+- the large fp32 run again with one host thread (the default feeds the GPU from up to four).
 
 Writes ``$OUT/gpu.json`` when ``OUT`` is set, else ``benchmarks/results/gpu.json``, and prints
 a summary. segpipe need not be installed: the repository's folders are mapped onto the
@@ -107,17 +108,22 @@ def bare(model_path: Path, batch: int, seconds: float = 8.0) -> dict:
     return out
 
 
-def end_to_end(image: Path, model: Path, out: Path, precision: str) -> dict:
-    """The stage sequence in this process (disk → COG); wall seconds and stage seconds."""
+def end_to_end(image: Path, model: Path, out: Path, precision: str,
+               threads: int | None = None) -> dict:
+    """The stage sequence in this process (disk → COG); wall seconds and stage seconds.
+
+    ``threads``: host threads running blocks (None: segpipe's default for a GPU).
+    """
     from workloads import HALO, TILE
 
+    from segpipe.pipeline.executor import InProcessExecutor
     from segpipe.pipeline.options import RunOptions
-    from segpipe.pipeline.stages import run_one
+    from segpipe.pipeline.stages import RunContext, run_one
 
     start = time.perf_counter()
     summary = run_one(RunOptions.of(str(image), str(out), model=str(model), tile=TILE,
                                     halo=HALO, device=DEVICE, precision=precision,
-                                    overwrite=True))
+                                    overwrite=True), RunContext(InProcessExecutor(threads)))
     return {"seconds": time.perf_counter() - start,
             "stage_seconds": summary["stage_seconds"]}
 
@@ -209,6 +215,8 @@ def main(argv: list[str] | None = None) -> int:
                 step(name, lambda p=precision, s=side: end_to_end(
                     images[s], model, folder / f"out_{p}_{s}.tif", p))
                 runs[(precision, side)] = result.get(name)
+        step(f"end_to_end_fp32_{args.side}_one_host_thread", lambda: end_to_end(
+            images[args.side], model, folder / "out_one_thread.tif", "fp32", threads=1))
         step("agreement_bf16_vs_fp32", lambda: agreement(
             folder / f"out_fp32_{args.side}.tif", folder / f"out_bf16_{args.side}.tif"))
         if not args.skip_cli:
@@ -246,6 +254,10 @@ def summarize(result: dict, runs: dict, args) -> None:
             "cli_mp_per_s": large / cli_run["seconds"] if cli_run else None,
             "stage_seconds_large": b["stage_seconds"],
         }
+    one = result.get(f"end_to_end_fp32_{args.side}_one_host_thread")
+    if one and "fp32" in table:
+        table["fp32"]["one_host_thread_mp_per_s"] = large / one["seconds"]
+        table["fp32"]["one_host_thread_stage_seconds"] = one["stage_seconds"]
     result["summary"] = table
     for p, row in table.items():
         bare_text = f"{row['bare_mp_per_s']:.1f}" if row["bare_mp_per_s"] else "?"

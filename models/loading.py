@@ -153,9 +153,11 @@ class LoadedModel:
             )
         compiled = torch.compile(module, dynamic=False)
         device = self.device
+        one_at_a_time = threading.Lock()  # torch.compile is not thread-safe (host threads)
 
         def run(x: Tensor) -> Tensor:
-            return compiled(x.to(device))
+            with one_at_a_time:
+                return compiled(x.to(device))
 
         return LoadedModel(
             run, card=self.card, sha256=self.sha256, format=self.format, path=self.path,

@@ -59,6 +59,8 @@ MAX_SIDE = 1536  # longest side of the image part, in pixels
 ALPHA = 0.45  # opacity of the class colours
 PERCENTILES = (2.0, 98.0)  # the stretch, per band, over valid pixels
 RGB_NAMES = ("red", "green", "blue")
+#: zlib level of the PNG: 1 writes a 1536² quicklook twice as fast as the default 6, ~9 % larger
+PNG_LEVEL = 1
 
 _PAD, _LINE, _SWATCH, _FONT_SIZE, _MIN_WIDTH = 8, 20, 14, 13, 240
 
@@ -301,6 +303,6 @@ def write_quicklook(spec: QuicklookSpec, out_png: str | os.PathLike[str]) -> Qui
     canvas.paste(Image.fromarray(image), (0, 0))
     _draw_panel(canvas, height, legend, bar)
     with publish(os.fspath(out_png)) as partial:
-        canvas.save(partial, format="PNG")
+        canvas.save(partial, format="PNG", compress_level=PNG_LEVEL)
     return Quicklook(Path(out_png), view.info.level, view.step, view.shape, tuple(bands),
                      legend, bar)
