@@ -27,7 +27,7 @@ from segpipe.pipeline import storage
 from segpipe.pipeline.backends import prepare_backend
 from segpipe.pipeline.executor import BlockExecutor, InProcessExecutor, new_run_id
 from segpipe.pipeline.io.base import open_raster
-from segpipe.pipeline.io.gdal import bounded_gdal_cache
+from segpipe.pipeline.io.gdal import streaming_env
 from segpipe.pipeline.io.writers import ExportJob, write_outputs
 from segpipe.pipeline.io.zarrstore import create_array, ingest
 from segpipe.pipeline.labels import label_dtype
@@ -139,7 +139,7 @@ def ingest_stage(plan: RunPlan) -> None:
         return
     start = time.perf_counter()
     if not plan.source_array:
-        with bounded_gdal_cache(), open_raster(plan.options.input, level=plan.info.level) as r:
+        with streaming_env(), open_raster(plan.options.input, level=plan.info.level) as r:
             ingest(r, plan.workdir.image, plan.tiles.tile)
     _create_label_arrays(plan)
     if plan.mask is not None:
@@ -286,7 +286,9 @@ def report_stage(plan: RunPlan, outcome: SegmentOutcome, times: dict[str, float]
     summary["stage_seconds"] = {**times, Stage.REPORT: time.perf_counter() - start}
     text = json.dumps(summary, indent=2, default=str)
     storage.write_text(storage.join(plan.workdir.path, "summary.json"), text)
+    start = time.perf_counter()
     write_visuals(plan, summary)  # quicklook and HTML report, while the label array exists
+    summary["stage_seconds"]["visuals"] = time.perf_counter() - start  # not in the HTML's
     if not outcome.failed:
         write_sidecar(plan.options.output, plan.label_key(), plan.export_key(), summary)
         write_areas_csv(plan.options.output, summary)

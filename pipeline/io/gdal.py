@@ -1,7 +1,7 @@
 """GDAL rasters (GeoTIFF, COG, anything GDAL reads) through rasterio, window by window.
 
-Also here: :func:`bounded_gdal_cache`, the GDAL block cache every stage that streams a whole
-image through GDAL (ingest, export) runs under.
+Also here: :func:`streaming_env`, the GDAL settings every stage that streams a whole image
+through GDAL (ingest, export, the quicklook) runs under.
 """
 
 from __future__ import annotations
@@ -28,9 +28,14 @@ from segpipe.pipeline.tiling import Window
 GDAL_CACHE_BYTES = 64 << 20
 
 
-def bounded_gdal_cache() -> rasterio.Env:
-    """A rasterio environment whose GDAL block cache is :data:`GDAL_CACHE_BYTES` (64 MiB)."""
-    return rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES)
+def streaming_env() -> rasterio.Env:
+    """GDAL settings for streaming a whole image: bounded block cache, tiles decoded on all cores.
+
+    The block cache is :data:`GDAL_CACHE_BYTES` (64 MiB). ``GDAL_NUM_THREADS``: a window that
+    spans several compressed tiles of a GeoTIFF is decoded by as many threads (GDAL ≥ 3.6);
+    these stages run in the driver, one at a time (blocks read the ingested Zarr array instead).
+    """
+    return rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES, GDAL_NUM_THREADS="ALL_CPUS")
 
 
 def _nodata(ds: rasterio.DatasetReader) -> float | None:

@@ -24,6 +24,7 @@ import numpy as np
 
 from segpipe.models.foundation import RasterError
 from segpipe.pipeline.io.base import RasterInfo, Reader, open_raster
+from segpipe.pipeline.io.gdal import streaming_env
 from segpipe.pipeline.tiling import Window
 
 __all__ = ["WINDOW_BYTES", "Overview", "overview_level", "overview_windows", "read_overview"]
@@ -84,6 +85,13 @@ def read_overview(
     """
     if max_side < 1:
         raise ValueError(f"max_side must be a positive number of pixels, got {max_side}")
+    with streaming_env():  # a level-0 read decodes every tile: on every core
+        return _read_overview(path, max_side, bands)
+
+
+def _read_overview(
+    path: str | os.PathLike[str], max_side: int, bands: Sequence[int] | None
+) -> Overview:
     with open_raster(path) as base:
         levels = base.info.levels or (base.info.shape,)
         level = overview_level(levels, max_side)

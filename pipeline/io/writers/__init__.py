@@ -85,11 +85,11 @@ def format_writer(fmt: OutputFormat) -> Callable[[ExportJob], list[str]]:
 def write_outputs(job: ExportJob) -> list[str]:
     """Write the labels and the probabilities (when asked for); their paths.
 
-    Runs under a bounded GDAL block cache (:func:`segpipe.pipeline.io.gdal.bounded_gdal_cache`).
+    Runs under :func:`segpipe.pipeline.io.gdal.streaming_env` (a bounded GDAL block cache).
     Each output is written beside its final name and moved into place only when complete.
     """
-    from segpipe.pipeline.io.gdal import bounded_gdal_cache
+    from segpipe.pipeline.io.gdal import streaming_env
 
     write = format_writer(job.format)
-    with bounded_gdal_cache():
+    with streaming_env():
         return write(job)
