@@ -135,3 +135,24 @@ def test_host_threads_report_a_failing_block_and_finish_the_others(monkeypatch):
     InProcessExecutor(threads=3).run(None, blocks, "run", Sink())  # type: ignore[arg-type]
     assert sorted(done) == sorted(set(blocks) - {(1, 1)})
     assert failed == {(1, 1): "RuntimeError: injected"}
+
+
+@pytest.mark.slow
+def test_a_gpu_worker_takes_blocks_on_host_threads(scene, tmp_path, monkeypatch, one_torch_thread):
+    """The LocalCluster layout for one GPU: one worker, 2 Dask threads, GPU resource 2.
+
+    No GPU here: the layout is what a machine with one GPU and two cores gets, the blocks run
+    on the CPU through the same tasks (each takes one GPU unit), and the bytes are the same.
+    """
+    import segpipe.flows.cluster as cluster_module
+
+    monkeypatch.setattr(cluster_module, "gpu_count", lambda: 1)
+    monkeypatch.setattr(cluster_module, "available_cores", lambda: 2)
+    reference = segment(scene, tmp_path / "one.tif", InProcessExecutor(threads=1), "crop")
+    with Cluster(ClusterSpec()) as cluster:
+        summary = segment(scene, tmp_path / "gpu.tif", DaskExecutor(cluster), "crop")
+        workers = list(cluster.client().scheduler_info(n_workers=-1)["workers"].values())
+    assert [(w["nthreads"], w["resources"]) for w in workers] == [(2, {"GPU": 2})]
+    assert cluster.gpu_resource
+    assert len(summary["workers"]) == 1 and summary["blocks"] == reference["blocks"] == 20
+    assert (tmp_path / "gpu.tif").read_bytes() == (tmp_path / "one.tif").read_bytes()
