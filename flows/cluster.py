@@ -27,12 +27,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from segpipe.models.foundation import InputError
-from segpipe.pipeline.executor import (
-    POLL_SECONDS,
-    BlockSink,
-    available_cores,
-    gpu_host_threads,
-)
+from segpipe.pipeline.executor import POLL_SECONDS, BlockSink
+from segpipe.pipeline.hostthreads import available_cores, gpu_host_threads
 from segpipe.pipeline.segment import SegmentJob, segment_and_record
 from segpipe.pipeline.workdir import BlockRecord
 

@@ -27,6 +27,7 @@ import torch
 
 from segpipe.models.foundation import ModelError, Precision
 from segpipe.models.loading import LoadedModel
+from segpipe.pipeline.hostthreads import host_threads
 from segpipe.pipeline.tiling import Tile, Window
 
 __all__ = [
@@ -285,12 +286,17 @@ def runner_for(model: LoadedModel, batch_size: int | None, precision: Precision,
 
 def default_batch_size(model: LoadedModel, precision: Precision,
                        input_shape: tuple[int, int, int]) -> int:
-    """4 tiles on the CPU; on a GPU as many as :func:`fit_batch_size` says fit."""
+    """4 tiles on the CPU; on a GPU as many as fit one host thread's share of the free memory.
+
+    The host threads of a GPU (:func:`~segpipe.pipeline.hostthreads.host_threads`) run their
+    batches on it at once; each gets ``GPU_MEMORY_SHARE / threads`` of the free memory.
+    """
     if model.device.type != "cuda":
         return 4
     per_tile = measure_tile_bytes(model, precision, input_shape)
     free, _total = torch.cuda.mem_get_info(model.device)
-    return fit_batch_size(per_tile, free)
+    threads = host_threads(str(model.device))
+    return fit_batch_size(per_tile, free, share=GPU_MEMORY_SHARE / threads)
 
 
 def fit_batch_size(per_tile_bytes: int, free_bytes: int, *, cap: int = MAX_GPU_BATCH,

@@ -7,11 +7,9 @@ retries). Two implementations exist: :class:`InProcessExecutor` here (``--worker
 tests' reference path) and ``segpipe.flows.cluster.DaskExecutor`` (a LocalCluster or an existing
 scheduler). Both run the same block function, so their labels are byte-identical.
 
-On a GPU the model is not what limits the stage: reading, normalizing, stitching, counting and
-writing a block cost far more host time than its forward pass. So a GPU's blocks run on
-several host threads (:func:`host_threads`) that share the one model on the device; each
-block still runs the same function, and the GPU serializes their forward passes. On the CPU
-the blocks run one after another and torch takes the cores.
+In-process, a GPU's blocks run on several host threads that share the one model on the device
+(:mod:`segpipe.pipeline.hostthreads` says how many); each block still runs the same function.
+On the CPU the blocks run one after another and torch takes the cores.
 
 The contract is per block, not per stage: an executor never sees the image, only block indices.
 That is what lets a later executor overlap the stages (submit a block as soon as its read window
@@ -21,46 +19,20 @@ or the resume contract (a block counts as done only once its marker exists).
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from functools import partial
 from typing import Protocol
 
+from segpipe.pipeline.hostthreads import host_threads
 from segpipe.pipeline.segment import SegmentJob, segment_and_record
 from segpipe.pipeline.workdir import BlockRecord
 
-__all__ = [
-    "BlockExecutor", "BlockSink", "InProcessExecutor", "available_cores", "gpu_host_threads",
-    "host_threads", "new_run_id",
-]
+__all__ = ["BlockExecutor", "BlockSink", "InProcessExecutor", "new_run_id"]
 
-#: Host threads that feed one GPU (each runs whole blocks; the GPU runs their batches in turn).
-HOST_THREADS_PER_GPU = 4
 #: How often a waiting executor reports that nothing finished (``BlockSink.idle``).
 POLL_SECONDS = 0.02
-
-
-def available_cores() -> int:
-    """CPU cores this process may use."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
-
-def gpu_host_threads(cores: int, gpus: int = 1) -> int:
-    """Host threads per GPU: its share of ``cores``, at most :data:`HOST_THREADS_PER_GPU`."""
-    return max(1, min(HOST_THREADS_PER_GPU, cores // max(1, gpus)))
-
-
-def host_threads(device: str) -> int:
-    """Host threads for the blocks of this process on ``device``: a GPU's share, 1 on the CPU."""
-    import torch
-
-    cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
-    return gpu_host_threads(available_cores()) if cuda else 1
 
 
 def new_run_id() -> str:
@@ -93,7 +65,7 @@ class BlockExecutor(Protocol):
 class InProcessExecutor:
     """Segments the blocks in this process: in turn, or on host threads for a GPU (no retries).
 
-    ``threads`` None: :func:`host_threads` of the job's device.
+    ``threads`` None: ``host_threads`` of the job's device (:mod:`~segpipe.pipeline.hostthreads`).
     """
 
     def __init__(self, threads: int | None = None) -> None:

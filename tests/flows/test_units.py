@@ -15,6 +15,7 @@ from segpipe.flows.inputs import expand_inputs, output_name
 from segpipe.flows.progress import Progress
 from segpipe.flows.workerplugin import TorchThreads
 from segpipe.models.foundation import InputError, ResumeError, write_text_atomic
+from segpipe.pipeline.hostthreads import host_threads
 from segpipe.pipeline.keys import InputIdentity, LabelKey
 from segpipe.pipeline.options import RunOptions
 from segpipe.pipeline.workdir import BlockRecord, Manifest, WorkDir, WorkState
@@ -115,6 +116,7 @@ def test_local_layout_shares_cores_and_gives_one_worker_per_gpu(monkeypatch):
     assert LocalLayout.for_machine() == LocalLayout(2, 2, 2, 4)
     monkeypatch.setattr(cluster, "available_cores", lambda: 4)
     assert LocalLayout.for_machine() == LocalLayout(2, 1, 2, 2)
+    assert host_threads("cpu") == 1  # on the CPU blocks run in turn, torch takes the cores
     monkeypatch.setattr(cluster, "available_cores", lambda: 2)
     monkeypatch.setattr(cluster, "gpu_count", lambda: 0)
     assert LocalLayout.for_machine() == LocalLayout(2, 1, 0)
