@@ -13,11 +13,12 @@ costs can be taken out):
 - label agreement of bf16 with fp32 (end to end), and the batch size chosen for free memory;
 - the large fp32 run again with one host thread (the default feeds the GPU from up to four).
 
-Writes ``$OUT/gpu.json`` when ``OUT`` is set, else ``benchmarks/results/gpu.json``, and prints
-a summary. segpipe need not be installed: the repository's folders are mapped onto the
-``segpipe`` package when it is not (its dependencies must be: BENCHMARKS.md, "GPU").
+Writes ``$OUT/gpu.json`` when ``OUT`` is set, else ``benchmarks/results/gpu.json``
+(``gpu-<arch>.json`` with ``--arch``), and prints a summary. segpipe need not be installed: the
+repository's folders are mapped onto the ``segpipe`` package when it is not (its dependencies
+must be: BENCHMARKS.md, "GPU").
 
-    python3 benchmarks/gpu.py [--side 8192] [--depth 4] [--skip-cli]
+    python3 benchmarks/gpu.py [--side 8192] [--depth 4] [--arch deeplabv3_resnet50] [--skip-cli]
 """
 
 from __future__ import annotations
@@ -156,6 +157,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--side", type=int, default=8192)
     ap.add_argument("--small", type=int, default=2048)
     ap.add_argument("--depth", type=int, default=4)
+    ap.add_argument("--arch", default="unet",
+                    help="unet (base width 32, --depth) or a torchvision network such as "
+                    "deeplabv3_resnet50 (random weights); results go to gpu-<arch>.json "
+                    "for any other than unet")
     ap.add_argument("--skip-cli", action="store_true")
     ap.add_argument("--cpu-dry-run", action="store_true",
                     help="run every step on the CPU (to check the script, not to measure)")
@@ -166,6 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     result: dict = {"what": "segpipe on one CUDA GPU", "errors": {}}
     out_dir = Path(os.environ["OUT"]) if os.environ.get("OUT") else HERE / "results"
     out_dir.mkdir(parents=True, exist_ok=True)
+    json_name = "gpu.json" if args.arch == "unet" else f"gpu-{args.arch}.json"
     folder = Path(tempfile.mkdtemp(prefix="segpipe-gpu-"))
 
     def step(name: str, fn):
@@ -175,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
         except Exception as exc:  # keep going: report what worked
             result["errors"][name] = f"{type(exc).__name__}: {exc}"
             traceback.print_exc()
-        (out_dir / "gpu.json").write_text(json.dumps(result, indent=2, default=str))
+        (out_dir / json_name).write_text(json.dumps(result, indent=2, default=str))
 
     try:
         result["segpipe"] = ensure_segpipe()
@@ -184,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         if DEVICE == "cuda" and not torch.cuda.is_available():
             print("no CUDA device: nothing to measure (--cpu-dry-run checks the script)")
             return 2
-        from workloads import HALO, TILE, make_image, make_unet
+        from workloads import HALO, TILE, make_image, make_torchvision, make_unet
 
         from segpipe.models import load_model
         from segpipe.models.foundation import Precision
@@ -197,8 +203,12 @@ def main(argv: list[str] | None = None) -> int:
             "torch": torch.__version__, "python": platform.python_version(),
             "cpus": os.cpu_count(),
         }
-        model = make_unet(folder / "unet.pt", depth=args.depth)
-        result["model"] = f"U-Net same padding, depth {args.depth}, base width 32, 4 classes"
+        if args.arch == "unet":
+            model = make_unet(folder / "unet.pt", depth=args.depth)
+            result["model"] = f"U-Net same padding, depth {args.depth}, base width 32, 4 classes"
+        else:
+            model = make_torchvision(folder / f"{args.arch}.pt", args.arch)
+            result["model"] = f"torchvision {args.arch}, random weights, 4 classes"
         loaded = load_model(model, device=DEVICE)
         size = TILE + 2 * HALO
         batch = default_batch_size(loaded, Precision.FP32, (3, size, size))
@@ -227,10 +237,10 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         shutil.rmtree(folder, ignore_errors=True)
         result["minutes"] = round((time.perf_counter() - t0) / 60, 2)
-        (out_dir / "gpu.json").write_text(json.dumps(result, indent=2, default=str))
+        (out_dir / json_name).write_text(json.dumps(result, indent=2, default=str))
         print(json.dumps({k: v for k, v in result.items() if k != "bare"}, indent=2,
                          default=str)[:6000])
-        print(f"wrote {out_dir / 'gpu.json'}")
+        print(f"wrote {out_dir / json_name}")
     return 0
 
 

@@ -4,6 +4,8 @@
   scales so segmentations are not trivial, written strip by strip (any size, bounded memory).
 - :func:`make_unet`: the throughput model, a same-padding U-Net of base width 32 (depth 1 by
   default) with 4 classes and a card (``scale`` normalization, halo 32), as a checkpoint.
+- :func:`make_torchvision`: a torchvision network (DeepLabv3, FCN) with random weights, for
+  throughput where the model's compute dominates (``benchmarks/gpu.py --arch``).
 - :func:`make_cheap_model`: a 1×1 convolution (3 bands → 2 classes) as a ``torch.export``
   program, for runs where the model's own time must be negligible (start-up, batches, scaling).
 """
@@ -75,6 +77,23 @@ def make_unet(path: Path, *, depth: int = 1, width: int = 32, seed: int = 0) -> 
                 p.normal_(0.0, 0.1 if "bias" in name else 1.0)
     card = dataclasses.replace(default_card("unet", **config), halo=HALO)
     save_checkpoint(net, path, architecture="unet", config=config, card=card)
+    return path
+
+
+def make_torchvision(path: Path, arch: str, *, seed: int = 0) -> Path:
+    """A torchvision network (``deeplabv3_resnet50``, ``fcn_resnet50``, …; random weights,
+    nothing downloaded) as a segpipe checkpoint: 3 bands, 4 classes, ``scale``, halo 32."""
+    import dataclasses
+
+    import torch
+
+    from segpipe.models import create_model, default_card, save_checkpoint
+
+    config = dict(in_channels=3, num_classes=CLASSES)
+    torch.manual_seed(seed)
+    net = create_model(arch, **config)
+    card = dataclasses.replace(default_card(arch, **config), halo=HALO)
+    save_checkpoint(net, path, architecture=arch, config=config, card=card)
     return path
 
 
