@@ -17,16 +17,19 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
+from functools import partial
 from typing import Any, Protocol, TypeVar
 
 from segpipe.models.foundation import BlocksFailedError, __version__
 from segpipe.pipeline import storage
 from segpipe.pipeline.backends import prepare_backend
 from segpipe.pipeline.executor import BlockExecutor, InProcessExecutor, new_run_id
-from segpipe.pipeline.io.base import open_raster
+from segpipe.pipeline.hostthreads import available_cores
+from segpipe.pipeline.io.base import Reader, open_raster
 from segpipe.pipeline.io.gdal import streaming_env
 from segpipe.pipeline.io.writers import ExportJob, write_outputs
 from segpipe.pipeline.io.zarrstore import create_array, ingest
@@ -49,6 +52,9 @@ __all__ = ["Progress", "RunContext", "Stage", "run_one"]
 
 log = logging.getLogger("segpipe")
 T = TypeVar("T")
+
+#: Threads that copy the input into the work directory's Zarr (each with its own reader).
+INGEST_THREADS = 4
 
 
 class Stage(StrEnum):
@@ -139,14 +145,21 @@ def ingest_stage(plan: RunPlan) -> None:
         return
     start = time.perf_counter()
     if not plan.source_array:
-        with streaming_env(), open_raster(plan.options.input, level=plan.info.level) as r:
-            ingest(r, plan.workdir.image, plan.tiles.tile)
+        ingest(partial(_streaming_reader, plan), plan.workdir.image, plan.tiles.tile,
+               threads=min(INGEST_THREADS, available_cores()))
     _create_label_arrays(plan)
     if plan.mask is not None:
         plan.mask.prepare(plan.options.input, plan.info)
     prepare_backend(plan)
     plan.workdir.clear_done()  # fresh label arrays: no block of them is finished
     plan.workdir.record_stage(Stage.INGEST, time.perf_counter() - start)
+
+
+@contextmanager
+def _streaming_reader(plan: RunPlan) -> Iterator[Reader]:
+    """The input at the planned level, under :func:`streaming_env` (GDAL's env is per thread)."""
+    with streaming_env(), open_raster(plan.options.input, level=plan.info.level) as reader:
+        yield reader
 
 
 def _create_label_arrays(plan: RunPlan) -> None:
