@@ -15,7 +15,6 @@ import contextlib
 import json
 import logging
 import os
-import signal
 import sys
 import threading
 from collections.abc import Sequence
@@ -24,10 +23,12 @@ from typing import Any, NoReturn
 
 import click
 
+from segpipe.flows import interrupt
 from segpipe.flows.clioptions import execution_from, groups_from, segment_options
 from segpipe.flows.cmd_evaluate import evaluate as evaluate_command
 from segpipe.flows.cmd_inspect import inspect as inspect_command
 from segpipe.flows.cmd_train import train as train_command
+from segpipe.flows.lock import release_all
 from segpipe.models.foundation import SegpipeError, __version__
 from segpipe.pipeline.options import RunOptions
 
@@ -190,13 +191,20 @@ cli.add_command(evaluate_command)
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``segpipe`` console script; returns the exit code."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
-    signal.signal(signal.SIGTERM, _stop)  # a scheduler's or supervisor's stop: as Ctrl-C
+    line = f"error: {_interrupted(argv)}"
+    # Ctrl-C and a scheduler's or supervisor's SIGTERM: unwind, bounded (flows/interrupt.py)
+    with interrupt.handled(line, release_all):
+        return _run(argv, line)
+
+
+def _run(argv: Sequence[str] | None, interrupted: str) -> int:
+    """The command, its errors as one ``error:`` line and an exit code."""
     try:
         cli.main(args=list(argv) if argv is not None else None, standalone_mode=False)
     except click.exceptions.Exit as exc:
         return exc.exit_code
-    except (click.exceptions.Abort, KeyboardInterrupt):  # Ctrl-C, or SIGTERM (see _stop)
-        print(f"error: {_interrupted(argv)}", file=sys.stderr)
+    except (click.exceptions.Abort, KeyboardInterrupt):  # Ctrl-C, or SIGTERM
+        interrupt.say_once(interrupted)
         return 130
     except click.ClickException as exc:
         print(f"error: {_one_line(exc.format_message())}", file=sys.stderr)
@@ -231,11 +239,6 @@ def console() -> NoReturn:
         with contextlib.suppress(OSError, ValueError):  # a closed pipe, e.g. `| head`
             stream.flush()
     os._exit(code)
-
-
-def _stop(signum: int, frame: object) -> None:
-    """SIGTERM: stop like Ctrl-C (clusters close, the work directory stays resumable)."""
-    raise KeyboardInterrupt
 
 
 def _interrupted(argv: Sequence[str] | None) -> str:

@@ -34,7 +34,9 @@ from segpipe.flows.inputs import output_stem
 from segpipe.models.foundation import FolderLockedError
 from segpipe.pipeline import storage
 
-__all__ = ["LOCK_NAME", "Holder", "hold_folders", "hold_outputs", "remove_partials"]
+__all__ = [
+    "LOCK_NAME", "Holder", "hold_folders", "hold_outputs", "release_all", "remove_partials",
+]
 
 log = logging.getLogger("segpipe")
 
@@ -170,10 +172,23 @@ def _take(folder: Path) -> int:
     return fd
 
 
+#: The folders this process holds, with their lock files' descriptors.
+_HELD: dict[Path, int] = {}
+
+
 def _release(folder: Path, fd: int) -> None:
+    if _HELD.pop(folder, None) is None:  # already released (by :func:`release_all`)
+        return
     with contextlib.suppress(FileNotFoundError):
         (folder / LOCK_NAME).unlink()
-    os.close(fd)
+    with contextlib.suppress(OSError):
+        os.close(fd)
+
+
+def release_all() -> None:
+    """Release every lock this process holds (an interrupted command's last act)."""
+    for folder, fd in list(_HELD.items()):
+        _release(folder, fd)
 
 
 @contextlib.contextmanager
@@ -184,7 +199,7 @@ def hold_folders(folders: Iterable[str | os.PathLike[str]]) -> Iterator[None]:
     """
     with contextlib.ExitStack() as stack:
         for folder in sorted({Path(f).absolute() for f in folders}):
-            fd = _take(folder)
+            fd = _HELD[folder] = _take(folder)
             stack.callback(_release, folder, fd)
         yield
 

@@ -13,6 +13,10 @@ function (zarr, rasterio, torch) once that library is imported, never segpipe's 
     pause (as above) in the N-th ``DatasetWriter.write`` to a file named NAME.
 ``FAULT_PAUSE_AFTER_COPY=NAME``
     pause (as above) once ``rasterio.shutil.copy`` has written a file named NAME.
+``FAULT_SWALLOW_INTERRUPT=1``
+    in the ``segpipe`` process (not its workers): segpipe's own SIGINT/SIGTERM handler runs, but
+    the ``KeyboardInterrupt`` it raises is caught and dropped, as a library that catches every
+    exception in a wait would (the run then waits on; only the interrupt watchdog stops it).
 ``FAULT_FORWARD_RAISE=K``
     a torch module called on a tensor whose maximum is above 0.99 and occurs at least K times
     raises ``RuntimeError`` (the tests mark one block's core with such a patch).
@@ -150,7 +154,30 @@ class _AfterImport(importlib.abc.MetaPathFinder):
         return spec
 
 
+def _swallow_interrupts() -> None:
+    import signal
+
+    real = signal.signal
+
+    def install(sig, handler):
+        if sig in (signal.SIGINT, signal.SIGTERM) and getattr(handler, "__module__", "") == (
+            "segpipe.flows.interrupt"
+        ):
+            def swallowing(signum, frame, handler=handler):
+                try:
+                    handler(signum, frame)
+                except KeyboardInterrupt:
+                    _log("swallowed-interrupt")
+
+            return real(sig, swallowing)
+        return real(sig, handler)
+
+    signal.signal = install
+
+
 def _install() -> None:
+    if os.environ.get("FAULT_SWALLOW_INTERRUPT") and Path(sys.argv[0]).name == "segpipe":
+        _swallow_interrupts()
     hooks = {}
     if "FAULT_PAUSE_CHUNK" in os.environ or "FAULT_ENOSPC_CHUNK" in os.environ:
         hooks["zarr.storage._local"] = _patch_zarr
