@@ -40,6 +40,11 @@ class _State:
         self.said = threading.Lock()
         self.watchdog: threading.Timer | None = None
 
+    def say(self, line: str) -> None:
+        """Print ``line`` to stderr unless a line was said already (by the watchdog or main)."""
+        if self.said.acquire(blocking=False):
+            print(line, file=sys.stderr, flush=True)
+
 
 _state: _State | None = None
 
@@ -66,8 +71,10 @@ def handled(line: str, cleanup: Callable[[], None]) -> Iterator[None]:
 
 def say_once(line: str) -> None:
     """Print ``line`` to stderr, unless the watchdog already said it (or it was said)."""
-    if _state is None or _state.said.acquire(blocking=False):
+    if _state is None:
         print(line, file=sys.stderr, flush=True)
+    else:
+        _state.say(line)
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -96,6 +103,5 @@ def _stop_now(state: _State, why: str) -> None:
                 child.kill()
     with contextlib.suppress(Exception):
         state.cleanup()
-    if state.said.acquire(blocking=False):
-        print(state.line, file=sys.stderr, flush=True)
+    state.say(state.line)
     os._exit(130)

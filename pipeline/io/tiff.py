@@ -57,22 +57,29 @@ def classify_tiff(path: str) -> str | None:
 
     GeoTIFF tags or GDAL's metadata/nodata tags make it ``"gdal"`` whatever else it has.
     """
-    if not is_tiff(path):
+    try:  # one open (one request on a bucket) for the header and the first IFD
+        with storage.open_binary(path, READ_AHEAD) as f:
+            if f.read(4) not in _TIFF_MAGIC:
+                return None
+            f.seek(0)
+            with tifffile.TiffFile(f) as tif:
+                return _family(tif)
+    except Exception:  # unreadable (a store's errors vary) or broken (tifffile's vary): not ours
         return None
-    try:
-        with storage.open_binary(path, READ_AHEAD) as f, tifffile.TiffFile(f) as tif:
-            page = tif.pages.first
-            if any(code in page.tags for code in _GDAL_TAGS):
-                return "gdal"
-            if tif.is_ome:
-                return "ome"
-            if tif.is_ndpi:
-                return "ndpi"
-            if tif.is_svs:
-                return "svs"
-            return "tiff"
-    except Exception:  # tifffile raises many types for broken files: not ours then
-        return None
+
+
+def _family(tif: tifffile.TiffFile) -> str:
+    """See :func:`classify_tiff`."""
+    page = tif.pages.first
+    if any(code in page.tags for code in _GDAL_TAGS):
+        return "gdal"
+    if tif.is_ome:
+        return "ome"
+    if tif.is_ndpi:
+        return "ndpi"
+    if tif.is_svs:
+        return "svs"
+    return "tiff"
 
 
 def accepts(path: str) -> bool:

@@ -164,23 +164,23 @@ def ingest(
     """
     with open_reader() as reader:
         info = reader.info
-    create_array(path, (info.bands, info.height, info.width), (info.bands, tile, tile),
-                 info.dtype, attrs=info_attrs(info))
-    step = 16 * tile
-    windows = [
-        Window(r, c, min(tile, info.height - r), min(step, info.width - c))
-        for r in range(0, info.height, tile)
-        for c in range(0, info.width, step)
-    ]
-    parts = [windows[i::threads] for i in range(min(max(1, threads), len(windows)))]
+        create_array(path, (info.bands, info.height, info.width), (info.bands, tile, tile),
+                     info.dtype, attrs=info_attrs(info))
+        step = 16 * tile
+        windows = [
+            Window(r, c, min(tile, info.height - r), min(step, info.width - c))
+            for r in range(0, info.height, tile)
+            for c in range(0, info.width, step)
+        ]
+        parts = [windows[i::threads] for i in range(min(max(1, threads), len(windows)))]
+        if len(parts) == 1:  # this reader copies it all
+            _copy_windows(reader, path, parts[0])
+            return
 
     def copy(part: list[Window]) -> None:
         with open_reader() as reader:
             _copy_windows(reader, path, part)
 
-    if len(parts) == 1:
-        copy(parts[0])
-        return
     with ThreadPoolExecutor(len(parts), thread_name_prefix="segpipe-ingest") as pool:
         list(pool.map(copy, parts))
 

@@ -156,3 +156,8 @@ def test_a_gpu_worker_takes_blocks_on_host_threads(scene, tmp_path, monkeypatch,
     assert cluster.gpu_resource
     assert len(summary["workers"]) == 1 and summary["blocks"] == reference["blocks"] == 20
     assert (tmp_path / "gpu.tif").read_bytes() == (tmp_path / "one.tif").read_bytes()
+    labels = read(tmp_path / "gpu.tif")[0]  # and the whole-image forward pass (crop)
+    nodata = (scene["image"] == NODATA).all(axis=0)
+    normalizer = Normalizer.from_dict(summary["normalizer"])
+    expected, _, _ = oracle_labels(scene["model"], scene["image"], HALO, normalizer, NODATA)
+    np.testing.assert_array_equal(labels[~nodata], expected[~nodata])
