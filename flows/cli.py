@@ -86,6 +86,7 @@ def run(inputs: tuple[str, ...], output: str | None, pattern: str | None, workdi
         raise click.UsageError("--workdir names one work directory; it needs a single input")
     for job in jobs:
         preflight(job)  # refuse bad paths and devices before Prefect or Dask start
+    execution.cluster_spec().security()  # a tls:// scheduler's CA, certificate and key load
     from segpipe.flows.diskfull import disk_full_reported
     from segpipe.flows.lock import hold_outputs
 
@@ -148,13 +149,14 @@ def serve(watch: str, pattern: str, output: str | None, cron: str | None,
     """Serve a Prefect deployment that segments new files in a folder on a schedule.
 
     Runs until stopped (Ctrl-C), polling the Prefect server (PREFECT_API_URL, else a temporary
-    local one) for scheduled and manually triggered runs.
+    local one with Prefect's scheduler) for scheduled and manually triggered runs.
     """
     if "://" not in watch and not Path(watch).is_dir():  # a URL is a bucket prefix
         raise click.BadParameter(f"{watch} is not a folder", param_hint="--watch")
     if cron and interval:
         raise click.UsageError("give --cron or --interval, not both")
     execution = execution_from(kw, quiet=True)
+    execution.cluster_spec().security()  # a tls:// scheduler's CA, certificate and key load
     groups = groups_from(kw)
     model = Path(groups["inference"].model or "")
     if groups["inference"].model and model.is_file():  # runs start in their own processes
@@ -162,10 +164,18 @@ def serve(watch: str, pattern: str, output: str | None, cron: str | None,
 
         groups["inference"] = replace(groups["inference"], model=str(model.absolute()))
     _prefect_defaults()
+    if interval:  # the runner looks for due runs this often (Prefect's default: 10 s)
+        os.environ.setdefault("PREFECT_RUNNER_POLL_FREQUENCY", str(max(1, min(10, int(interval)))))
+    from segpipe.flows.startup import start_prefect_server
+
+    # Prefect's own temporary server runs no scheduler: without PREFECT_API_URL, start one that
+    # does (before Prefect is imported, which reads PREFECT_API_URL)
+    server = start_prefect_server(scheduler=True)
     from segpipe.flows.logs import configure_logging
     from segpipe.flows.serve import Schedule, serve_folder
 
     configure_logging(execution.verbose)
+    server.wait()
     serve_folder(
         watch, pattern=pattern, output=output,
         options=RunOptions(input=watch, output="", overwrite=overwrite, **groups),

@@ -23,9 +23,10 @@ import os
 import signal
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from segpipe.flows.security import TlsFiles, is_tls, warn_if_exposed
 from segpipe.models.foundation import InputError
 from segpipe.pipeline.executor import POLL_SECONDS, BlockSink
 from segpipe.pipeline.hostthreads import available_cores, gpu_host_threads
@@ -34,6 +35,7 @@ from segpipe.pipeline.workdir import BlockRecord
 
 if TYPE_CHECKING:  # Dask's distributed is imported when a cluster starts (~0.3 s)
     from distributed import Client, Future, LocalCluster
+    from distributed.security import Security
 
 log = logging.getLogger("segpipe")
 
@@ -60,6 +62,13 @@ class ClusterSpec:
     scheduler: str | None = None
     workers: int | None = None
     verbose: bool = False
+    tls: TlsFiles = field(default_factory=TlsFiles)  # a tls:// scheduler's; else Dask's config
+
+    def security(self) -> Security | None:
+        """Dask's security settings for a ``tls://`` scheduler (refused when incomplete)."""
+        if self.scheduler is None or not is_tls(self.scheduler):
+            return None
+        return self.tls.security(self.scheduler)
 
     @property
     def in_process(self) -> bool:
@@ -136,28 +145,7 @@ class Cluster:
         from segpipe.flows.workerplugin import TorchThreads
 
         if self.spec.scheduler:
-            try:
-                client = Client(self.spec.scheduler, timeout="20s")
-            except OSError as exc:
-                raise InputError(
-                    f"--scheduler {self.spec.scheduler}: cannot connect ({exc}); check the "
-                    "address (tcp://host:port) and that the scheduler is running"
-                ) from None
-            try:
-                client.wait_for_workers(1, timeout=120)
-            except TimeoutError:
-                client.close()
-                raise InputError(
-                    f"--scheduler {self.spec.scheduler} has no workers; start some with "
-                    f"`dask worker {self.spec.scheduler}`"
-                ) from None
-            workers = client.scheduler_info(n_workers=-1)["workers"].values()
-            per_host: dict[str, int] = {}
-            for w in workers:
-                per_host[w["host"]] = per_host.get(w["host"], 0) + w["nthreads"]
-            self.gpu_resource = any("GPU" in (w.get("resources") or {}) for w in workers)
-            client.register_plugin(TorchThreads(threads_on_host=per_host), name="segpipe-torch")
-            return client
+            return self._join(self.spec.scheduler)
         layout = LocalLayout.for_machine(self.spec.workers)
         extra = {"resources": {"GPU": layout.threads}} if layout.gpus else {}
         self._cluster = LocalCluster(
@@ -172,6 +160,39 @@ class Cluster:
             TorchThreads(layout.torch_threads, gpu_by_name=bool(layout.gpus)),
             name="segpipe-torch",
         )
+        return client
+
+    def _join(self, scheduler: str) -> Client:
+        """A client of the existing cluster at ``scheduler``, its workers given torch threads."""
+        from distributed import Client
+
+        from segpipe.flows.workerplugin import TorchThreads
+
+        security = self.spec.security()
+        warn_if_exposed(scheduler)
+        try:
+            client = Client(scheduler, timeout="20s", security=security)
+        except OSError as exc:
+            check = ("check the address (tcp://host:port) and that the scheduler is running"
+                     if security is None else
+                     "check the address, that the scheduler is running, that --tls-ca-file is "
+                     "the CA that signed the scheduler's certificate and that this CA signed "
+                     "--tls-cert")
+            raise InputError(f"--scheduler {scheduler}: cannot connect ({exc}); {check}") from None
+        try:
+            client.wait_for_workers(1, timeout=120)
+        except TimeoutError:
+            client.close()
+            raise InputError(
+                f"--scheduler {scheduler} has no workers; start some with "
+                f"`dask worker {scheduler}`"
+            ) from None
+        workers = client.scheduler_info(n_workers=-1)["workers"].values()
+        per_host: dict[str, int] = {}
+        for w in workers:
+            per_host[w["host"]] = per_host.get(w["host"], 0) + w["nthreads"]
+        self.gpu_resource = any("GPU" in (w.get("resources") or {}) for w in workers)
+        client.register_plugin(TorchThreads(threads_on_host=per_host), name="segpipe-torch")
         return client
 
     @property

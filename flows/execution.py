@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from segpipe.flows.security import TlsFiles, is_tls
 from segpipe.models.foundation import InputError
 from segpipe.pipeline.options import opt
 
@@ -28,7 +29,22 @@ class Execution:
         "cores, started only for inputs over 2048² pixels on machines of over two cores or with a "
         "GPU; 0: segment in this process)."
     )
-    scheduler: str | None = opt(None, "Use an existing Dask cluster, e.g. tcp://host:8786.")
+    scheduler: str | None = opt(
+        None, "Use an existing Dask cluster, e.g. tcp://host:8786, or tls://host:8786 with "
+        "--tls-ca-file, --tls-cert and --tls-key."
+    )
+    tls_ca_file: str | None = opt(
+        None, "For a tls:// --scheduler: the CA certificate (PEM) that signed the scheduler's "
+        "and workers' certificates (default: Dask's distributed.comm.tls.ca-file)."
+    )
+    tls_cert: str | None = opt(
+        None, "For a tls:// --scheduler: this client's certificate (PEM), signed by that CA "
+        "(default: Dask's distributed.comm.tls.client.cert)."
+    )
+    tls_key: str | None = opt(
+        None, "For a tls:// --scheduler: the private key of --tls-cert (PEM; default: Dask's "
+        "distributed.comm.tls.client.key, or the key inside --tls-cert)."
+    )
     stall_after: float = opt(
         600.0, "Report a stall when no block finishes for this many seconds."
     )
@@ -45,14 +61,26 @@ class Execution:
                 "--workers sizes the local cluster and cannot be used with --scheduler; size "
                 "the existing cluster where it is started"
             )
+        tls = self.tls_files()  # checks the files are readable; makes their paths absolute
+        if tls.given and not is_tls(self.scheduler):
+            raise InputError(
+                f"{', '.join(tls.given)} secure a connection to a tls:// --scheduler; give "
+                "--scheduler tls://HOST:PORT, or drop them"
+            )
+        for name in ("ca_file", "cert", "key"):
+            object.__setattr__(self, f"tls_{name}", getattr(tls, name))
         if self.stall_after <= 0:
             raise InputError(f"--stall-after {self.stall_after} is invalid: use seconds > 0")
+
+    def tls_files(self) -> TlsFiles:
+        """The client's TLS files given (the others come from Dask's configuration)."""
+        return TlsFiles(self.tls_ca_file, self.tls_cert, self.tls_key)
 
     def cluster_spec(self) -> ClusterSpec:
         """The Dask cluster these settings ask for."""
         from segpipe.flows.cluster import ClusterSpec
 
-        return ClusterSpec(self.scheduler, self.workers, self.verbose)
+        return ClusterSpec(self.scheduler, self.workers, self.verbose, self.tls_files())
 
     def progress(self, total: int, megapixels: float, label: str) -> Progress:
         """The segment stage's progress display."""

@@ -250,18 +250,21 @@ def _with_model(
 def _probe(options: RunOptions, base: RasterInfo, problems: list[str]) -> _Probed:
     """Load the model, choose the level, select the bands and probe, as ``plan_run`` does."""
     from segpipe.models.loading import load_model
+    from segpipe.models.pinning import check_pinned
     from segpipe.models.probe import probe_geometry
     from segpipe.pipeline.estimate import resident_bytes
     from segpipe.pipeline.plan import expected_bands
 
     device = str(resolve_device(options.inference.device))
+    if options.inference.model and options.inference.model_sha256:  # before a byte is loaded
+        check_pinned(options.inference.model, options.inference.model_sha256)
     start, before = time.perf_counter(), resident_bytes()
     model = load_model(options.inference.model or "", device)
     model_bytes = max(0, resident_bytes() - before)
     info = info_at_level(base, choose_input_level(options.source, base, model.card))
     expected = expected_bands(model)
     bands = _attempt(problems, lambda: select_bands(info, options.source.bands, expected), None)
-    channels = len(bands) if bands is not None else expected or info.bands
+    channels = len(bands) if bands is not None else expected or len(info.image_bands)
     stride = model.card.stride if model.card and model.card.stride else None
     geometry = _attempt(problems, lambda: probe_geometry(
         model, channels, stride=stride, fixed_size=model.fixed_size), None)

@@ -225,6 +225,10 @@ class InferenceOptions:
         None,
         "Model file (default: the bundled model that fits the input; see segpipe models).",
     )
+    model_sha256: str | None = opt(
+        None, "Pin --model: refuse it unless its bytes have this sha256 (64 hex digits), "
+        "checked before anything in the file is loaded."
+    )
     random_weights: bool = opt(
         False,
         "Allow an architecture name as --model (e.g. unet): random weights, for trying the "
@@ -250,6 +254,8 @@ class InferenceOptions:
             )
         object.__setattr__(self, "precision", choice(Precision, self.precision, "--precision"))
         object.__setattr__(self, "backend", choice(Backend, self.backend, "--backend"))
+        if self.model_sha256 is not None:
+            self._check_pin()
         if self.random_weights and not self.model:
             raise InputError(
                 "--random-weights needs an architecture name in --model, e.g. --model unet "
@@ -262,6 +268,17 @@ class InferenceOptions:
                 f"--device {self.device!r} is not a device: use auto, cpu, cuda or cuda:N"
             )
         object.__setattr__(self, "device", device)
+
+    def _check_pin(self) -> None:
+        """``--model-sha256``: a sha256, for a model file or URL given with ``--model``."""
+        from segpipe.models.pinning import parse_sha256
+
+        object.__setattr__(self, "model_sha256", parse_sha256(str(self.model_sha256)))
+        if not self.model or self.random_weights:
+            raise InputError(
+                "--model-sha256 pins the file of --model; give --model PATH or URL (a bundled "
+                "model or an architecture with --random-weights has no file to pin)"
+            )
 
 
 @dataclass(frozen=True)

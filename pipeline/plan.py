@@ -19,6 +19,7 @@ from typing import Any
 from segpipe.models.card import ModelCard, Normalization, NormMethod
 from segpipe.models.foundation import InputError, ModelError, RasterError, resolve_device
 from segpipe.models.loading import LoadedModel, load_model_cached
+from segpipe.models.pinning import check_pinned
 from segpipe.models.probe import Geometry, probe_geometry
 from segpipe.pipeline.access import check_run_urls
 from segpipe.pipeline.areas import needs_row_counts
@@ -41,6 +42,7 @@ from segpipe.pipeline.options import (
     TilingOptions,
 )
 from segpipe.pipeline.outputs import (
+    check_output_carries_georeferencing,
     check_output_exists,
     check_output_path,
     default_workdir,
@@ -117,6 +119,13 @@ class RunPlan:
         return self.source_array or self.workdir.image
 
     @property
+    def valid_path(self) -> str | None:
+        """The ingested mask band (True where valid), when the input's GDAL mask is a band."""
+        mask = self.info.mask
+        band = mask is not None and mask.is_band and not self.source_array
+        return self.workdir.valid if band else None
+
+    @property
     def probabilities_path(self) -> str | None:
         """The probability array, when asked for."""
         return self.workdir.probabilities if self.options.inference.probabilities else None
@@ -136,6 +145,7 @@ class RunPlan:
             "probabilities": o.inference.probabilities,
             "nodata": self.info.nodata,
             **({"mask": self.mask.key()} if self.mask is not None else {}),
+            **({"gdal_mask": str(self.info.mask)} if self.valid_path else {}),
             **({"backend": o.inference.backend} if o.inference.backend != "eager" else {}),
         })
 
@@ -171,6 +181,7 @@ class RunPlan:
             nodata=self.info.nodata, blend=self.options.tiling.blend, batch_size=o.batch_size,
             device=o.device, precision=o.precision, workdir=self.workdir, mask=self.mask,
             compiled=o.backend == "compile", row_counts=needs_row_counts(self.info),
+            valid_path=self.valid_path,
         )
 
 
@@ -195,6 +206,8 @@ def preflight(options: RunOptions) -> str:
     if not options.overwrite and not is_segpipe_output(options.output):
         check_output_exists(options)
     check_model_name(options.inference)
+    if options.inference.model and options.inference.model_sha256:  # hashed before it is read
+        check_pinned(options.inference.model, options.inference.model_sha256)
     mask = options.source.mask
     if mask and mask.strip().lower() != "tissue" and not Path(mask).exists():
         raise InputError(
@@ -245,12 +258,14 @@ def plan_run(options: RunOptions) -> RunPlan:
     with open_raster(options.input) as reader:
         base = reader.info
     check_pixel_type(base)
+    check_output_carries_georeferencing(options, base)
     if options.source.nodata is not None:
         base = replace(base, nodata=options.source.nodata)
     warnings: list[str] = []
     if options.inference.model is None:
         options = _with_bundled_model(options, base, warnings)
-    model = load_model_cached(options.inference.model or "", device)
+    model = load_model_cached(options.inference.model or "", device,
+                              options.inference.model_sha256)
     info = info_at_level(base, choose_input_level(options.source, base, model.card))
     bands = select_bands(info, options.source.bands, expected_bands(model))
     stride = model.card.stride if model.card and model.card.stride else None
