@@ -105,6 +105,8 @@ def _input(d: dict[str, Any]) -> str:
                  f"band{'s' if len(bands) != 1 else ''}, {d['dtype']}, nodata {nodata}"),
         ("bands", ", ".join(f"{b['number']} {b['name']}" for b in bands)),
         ("CRS", crs_text),
+        *_georef_rows(d),
+        ("mask", _mask(d.get("mask"), nodata)),
         ("pixel size", _length(d["pixel_size"])),
     ]
     for lv in d["levels"]:
@@ -112,6 +114,36 @@ def _input(d: dict[str, Any]) -> str:
         rows.append((f"level {lv['level']}", f"{_size(lv['width'], lv['height'])} px, "
                                              f"downsample {lv['downsample']:.4g}, {size}"))
     return _rows(d["path"], rows)
+
+
+def _crs_name(crs: dict[str, Any] | None) -> str:
+    if crs is None:
+        return "no CRS"
+    code = f" (EPSG:{crs['epsg']})" if crs["epsg"] is not None else " (no EPSG code)"
+    return f"{crs['name']}{code}"
+
+
+def _georef_rows(d: dict[str, Any]) -> list[tuple[str, str]]:
+    """GCPs and RPCs, when the input has them."""
+    rows = []
+    gcps = d.get("gcps")
+    if gcps:
+        rows.append(("GCPs", f"{gcps['count']} ground control points, {_crs_name(gcps['crs'])}"))
+    if d.get("rpcs"):
+        rows.append(("RPCs", "yes (rational polynomial coefficients, kept in GeoTIFF outputs)"))
+    return rows
+
+
+def _mask(m: dict[str, Any] | None, nodata: str) -> str:
+    """The mask GDAL reports, and what segpipe makes of it."""
+    if m is None:
+        return "none (no mask band, alpha band or nodata value)"
+    if m["kind"] == "alpha":
+        return (f"alpha band {m['band']}: transparent pixels are nodata; not a model band "
+                "unless --bands names it")
+    if m["kind"] == "per_dataset":
+        return "per-dataset mask band: the pixels it masks are nodata"
+    return f"nodata value {nodata}"
 
 
 def _plan(d: dict[str, Any], with_model: bool) -> str:

@@ -8,6 +8,10 @@ counts become areas:
 - a **geographic** CRS: a cell between two parallels has the area of that band of the CRS's
   ellipsoid (closed form through the authalic latitude, :func:`zone_area`), which depends only
   on its row; areas are per-row cell areas times per-class pixel counts per row, never degrees²;
+- **GCPs** without a transform: as the projected or geographic grid of the affine transform
+  they define exactly (GDAL's fit, every GCP within a quarter pixel:
+  :func:`~segpipe.pipeline.io.georef.exact_gcp_transform`) in their CRS; GCPs that bend define
+  no grid, and RPCs (a sensor model) none either: pixel counts only;
 - **microscopy** (a physical pixel size in a length unit): µm², whatever unit the input uses;
 - otherwise **pixel counts only**, and the basis's ``note`` says why.
 
@@ -19,13 +23,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
 
 import numpy as np
 
 from segpipe.pipeline.io.base import RasterInfo
+from segpipe.pipeline.io.georef import GCP_TOLERANCE_PX, exact_gcp_transform
 from segpipe.pipeline.io.units import normalize_unit, unit_in_meters
 
 __all__ = [
@@ -110,11 +115,42 @@ def needs_row_counts(info: RasterInfo) -> bool:
 
 def area_basis(info: RasterInfo) -> AreaBasis:
     """How the pixel counts of ``info``'s grid become areas (see the module text)."""
-    if info.crs_wkt:
+    if info.crs_wkt and (info.transform is not None or not info.gcps):
         return _crs_basis(info.crs_wkt, info.transform)
+    if info.gcps:
+        return _gcp_basis(info)
+    if info.rpcs is not None:
+        return AreaBasis(
+            AreaKind.PIXELS, "pixel counts only: the input is georeferenced by RPCs (a sensor "
+            "model, not a grid), so its cells have no known area",
+        )
     if info.pixel_size and info.pixel_unit:
         return _microscopy_basis(info.pixel_size, info.pixel_unit)
     return AreaBasis(AreaKind.PIXELS, "pixel counts only: the input states no pixel size")
+
+
+def _gcp_basis(info: RasterInfo) -> AreaBasis:
+    """Areas on the grid that the GCPs define exactly, in their CRS; else pixel counts only."""
+    n = len(info.gcps)
+    wkt = info.gcp_crs_wkt or info.crs_wkt
+    if not wkt:
+        return AreaBasis(AreaKind.PIXELS, f"pixel counts only: the input's {n} GCPs have no CRS")
+    transform, residual = exact_gcp_transform(info.gcps)
+    if transform is None:
+        why = "fewer than 3 of them, or all on one line" if not math.isfinite(residual) else (
+            f"one lies {residual:.3g} px off the best affine fit; at most {GCP_TOLERANCE_PX} px "
+            "counts as exact"
+        )
+        return AreaBasis(
+            AreaKind.PIXELS,
+            f"pixel counts only: the input's {n} GCPs define no affine grid ({why}), so its "
+            "cells have no known area",
+        )
+    basis = _crs_basis(wkt, transform)
+    if basis.kind is AreaKind.PIXELS:
+        return basis
+    return replace(basis, note=f"{basis.note}, on the grid of the input's {n} GCPs (an exact "
+                               f"affine fit, within {residual:.2g} px)")
 
 
 def _horizontal(wkt: str) -> Any:

@@ -20,21 +20,13 @@ __all__ = ["band_index", "select_bands"]
 def select_bands(
     info: RasterInfo, bands: Sequence[int | str] | None, expected: int | None
 ) -> tuple[int, ...]:
-    """0-based band indices from ``--bands`` (default: all bands, which must fit the model)."""
+    """0-based band indices from ``--bands`` (default: the image bands, which must fit the model).
+
+    The image bands are all bands but an alpha band (a mask, read only when ``--bands`` names
+    it).
+    """
     if bands is None:
-        if expected is None or info.bands == expected:
-            return tuple(range(info.bands))
-        if info.bands < expected:
-            raise InputError(
-                f"{info.path} has {info.bands} band{'s' if info.bands > 1 else ''} but the "
-                f"model expects {expected}: use an input with {expected} bands, or a model made "
-                f"for {info.bands}"
-            )
-        example = ",".join(map(str, range(1, expected + 1)))
-        raise InputError(
-            f"{info.path} has {info.bands} bands but the model expects {expected}: "
-            f"choose {expected} with --bands (e.g. --bands {example})"
-        )
+        return _default_bands(info, expected)
     bad = [b for b in bands if isinstance(b, int) and not 1 <= b <= info.bands]
     if bad:
         shown = ",".join(map(str, bad))
@@ -46,6 +38,29 @@ def select_bands(
     if expected is not None and len(indices) != expected:
         raise InputError(f"--bands selects {len(indices)} bands but the model expects {expected}")
     return indices
+
+
+def _default_bands(info: RasterInfo, expected: int | None) -> tuple[int, ...]:
+    """All bands but an alpha band, refused (naming ``--bands``) when the model takes others."""
+    image = info.image_bands
+    n = len(image)
+    if expected is None or n == expected:
+        return image
+    has = f"{info.path} has {n} band{'s' if n > 1 else ''}"
+    if info.alpha_band is not None:
+        has = (f"{info.path} has {n} image band{'s' if n > 1 else ''} (and the alpha band "
+               f"{info.alpha_band + 1}, a mask: name it in --bands to give it to the model)")
+    if n < expected and expected > info.bands:
+        raise InputError(
+            f"{has} but the model expects {expected}: use an input with {expected} bands, or a "
+            f"model made for {n}"
+        )
+    example = ",".join(str(b + 1) for b in (image[:expected] if n > expected else
+                                            range(expected)))
+    raise InputError(
+        f"{has} but the model expects {expected}: choose {expected} with --bands (e.g. --bands "
+        f"{example})"
+    )
 
 
 def band_index(info: RasterInfo, band: int | str) -> int:

@@ -139,9 +139,9 @@ def _bands(
         have = [n.casefold() for n in info.channel_names]
         if all(have.count(w.casefold()) == 1 for w in wanted):
             return tuple(wanted), True, f"bands matched by name: {','.join(wanted)}"
-    if info.bands != card.bands:
+    if len(info.image_bands) != card.bands:  # an alpha band is a mask, not an image band
         plural = "s" if card.bands != 1 else ""
-        return f"takes {card.bands} band{plural}, the input has {info.bands}"
+        return f"takes {card.bands} band{plural}, the input has {len(info.image_bands)}"
     return None, False, _order_note(card)
 
 

@@ -66,7 +66,7 @@ def check_meanstd_bands(
     with open_raster(info.path, level=info.level) as reader:
         for window in sample_windows(info.height, info.width):
             x = reader.read(window)[selected]
-            invalid = invalid_values(x, info.nodata)
+            invalid = invalid_values(x, info.nodata, reader.read_mask(window))
             for b in range(len(selected)):
                 values = x[b] if invalid is None else x[b][~invalid[b]]
                 if values.size:

@@ -5,9 +5,11 @@ The statistics are computed once per image from a fixed sample of windows (indep
 tile size, so the same image always gets the same numbers), nodata and non-finite values
 excluded, and stored in the run manifest. Per-tile statistics make seams and are never computed.
 
-Nodata: a band value equal to the declared nodata, or not finite (NaN, +inf, -inf), is fed to
-the model as 0.0 *after* normalization (the band mean under ``meanstd``); a pixel whose selected
-bands are all nodata is written as the nodata label.
+Nodata: a band value equal to the declared nodata, or not finite (NaN, +inf, -inf), and every
+band of a pixel that the input's mask band marks invalid (``valid`` False: GDAL's per-dataset
+mask or alpha band), is fed to the model as 0.0 *after* normalization (the band mean under
+``meanstd``) and left out of the statistics; a pixel whose selected bands are all nodata is
+written as the nodata label.
 """
 
 from __future__ import annotations
@@ -36,11 +38,16 @@ class Normalizer:
     scale: tuple[float, ...]
     clip: bool = False
 
-    def apply(self, x: np.ndarray, nodata: float | None) -> tuple[np.ndarray, np.ndarray]:
-        """Normalize (bands, h, w) pixels; return float32 values and the all-nodata pixel mask."""
+    def apply(
+        self, x: np.ndarray, nodata: float | None, valid: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Normalize (bands, h, w) pixels; return float32 values and the all-nodata pixel mask.
+
+        ``valid``: (h, w), False where the input's mask band says there is no image.
+        """
         if x.shape[0] != len(self.offset):
             raise InputError(f"normalizer has {len(self.offset)} bands, pixels have {x.shape[0]}")
-        invalid = invalid_values(x, nodata)
+        invalid = invalid_values(x, nodata, valid)
         out = x.astype(np.float32, copy=True)
         offset = np.asarray(self.offset, np.float32)[:, None, None]
         scale = np.asarray(self.scale, np.float32)[:, None, None]
@@ -63,14 +70,21 @@ class Normalizer:
         return cls(NormMethod(d["method"]), tuple(d["offset"]), tuple(d["scale"]), d["clip"])
 
 
-def invalid_values(x: np.ndarray, nodata: float | None) -> np.ndarray | None:
-    """Boolean (bands, h, w) of nodata or non-finite (NaN, ±inf) values; None if none can be."""
+def invalid_values(
+    x: np.ndarray, nodata: float | None, valid: np.ndarray | None = None
+) -> np.ndarray | None:
+    """Boolean (bands, h, w) of nodata or non-finite (NaN, ±inf) values; None if none can be.
+
+    ``valid`` (h, w): pixels where it is False are invalid in every band (a mask band).
+    """
     floating = np.issubdtype(x.dtype, np.floating)
-    if nodata is None and not floating:
+    if nodata is None and not floating and valid is None:
         return None
     invalid = ~np.isfinite(x) if floating else np.zeros(x.shape, bool)
     if nodata is not None and not np.isnan(nodata):
         invalid |= x == np.asarray(nodata).astype(x.dtype)
+    if valid is not None:
+        invalid |= ~np.asarray(valid, bool)[None]
     return invalid
 
 
@@ -97,8 +111,12 @@ def compute_normalizer(
     nodata: float | None,
     read: Callable[[Window], np.ndarray] | None = None,
     shape: tuple[int, int] | None = None,
+    valid: Callable[[Window], np.ndarray | None] | None = None,
 ) -> Normalizer:
-    """The normalizer for ``norm`` on an image; ``read`` and ``shape`` are needed for statistics."""
+    """The normalizer for ``norm`` on an image; ``read`` and ``shape`` are needed for statistics.
+
+    ``valid(window)``: where the input's mask band says the window is image (None: no mask).
+    """
     method = NormMethod(norm.method)
     if method is NormMethod.NONE:
         return Normalizer(method, (0.0,) * bands, (1.0,) * bands)
@@ -114,7 +132,7 @@ def compute_normalizer(
         return Normalizer(method, tuple(norm.mean), tuple(1.0 / _nonzero(s) for s in norm.std))
     if read is None or shape is None:
         raise InputError(f"normalization {method} needs image statistics")
-    samples = _collect(read, shape, nodata)
+    samples = _collect(read, shape, nodata, valid)
     if method is NormMethod.MEANSTD:
         mean = tuple(float(s.mean()) if s.size else 0.0 for s in samples)
         std = tuple(_nonzero(float(s.std())) if s.size else 1.0 for s in samples)
@@ -127,11 +145,14 @@ def compute_normalizer(
     return Normalizer(method, tuple(lows), tuple(scales), clip=True)
 
 
-def _collect(read: Callable[[Window], np.ndarray], shape: tuple[int, int], nodata: float | None):
+def _collect(
+    read: Callable[[Window], np.ndarray], shape: tuple[int, int], nodata: float | None,
+    valid: Callable[[Window], np.ndarray | None] | None,
+) -> list[np.ndarray]:
     parts: list[list[np.ndarray]] = []
     for window in sample_windows(*shape):
         x = read(window)
-        invalid = invalid_values(x, nodata)
+        invalid = invalid_values(x, nodata, valid(window) if valid is not None else None)
         if not parts:
             parts = [[] for _ in range(x.shape[0])]
         for b in range(x.shape[0]):

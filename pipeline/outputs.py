@@ -26,9 +26,11 @@ from segpipe.pipeline import storage
 from segpipe.pipeline.keys import LabelKey, jsonable
 
 if TYPE_CHECKING:
+    from segpipe.pipeline.io.base import RasterInfo
     from segpipe.pipeline.options import RunOptions
 
 __all__ = [
+    "check_output_carries_georeferencing",
     "check_output_exists",
     "check_output_path",
     "check_vectors_path",
@@ -103,6 +105,34 @@ def check_output_path(options: RunOptions) -> None:
         raise InputError(f"--output {out} is a directory; give a file path")
     if options.export.vectors:
         check_vectors_path(options)
+
+
+def check_output_carries_georeferencing(options: RunOptions, info: RasterInfo) -> None:
+    """Refuse an OME output for an input georeferenced by GCPs or RPCs: OME cannot carry them.
+
+    A GeoTIFF output carries both (:mod:`segpipe.pipeline.io.georef`); the message names it.
+    """
+    from segpipe.pipeline.options import OutputFormat
+
+    fmt = options.output_format
+    if fmt is OutputFormat.GEOTIFF or not (info.gcps or info.rpcs is not None):
+        return
+    kinds = [f"{len(info.gcps)} ground control points (GCPs)"] if info.gcps else []
+    kinds += ["RPCs"] if info.rpcs is not None else []
+    name = "OME-TIFF" if fmt is OutputFormat.OME_TIFF else "OME-Zarr"
+    raise InputError(
+        f"--output {options.output}: {storage.basename(options.input)} is georeferenced by "
+        f"{' and '.join(kinds)}, which {name} cannot carry (the labels would lose their place "
+        f"on the ground); write a GeoTIFF instead: --output {geotiff_name(options.output)}"
+    )
+
+
+def geotiff_name(output: str) -> str:
+    """``output`` with its OME extension (``.ome.tif``, ``.ome.zarr``, …) replaced by ``.tif``."""
+    text = output.rstrip("/")
+    lower = text.lower()
+    cut = lower.rfind(".ome.")
+    return (text[:cut] if cut >= 0 else text) + ".tif"
 
 
 def check_vectors_path(options: RunOptions) -> None:

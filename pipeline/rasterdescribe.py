@@ -1,4 +1,8 @@
-"""What an input is, as ``segpipe inspect`` reports it: CRS, pixel size with its unit, levels."""
+"""What an input is, as ``segpipe inspect`` reports it: CRS, pixel size with its unit, levels.
+
+Also its georeferencing besides a transform (GCPs with their CRS, RPCs) and the mask GDAL
+reports (a per-dataset mask band, an alpha band, a nodata value).
+"""
 
 from __future__ import annotations
 
@@ -10,8 +14,8 @@ from segpipe.pipeline.io.base import RasterInfo
 from segpipe.pipeline.io.pyramid import info_at_level, level_scale
 from segpipe.pipeline.io.units import normalize_unit
 
-__all__ = ["CrsSummary", "LevelSummary", "PixelSize", "RasterSummary", "describe_crs",
-           "describe_raster", "pixel_size_of"]
+__all__ = ["CrsSummary", "GcpSummary", "LevelSummary", "MaskSummary", "PixelSize",
+           "RasterSummary", "describe_crs", "describe_raster", "pixel_size_of"]
 
 @dataclass(frozen=True)
 class PixelSize:
@@ -37,6 +41,30 @@ class CrsSummary:
     def to_dict(self) -> dict[str, Any]:
         """``{"name", "epsg", "kind"}``."""
         return {"name": self.name, "epsg": self.epsg, "kind": self.kind}
+
+
+@dataclass(frozen=True)
+class GcpSummary:
+    """Ground control points: how many, and the CRS of their coordinates (None: not given)."""
+
+    count: int
+    crs: CrsSummary | None
+
+    def to_dict(self) -> dict[str, Any]:
+        """``{"count", "crs"}``."""
+        return {"count": self.count, "crs": self.crs.to_dict() if self.crs else None}
+
+
+@dataclass(frozen=True)
+class MaskSummary:
+    """The mask GDAL reports: ``per_dataset``, ``alpha`` (with its 1-based band) or ``nodata``."""
+
+    kind: str
+    band: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """``{"kind", "band"}``."""
+        return {"kind": self.kind, "band": self.band}
 
 
 @dataclass(frozen=True)
@@ -74,6 +102,9 @@ class RasterSummary:
     crs: CrsSummary | None
     pixel_size: PixelSize | None
     levels: tuple[LevelSummary, ...]
+    gcps: GcpSummary | None = None
+    rpcs: bool = False
+    mask: MaskSummary | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The input part of the ``--json`` object."""
@@ -87,6 +118,9 @@ class RasterSummary:
             "crs": self.crs.to_dict() if self.crs else None,
             "pixel_size": self.pixel_size.to_dict() if self.pixel_size else None,
             "levels": [level.to_dict() for level in self.levels],
+            "gcps": self.gcps.to_dict() if self.gcps else None,
+            "rpcs": self.rpcs,
+            "mask": self.mask.to_dict() if self.mask else None,
         }
 
 
@@ -126,10 +160,16 @@ def describe_raster(base: RasterInfo, reader: str) -> RasterSummary:
     )
     names = base.channel_names or tuple(f"band_{i + 1}" for i in range(base.bands))
     driver = base.extra.get("driver") or base.extra.get("vendor")
+    gcps = GcpSummary(len(base.gcps), describe_crs(base.gcp_crs_wkt)[0]) if base.gcps else None
+    mask = None
+    if base.mask is not None:
+        alpha = base.alpha_band + 1 if base.alpha_band is not None else None
+        mask = MaskSummary(str(base.mask), alpha if base.mask == "alpha" else None)
     return RasterSummary(
         path=base.path, format=base.format, reader=reader, driver=driver, width=base.width,
         height=base.height, dtype=base.dtype, nodata=base.nodata, band_names=tuple(names),
-        crs=crs, pixel_size=pixel_size_of(base, unit), levels=levels,
+        crs=crs, pixel_size=pixel_size_of(base, unit), levels=levels, gcps=gcps,
+        rpcs=base.rpcs is not None, mask=mask,
     )
 
 

@@ -62,6 +62,7 @@ class SegmentJob:
     row_counts: bool = False  # blocks count each class per row (geodesic areas)
     mask: RegionMask | None = None
     compiled: bool = False
+    valid_path: str | None = None  # the input's mask band, ingested (True where valid)
 
 
 @dataclass(frozen=True)
@@ -113,7 +114,7 @@ def segment_block(job: SegmentJob, index: tuple[int, int]) -> BlockResult:
         pixels = read_mirrored(
             lambda w: reader.read(w)[bands], block.read, job.tiles.height, job.tiles.width
         )
-    x, nodata_mask = job.normalizer.apply(pixels, job.nodata)
+    x, nodata_mask = job.normalizer.apply(pixels, job.nodata, _read_valid(job, block))
     if nodata_mask.all():
         return _skip(job, block)
     stitched = _run_tiles(job, block, x, model)
@@ -129,6 +130,17 @@ def segment_block(job: SegmentJob, index: tuple[int, int]) -> BlockResult:
         open_array(job.probabilities_path)[:, rows, cols] = probs.astype(np.float16)
     summaries = LabelSummaries.of(labels, nodata_label(job.num_classes), rows=job.row_counts)
     return BlockResult(block.id, labels.size, _counts(labels), summaries)
+
+
+def _read_valid(job: SegmentJob, block: Block) -> np.ndarray | None:
+    """The block's read window of the ingested mask band, mirrored like the pixels; or None."""
+    if job.valid_path is None:
+        return None
+    valid = open_array(job.valid_path, mode="r")
+    return read_mirrored(
+        lambda w: np.asarray(valid[w.slices])[None], block.read, job.tiles.height,
+        job.tiles.width,
+    )[0]
 
 
 def _skip(job: SegmentJob, block: Block) -> BlockResult:

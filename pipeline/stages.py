@@ -24,6 +24,8 @@ from enum import StrEnum
 from functools import partial
 from typing import Any, Protocol, TypeVar
 
+import numpy as np
+
 from segpipe.models.foundation import BlocksFailedError, __version__
 from segpipe.pipeline import storage
 from segpipe.pipeline.backends import prepare_backend
@@ -32,7 +34,7 @@ from segpipe.pipeline.hostthreads import available_cores
 from segpipe.pipeline.io.base import Reader, open_raster
 from segpipe.pipeline.io.gdal import streaming_env
 from segpipe.pipeline.io.writers import ExportJob, write_outputs
-from segpipe.pipeline.io.zarrstore import create_array, ingest
+from segpipe.pipeline.io.zarrstore import create_array, ingest, open_array
 from segpipe.pipeline.labels import label_dtype
 from segpipe.pipeline.normalize import Normalizer, compute_normalizer
 from segpipe.pipeline.options import RunOptions
@@ -45,6 +47,7 @@ from segpipe.pipeline.outputs import (
 from segpipe.pipeline.plan import RunPlan, plan_run
 from segpipe.pipeline.report import SegmentOutcome, summarize, write_areas_csv
 from segpipe.pipeline.segment import write_nodata
+from segpipe.pipeline.tiling import Window
 from segpipe.pipeline.visuals import write_visuals
 from segpipe.pipeline.workdir import BlockRecord, Manifest, WorkState
 
@@ -146,7 +149,7 @@ def ingest_stage(plan: RunPlan) -> None:
     start = time.perf_counter()
     if not plan.source_array:
         ingest(partial(_streaming_reader, plan), plan.workdir.image, plan.tiles.tile,
-               threads=min(INGEST_THREADS, available_cores()))
+               threads=min(INGEST_THREADS, available_cores()), valid_path=plan.valid_path)
     _create_label_arrays(plan)
     if plan.mask is not None:
         plan.mask.prepare(plan.options.input, plan.info)
@@ -177,8 +180,8 @@ def _create_label_arrays(plan: RunPlan) -> None:
 def image_statistics(plan: RunPlan, source: str | None = None) -> Normalizer:
     """The normalization statistics of the plan's image.
 
-    Read from ``source`` (the ingested copy) or else from the input at the planned level; both
-    hold the same pixels.
+    Read from ``source`` (the ingested copy, with the ingested mask band) or else from the
+    input at the planned level (with its own mask band); both hold the same pixels.
     """
     selected = list(plan.bands)
     path, level = (source, 0) if source else (plan.options.input, plan.info.level)
@@ -186,8 +189,18 @@ def image_statistics(plan: RunPlan, source: str | None = None) -> Normalizer:
         return compute_normalizer(
             plan.normalization, dtype=plan.info.dtype, bands=len(selected),
             nodata=plan.info.nodata, read=lambda w: reader.read(w)[selected],
-            shape=plan.info.shape,
+            shape=plan.info.shape, valid=_mask_reader(plan, source, reader),
         )
+
+
+def _mask_reader(
+    plan: RunPlan, source: str | None, reader: Reader
+) -> Callable[[Window], np.ndarray | None]:
+    """Where a window is valid by the input's mask band: the ingested copy, or the reader's."""
+    if not (source and plan.valid_path):
+        return reader.read_mask
+    mask = open_array(plan.valid_path, mode="r")
+    return lambda w: np.asarray(mask[w.slices])
 
 
 def stats_stage(plan: RunPlan) -> RunPlan:

@@ -1,7 +1,9 @@
 """The work directory of one run: its manifest, its arrays, its block markers, its stage timings.
 
 A work directory holds one run: the ingested image (``image.zarr``, unless the input is itself a
-usable Zarr array), the label array (``labels.zarr``), optionally ``probabilities.zarr``,
+usable Zarr array) with, for an input whose GDAL mask is a band of its own (an internal mask, an
+alpha band), that mask as ``valid.zarr`` (True where valid), the label array (``labels.zarr``),
+optionally ``probabilities.zarr``,
 ``manifest.json`` and one marker per finished block (``done/<block id>``). The manifest records
 the run's :class:`~segpipe.pipeline.keys.LabelKey`, its export key, the normalization statistics
 (computed once, reused on resume) and the finished stages with their seconds, in the stage order
@@ -180,6 +182,11 @@ class WorkDir:
     def image(self) -> str:
         """The ingested copy of the input."""
         return storage.join(self.path, "image.zarr")
+
+    @property
+    def valid(self) -> str:
+        """The ingested copy of the input's mask band (True where valid), when it has one."""
+        return storage.join(self.path, "valid.zarr")
 
     @property
     def labels(self) -> str:

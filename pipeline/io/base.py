@@ -10,13 +10,33 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol, Self
 
 import numpy as np
 
 from segpipe.models.foundation import RasterError
+from segpipe.pipeline.io.georef import Gcp, scale_gcps, scale_rpcs
 from segpipe.pipeline.tiling import Window
+
+
+class MaskKind(StrEnum):
+    """The mask GDAL reports for a raster's bands (rasterio's ``mask_flag_enums``).
+
+    ``per_dataset``: a mask band shared by all bands (an internal or ``.msk`` mask);
+    ``alpha``: an alpha band; ``nodata``: the bands' declared nodata value. Pixels the mask
+    marks invalid are nodata.
+    """
+
+    PER_DATASET = "per_dataset"
+    ALPHA = "alpha"
+    NODATA = "nodata"
+
+    @property
+    def is_band(self) -> bool:
+        """Whether the mask is a band of its own, read beside the pixels (not a value)."""
+        return self is not MaskKind.NODATA
 
 
 @dataclass(frozen=True)
@@ -24,8 +44,11 @@ class RasterInfo:
     """Shape, type and metadata of one raster level.
 
     Geospatial inputs carry ``crs_wkt`` and ``transform`` (the six affine coefficients a, b, c,
-    d, e, f in rasterio's order); microscopy inputs carry ``pixel_size`` as (y, x) with
-    ``pixel_unit``. Either may be None: nothing is invented when the input has none.
+    d, e, f in rasterio's order), or ``gcps`` (``(row, col, x, y, z)``) with ``gcp_crs_wkt``,
+    and ``rpcs`` (rasterio's ``RPC.to_dict()``); microscopy inputs carry ``pixel_size`` as
+    (y, x) with ``pixel_unit``. Either may be None: nothing is invented when the input has none.
+    ``mask``: the mask GDAL reports (:class:`MaskKind`), ``alpha_band`` the 0-based index of
+    an alpha band (a mask, not an image band, unless ``--bands`` names it).
     """
 
     path: str
@@ -42,7 +65,16 @@ class RasterInfo:
     channel_names: tuple[str, ...] | None = None
     levels: tuple[tuple[int, int], ...] = ()
     level: int = 0
+    gcps: tuple[Gcp, ...] = ()
+    gcp_crs_wkt: str | None = None
+    rpcs: dict[str, Any] | None = field(default=None, hash=False)
+    mask: MaskKind | None = None
+    alpha_band: int | None = None
     extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+    def __post_init__(self) -> None:
+        if self.mask is not None and not isinstance(self.mask, MaskKind):
+            object.__setattr__(self, "mask", MaskKind(self.mask))  # from JSON
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form (without the free-form ``extra``)."""
@@ -65,6 +97,11 @@ class RasterInfo:
         return self.height, self.width
 
     @property
+    def image_bands(self) -> tuple[int, ...]:
+        """The 0-based bands a model reads by default: all but an alpha band."""
+        return tuple(b for b in range(self.bands) if b != self.alpha_band)
+
+    @property
     def window(self) -> Window:
         """The whole image as a window."""
         return Window(0, 0, self.height, self.width)
@@ -80,7 +117,8 @@ class RasterInfo:
             pixel_size = (self.pixel_size[0] * scale, self.pixel_size[1] * scale)
         return replace(
             self, level=level, height=height, width=width, transform=transform,
-            pixel_size=pixel_size,
+            pixel_size=pixel_size, gcps=scale_gcps(self.gcps, scale),
+            rpcs=scale_rpcs(self.rpcs, scale),
         )
 
 
@@ -91,6 +129,10 @@ class Reader(Protocol):
 
     def read(self, window: Window) -> np.ndarray:
         """Pixels of ``window`` (inside the image) as an array (bands, height, width)."""
+        ...
+
+    def read_mask(self, window: Window) -> np.ndarray | None:
+        """Where ``window``'s pixels are valid (bool (h, w)) by a mask band; None: no mask band."""
         ...
 
     def close(self) -> None:
@@ -106,6 +148,10 @@ class ReaderBase:
     """Context-manager plumbing shared by the readers."""
 
     info: RasterInfo
+
+    def read_mask(self, window: Window) -> np.ndarray | None:
+        """No mask band (readers of formats that have one override this)."""
+        return None
 
     def close(self) -> None:
         """Release the file (nothing to do by default)."""

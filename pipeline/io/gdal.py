@@ -14,11 +14,13 @@ from typing import Any
 
 import numpy as np
 import rasterio
+from rasterio.enums import ColorInterp, MaskFlags
 from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 from rasterio.windows import Window as RioWindow
 
 from segpipe.models.foundation import RasterError
-from segpipe.pipeline.io.base import RasterInfo, ReaderBase
+from segpipe.pipeline.io.base import MaskKind, RasterInfo, ReaderBase
+from segpipe.pipeline.io.georef import read_gcps, read_rpcs
 from segpipe.pipeline.io.pyramid import info_at_level
 from segpipe.pipeline.io.remote import gdal_env
 from segpipe.pipeline.tiling import Window
@@ -48,8 +50,29 @@ def _nodata(ds: rasterio.DatasetReader) -> float | None:
     return values.pop() if values else None
 
 
+def _alpha_band(ds: rasterio.DatasetReader) -> int | None:
+    """The 0-based index of the band GDAL takes as alpha (colour interpretation ``alpha``)."""
+    alpha = [i for i, c in enumerate(ds.colorinterp) if c == ColorInterp.alpha]
+    return alpha[0] if alpha else None
+
+
+def _mask_kind(ds: rasterio.DatasetReader, alpha: int | None) -> MaskKind | None:
+    """The mask GDAL reports for the image bands (the alpha band's own flags aside)."""
+    flags = {f for i, band in enumerate(ds.mask_flag_enums) if i != alpha for f in band}
+    if MaskFlags.alpha in flags:
+        return MaskKind.ALPHA
+    if MaskFlags.per_dataset in flags:
+        return MaskKind.PER_DATASET
+    if MaskFlags.nodata in flags:
+        return MaskKind.NODATA
+    return None
+
+
 class GdalReader(ReaderBase):
     """One level of a GDAL raster; level N > 0 is the file's overview N.
+
+    A mask GDAL reports (an internal or ``.msk`` mask, an alpha band, nodata) is in
+    ``info.mask``; :meth:`read_mask` reads a mask band window by window.
 
     An ``s3://`` URL is read with range requests under the AWS settings of
     :func:`~segpipe.pipeline.io.remote.gdal_env`, held for the reader's life.
@@ -87,6 +110,8 @@ class GdalReader(ReaderBase):
             if len(dtypes) != 1:
                 raise RasterError(f"{path}: bands of mixed types {sorted(dtypes)} are unsupported")
             crs = base.crs
+            gcps, gcp_crs = read_gcps(base)
+            alpha = _alpha_band(base)
             info = RasterInfo(
                 path=path,
                 format="gdal",
@@ -99,6 +124,11 @@ class GdalReader(ReaderBase):
                 transform=tuple(base.transform)[:6] if not base.transform.is_identity else None,
                 channel_names=tuple(d or f"band_{i + 1}" for i, d in enumerate(base.descriptions)),
                 levels=levels,
+                gcps=gcps,
+                gcp_crs_wkt=gcp_crs,
+                rpcs=read_rpcs(base),
+                mask=_mask_kind(base, alpha) if base.count else None,
+                alpha_band=alpha,
                 extra={"driver": base.driver},
             )
         self.info = info_at_level(info, level)
@@ -116,6 +146,21 @@ class GdalReader(ReaderBase):
                 f"{window.row_stop - 1}, columns {window.col}-{window.col_stop - 1} failed "
                 f"({_first_line(exc)}); check the file or copy it again"
             ) from None
+
+    def read_mask(self, window: Window) -> np.ndarray | None:
+        """Where ``window`` is valid by GDAL's mask band (per-dataset or alpha); else None."""
+        if self.info.mask is None or not self.info.mask.is_band:
+            return None
+        try:
+            mask = self._ds.dataset_mask(
+                window=RioWindow(window.col, window.row, window.width, window.height)
+            )
+        except RasterioIOError as exc:
+            raise RasterError(
+                f"{self.info.path}: reading its mask band at rows {window.row}-"
+                f"{window.row_stop - 1} failed ({_first_line(exc)}); check the file"
+            ) from None
+        return np.asarray(mask != 0)
 
     def close(self) -> None:
         """Close the dataset (and leave its GDAL environment)."""

@@ -5,8 +5,9 @@ Pixels are read through tifffile's Zarr view of one pyramid level
 JPEG, JPEG 2000, LZW, deflate, zstd... tiles are decoded by imagecodecs. Pyramids are the series'
 levels: SubIFDs, reduced-resolution pages in the main IFD chain, or the Aperio SVS levels.
 
-Which TIFF goes where (see :func:`classify_tiff`): GeoTIFFs and TIFFs carrying GDAL metadata or
-nodata tags go to the GDAL reader (it understands those tags); OME-TIFFs to
+Which TIFF goes where (see :func:`classify_tiff`): GeoTIFFs and TIFFs carrying GDAL metadata,
+nodata or RPC tags, or an internal mask (GDAL's per-dataset mask), go to the GDAL reader (it
+understands those); OME-TIFFs to
 :mod:`segpipe.pipeline.io.ometiff`; NDPI to :mod:`segpipe.pipeline.io.slide`; every other TIFF
 here, with format ``"tiff"``.
 
@@ -34,7 +35,8 @@ from segpipe.pipeline.tiling import Window
 
 _TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 # GeoTIFF: ModelPixelScale, ModelTiepoint, ModelTransformation, GeoKeyDirectory; GDAL's own tags
-_GDAL_TAGS = frozenset({33550, 33922, 34264, 34735, 42112, 42113})
+# (metadata, nodata); RPCCoefficientTag
+_GDAL_TAGS = frozenset({33550, 33922, 34264, 34735, 42112, 42113, 50844})
 # axes of a tifffile series that become bands; any other non-spatial axis must have size 1
 _BAND_AXES = frozenset("CSIQ")
 
@@ -55,7 +57,8 @@ def is_tiff(path: str) -> bool:
 def classify_tiff(path: str) -> str | None:
     """The reader family of a TIFF: gdal, ome, ndpi, svs or tiff (None: not a readable TIFF).
 
-    GeoTIFF tags or GDAL's metadata/nodata tags make it ``"gdal"`` whatever else it has.
+    GeoTIFF tags or GDAL's metadata/nodata/RPC tags make it ``"gdal"`` whatever else it has;
+    so does an internal mask (the IFD after the image, a mask subfile) of a plain TIFF.
     """
     try:  # one open (one request on a bucket) for the header and the first IFD
         with storage.open_binary(path, READ_AHEAD) as f:
@@ -79,7 +82,16 @@ def _family(tif: tifffile.TiffFile) -> str:
         return "ndpi"
     if tif.is_svs:
         return "svs"
-    return "tiff"
+    return "gdal" if _has_mask_page(tif) else "tiff"
+
+
+def _has_mask_page(tif: tifffile.TiffFile) -> bool:
+    """Whether the IFD after the first is a mask (where GDAL writes an internal mask)."""
+    try:
+        second = tif.pages[1]
+    except IndexError:
+        return False
+    return bool(getattr(second, "is_mask", False))
 
 
 def accepts(path: str) -> bool:

@@ -154,18 +154,23 @@ def info_attrs(info: RasterInfo) -> dict:
 
 def ingest(
     open_reader: Callable[[], AbstractContextManager[Reader]], path: str | os.PathLike[str],
-    tile: int, *, threads: int = 1,
+    tile: int, *, threads: int = 1, valid_path: str | os.PathLike[str] | None = None,
 ) -> None:
     """Copy a reader's level into a Zarr array at ``path``, chunk-aligned strips on ``threads``.
 
     ``open_reader()`` opens the source (each thread opens its own: readers are not shared across
     threads). Strips are one chunk row by at most 16 chunks; thread ``i`` copies strips ``i``,
-    ``i + threads``, … so no two threads write one chunk.
+    ``i + threads``, … so no two threads write one chunk. ``valid_path``: the reader's mask
+    band (:meth:`Reader.read_mask`) is copied there too, strip by strip with the pixels, as a
+    (height, width) bool array chunked (T, T).
     """
     with open_reader() as reader:
         info = reader.info
         create_array(path, (info.bands, info.height, info.width), (info.bands, tile, tile),
                      info.dtype, attrs=info_attrs(info))
+        if valid_path is not None:
+            create_array(valid_path, (info.height, info.width), (tile, tile), "bool",
+                         fill_value=True)
         step = 16 * tile
         windows = [
             Window(r, c, min(tile, info.height - r), min(step, info.width - c))
@@ -174,21 +179,30 @@ def ingest(
         ]
         parts = [windows[i::threads] for i in range(min(max(1, threads), len(windows)))]
         if len(parts) == 1:  # this reader copies it all
-            _copy_windows(reader, path, parts[0])
+            _copy_windows(reader, path, parts[0], valid_path)
             return
 
     def copy(part: list[Window]) -> None:
         with open_reader() as reader:
-            _copy_windows(reader, path, part)
+            _copy_windows(reader, path, part, valid_path)
 
     with ThreadPoolExecutor(len(parts), thread_name_prefix="segpipe-ingest") as pool:
         list(pool.map(copy, parts))
 
 
-def _copy_windows(reader: Reader, path: str | os.PathLike[str], windows: list[Window]) -> None:
+def _copy_windows(
+    reader: Reader, path: str | os.PathLike[str], windows: list[Window],
+    valid_path: str | os.PathLike[str] | None = None,
+) -> None:
     # every chunk is written, even one equal to the fill value: Zarr's check for those compares
     # each chunk in full and cost ~40 % of the ingest (image chunks are almost never empty)
     array = open_array(path).with_config({"write_empty_chunks": True})
+    valid = open_array(valid_path) if valid_path is not None else None
     for w in windows:
         rows, cols = w.slices
         array[:, rows, cols] = reader.read(w)
+        if valid is not None:
+            mask = reader.read_mask(w)
+            if mask is None:
+                raise RasterError(f"{reader.info.path} has no mask band to copy")
+            valid[rows, cols] = mask

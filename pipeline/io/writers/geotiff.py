@@ -1,7 +1,8 @@
 """GeoTIFF outputs in COG layout: the labels and the probabilities, streamed from the work arrays.
 
 Each array is first written window by window into a tiled GeoTIFF in the staging directory (the
-work directory) with the input's CRS and transform, band names and tags; GDAL's COG driver then
+work directory) with the input's CRS and transform (or its GCPs and their CRS) and RPCs, band
+names and tags; GDAL's COG driver then
 copies it into the final layout (deflate, 512-pixel blocks, BigTIFF when needed) and builds the
 overviews from level 0: the labels with ``job.options.overview_resampling`` (``nearest`` or
 ``mode``, never an average: labels are categories), the probabilities with ``nearest``. The copy
@@ -27,13 +28,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import rasterio
 import rasterio.shutil
-from affine import Affine
-from rasterio.crs import CRS
 from rasterio.errors import NotGeoreferencedWarning
 from rasterio.windows import Window as RioWindow
 
 from segpipe.pipeline import storage
 from segpipe.pipeline.io.base import RasterInfo
+from segpipe.pipeline.io.georef import rasterio_georef
 from segpipe.pipeline.io.pyramid import open_stored
 from segpipe.pipeline.io.writers.common import (
     as_uint8,
@@ -65,16 +65,19 @@ def chunk_windows(height: int, width: int, step: int) -> list[Window]:
 
 
 def _profile(info: RasterInfo, count: int, dtype: str, **extra: Any) -> dict[str, Any]:
-    """The staging GeoTIFF's creation options: tiled, deflate, the input's georeferencing."""
+    """The staging GeoTIFF's creation options: tiled, deflate, the input's georeferencing.
+
+    That is its CRS with its transform, or its GCPs with their CRS, and its RPCs; the COG copy
+    keeps them all.
+    """
     profile: dict[str, Any] = {
         "driver": "GTiff", "height": info.height, "width": info.width, "count": count,
         "dtype": dtype, "tiled": True, "blockxsize": COG_BLOCK, "blockysize": COG_BLOCK,
         "compress": "deflate", "BIGTIFF": "IF_SAFER", **extra,
     }
-    if info.crs_wkt:
-        profile["crs"] = CRS.from_wkt(info.crs_wkt)
-    if info.transform:
-        profile["transform"] = Affine(*info.transform)
+    profile.update(rasterio_georef(
+        info.crs_wkt, info.transform, info.gcps, info.gcp_crs_wkt, info.rpcs
+    ))
     return profile
 
 
