@@ -1,7 +1,7 @@
 """What every layer of segpipe may import.
 
-Errors, atomic outputs, the file hash, the version, the forward-pass precision and device
-resolution.
+Errors, atomic (and durable) outputs, the file hash, the version, the forward-pass precision and
+device resolution.
 
 This module imports no other segpipe module and no heavy library at import time (torch is
 imported inside :func:`resolve_device` only), so the command line can import it and still answer
@@ -17,6 +17,7 @@ may catch those.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import shutil
@@ -47,6 +48,8 @@ __all__ = [
     "__version__",
     "atomic_output",
     "file_sha256",
+    "fsync_path",
+    "fsync_tree",
     "resolve_device",
     "write_text_atomic",
 ]
@@ -146,7 +149,9 @@ def atomic_output(path: str | os.PathLike[str]) -> Iterator[Path]:
     the body creates in the yielded path's folder (a file, a directory, companions such as ONNX
     external weights) is moved beside ``path`` with ``os.replace`` (atomic within a filesystem)
     when the body returns. On error nothing is published and ``path`` is left as it was.
-    Callers decide beforehand whether an existing ``path`` may be replaced.
+    Callers decide beforehand whether an existing ``path`` may be replaced. Durable on power
+    loss: what the body wrote is fsynced before the rename, the folder after it, so a crash
+    leaves the old ``path`` or the whole new one, never a name pointing at lost data.
     """
     final = Path(path)
     if not final.parent.is_dir():
@@ -154,18 +159,57 @@ def atomic_output(path: str | os.PathLike[str]) -> Iterator[Path]:
     folder = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent))
     try:
         yield folder / final.name
-        for produced in folder.iterdir():
-            _replace(produced, final.parent / produced.name)
+        produced = list(folder.iterdir())
+        for item in produced:  # on the disk before its name is (a power loss keeps either)
+            fsync_tree(item)
+        for item in produced:
+            _replace(item, final.parent / item.name)
+        fsync_path(final.parent)  # the renames themselves
     finally:
         _remove(folder)
 
 
 def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
-    """Write ``text`` to ``path`` so readers see the old or the new content, never a part."""
+    """Write ``text`` to ``path`` so readers see the old or the new content, never a part.
+
+    Durable when it returns: the file and its folder are fsynced (:func:`atomic_output`).
+    """
     with atomic_output(path) as tmp, open(tmp, "w", encoding="utf-8") as handle:
         handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
+
+
+# -------------------------------------------------------------------------------- durability
+
+
+def fsync_path(path: str | os.PathLike[str]) -> None:
+    """Flush a file's or a folder's contents and metadata to the disk (``os.fsync``).
+
+    A folder is fsynced to make the names created, renamed or removed in it durable. A
+    filesystem that cannot fsync folders (``EINVAL``) is left as it is; any other error (``EIO``:
+    the data did not reach the disk) is raised.
+    """
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        if exc.errno != errno.EINVAL or not os.path.isdir(path):
+            raise
+    finally:
+        os.close(fd)
+
+
+def fsync_tree(path: str | os.PathLike[str]) -> None:
+    """:func:`fsync_path` a file, or every file and folder under a folder (deepest first)."""
+    if not os.path.isdir(path) or os.path.islink(path):
+        if not os.path.islink(path):
+            fsync_path(path)
+        return
+    for root, _dirs, files in os.walk(path, topdown=False):
+        for name in files:
+            item = os.path.join(root, name)
+            if not os.path.islink(item):
+                fsync_path(item)
+        fsync_path(root)
 
 
 # ------------------------------------------------------------------------------------ hash

@@ -26,6 +26,7 @@ from segpipe.models.loading import LoadedModel, load_model_cached
 from segpipe.pipeline.areas import row_counts
 from segpipe.pipeline.batches import Prefetcher, runner_for
 from segpipe.pipeline.io.base import open_raster
+from segpipe.pipeline.io.durable import sync_region
 from segpipe.pipeline.io.zarrstore import open_array
 from segpipe.pipeline.labels import label_dtype, nodata_label
 from segpipe.pipeline.mask import RegionMask
@@ -36,7 +37,7 @@ from segpipe.pipeline.stitch import Merger, Stitched
 from segpipe.pipeline.tiling import Block, TilePlan, read_mirrored
 from segpipe.pipeline.workdir import BlockRecord, WorkDir, pack_array
 
-__all__ = ["SegmentJob", "segment_and_record", "segment_block", "write_nodata"]
+__all__ = ["SegmentJob", "segment_and_record", "segment_block", "sync_block", "write_nodata"]
 
 
 @dataclass(frozen=True)
@@ -192,8 +193,17 @@ def segment_and_record(
         shape=s.shape, components=s.components, edges=s.edges, row_classes=s.row_classes,
         row_counts=s.row_counts, skipped=result.skipped,
     )
+    sync_block(job, index)  # its chunks on the disk before the marker that vouches for them
     job.workdir.mark_done(record)
     return record
+
+
+def sync_block(job: SegmentJob, index: tuple[int, int]) -> None:
+    """Flush the chunks block ``index`` wrote (labels, probabilities) to a local disk."""
+    rows, cols = job.tiles.block_core(*index).slices
+    sync_region(job.labels_path, (rows, cols))
+    if job.probabilities_path:
+        sync_region(job.probabilities_path, (slice(None), rows, cols))
 
 
 def write_nodata(job: SegmentJob, index: tuple[int, int]) -> None:

@@ -32,6 +32,7 @@ from segpipe.pipeline.backends import prepare_backend
 from segpipe.pipeline.executor import BlockExecutor, InProcessExecutor, new_run_id
 from segpipe.pipeline.hostthreads import available_cores
 from segpipe.pipeline.io.base import Reader, open_raster
+from segpipe.pipeline.io.durable import sync_tree
 from segpipe.pipeline.io.gdal import streaming_env
 from segpipe.pipeline.io.writers import ExportJob, write_outputs
 from segpipe.pipeline.io.zarrstore import create_array, ingest, open_array
@@ -155,6 +156,7 @@ def ingest_stage(plan: RunPlan) -> None:
         plan.mask.prepare(plan.options.input, plan.info)
     prepare_backend(plan)
     plan.workdir.clear_done()  # fresh label arrays: no block of them is finished
+    sync_tree(plan.workdir.path)  # what the ingest wrote is on the disk before the manifest says so
     plan.workdir.record_stage(Stage.INGEST, time.perf_counter() - start)
 
 

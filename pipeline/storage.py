@@ -11,6 +11,11 @@ credentials and endpoint from the standard AWS variables and files (``AWS_ENDPOI
 ``AWS_PROFILE``, ``~/.aws/config``); GDAL gets the same settings from
 :mod:`segpipe.pipeline.io.remote`.
 
+Durability on a local disk: whatever is published (a file renamed into place, the manifest, a
+marker) is fsynced before its rename and its folder after it, and new folders are fsynced into
+their parents, so a power loss leaves the old file or the whole new one. An object store has
+nothing to fsync: a PUT that returned is stored.
+
 Atomicity on an object store: a single PUT is atomic (readers see the old object or the new one,
 never a part), so the manifest and the summary are plain PUTs; a crash mid-PUT leaves the old
 object. A block marker is written once with a conditional PUT (``If-None-Match: *``): a block
@@ -33,7 +38,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 from urllib.parse import urlsplit, urlunsplit
 
-from segpipe.models.foundation import InputError, atomic_output, write_text_atomic
+from segpipe.models.foundation import InputError, atomic_output, fsync_path, write_text_atomic
 
 if TYPE_CHECKING:
     from fsspec import AbstractFileSystem
@@ -57,6 +62,7 @@ __all__ = [
     "with_name",
     "write_once",
     "write_text",
+    "zarr_store",
 ]
 
 # query parameters that make a URL a credential (presigned S3/GCS/Azure URLs)
@@ -130,10 +136,29 @@ def _upload_options(fs: AbstractFileSystem) -> dict[str, int]:
 
 
 def filesystem(url: str) -> tuple[AbstractFileSystem, str]:
-    """The fsspec filesystem for ``url`` and the path inside it (listings never cached)."""
-    import fsspec
+    """The fsspec filesystem for ``url`` and the path inside it (listings never cached).
 
-    return fsspec.core.url_to_fs(url, use_listings_cache=False)
+    ``s3://``: s3fs under segpipe's retry policy (:mod:`segpipe.models.objectstore`).
+    """
+    from segpipe.models.objectstore import url_to_fs
+
+    return url_to_fs(url, use_listings_cache=False)
+
+
+def zarr_store(path: str, *, read_only: bool = False) -> Any:
+    """What to open a Zarr array or group at ``path`` with: the path, or for ``s3://`` a store.
+
+    An ``s3://`` store's s3fs is the one of :func:`filesystem` (the retry policy), in the
+    asynchronous mode zarr drives it in; other URLs and local paths are given to zarr as they are.
+    """
+    if not path.lower().startswith(("s3://", "s3a://")):
+        return path
+    from zarr.storage import FsspecStore
+
+    from segpipe.models.objectstore import url_to_fs
+
+    fs, inner = url_to_fs(path, asynchronous=True, use_listings_cache=False)
+    return FsspecStore(fs, read_only=read_only, path=inner)
 
 
 def exists(path: str) -> bool:
@@ -145,9 +170,19 @@ def exists(path: str) -> bool:
 
 
 def makedirs(path: str) -> None:
-    """Create the folder ``path`` (object stores have no folders: nothing to do)."""
-    if not is_url(path):
-        Path(path).mkdir(parents=True, exist_ok=True)
+    """Create the folder ``path`` (object stores have no folders: nothing to do).
+
+    A folder created here is durable: its parent is fsynced (the parents it creates too).
+    """
+    if is_url(path):
+        return
+    folder = Path(path)
+    missing = [p for p in (folder, *folder.parents) if not p.is_dir()]
+    if not missing:
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    for created in missing:  # deepest first: each new name, in the folder that holds it
+        fsync_path(created.parent)
 
 
 def read_bytes(path: str) -> bytes:
@@ -199,7 +234,7 @@ def write_once(path: str, text: str) -> None:
     first result was lost) the first one is kept.
     """
     if not is_url(path):
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        makedirs(parent(path))
         write_text_atomic(path, text)
         return
     fs, inner = filesystem(path)
