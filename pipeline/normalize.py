@@ -118,6 +118,9 @@ def compute_normalizer(
     ``valid(window)``: where the input's mask band says the window is image (None: no mask).
     """
     method = NormMethod(norm.method)
+    if method is NormMethod.SENSOR:
+        raise InputError("normalization 'sensor' needs the input's sensor family first "
+                         "(segpipe.pipeline.sensor.resolve_normalization)")
     if method is NormMethod.NONE:
         return Normalizer(method, (0.0,) * bands, (1.0,) * bands)
     if method is NormMethod.SCALE:

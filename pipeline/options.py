@@ -179,6 +179,11 @@ class SourceOptions:
         None, "The input's nodata value when its metadata does not declare it (e.g. 0 for the "
         "fill around a Landsat scene); overrides a declared one."
     )
+    sensor: str | None = opt(
+        None, "The sensor family of the input (e.g. landsat7, landsat8, sentinel2), for a model "
+        "whose card scales each family's values differently (segpipe models NAME lists them); "
+        "Landsat and Sentinel-2 product file names say it themselves."
+    )
     mask: str | None = opt(
         None, "Segment only inside a region; outside is nodata and costs nothing: a mask raster "
         "(non-zero = inside), polygons (a vector file, e.g. .gpkg/.geojson) or 'tissue' (found "

@@ -49,6 +49,7 @@ from segpipe.pipeline.outputs import (
     is_segpipe_output,
 )
 from segpipe.pipeline.segment import SegmentJob
+from segpipe.pipeline.sensor import resolve_normalization
 from segpipe.pipeline.storage import is_url
 from segpipe.pipeline.tiling import TilePlan
 from segpipe.pipeline.workdir import WorkDir
@@ -273,8 +274,12 @@ def plan_run(options: RunOptions) -> RunPlan:
     card = model_card(model, options, len(bands), geometry)
     tiles = _tile_plan(options, info, card, geometry, warnings)
     norm = card.normalization
-    if options.inference.normalize is not None:
+    if options.inference.normalize is NormMethod.SENSOR and norm.method is not NormMethod.SENSOR:
+        raise InputError("--normalize sensor needs a model card with a sensors table; this "
+                         "model's card has none")
+    if options.inference.normalize not in (None, NormMethod.SENSOR):
         norm = Normalization(options.inference.normalize)
+    norm = resolve_normalization(norm, options.source.sensor, options.input, warnings)
     check_meanstd_bands(info, bands, norm, [str(b + 1) for b in bands])
     workdir = WorkDir(workdir_of(options))
     mask = region_mask(options.source.mask, info, workdir.path) if options.source.mask else None

@@ -21,12 +21,14 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import rasterio
 import tifffile
 
 from segpipe.pipeline.io.writers.common import companion_path
 
 SEGPIPE = str(Path(sys.executable).parent / "segpipe")
 NUCLEI_SPLIT_COL = 384  # scripts/train_zoo.py: columns 0-383 trained on, 384-511 held out
+S2_BANDS = ("b02", "b03", "b04", "b08")  # blue, green, red, near-infrared
 
 
 def segment(src: Path, out: Path, summary: Path, *extra: str) -> dict:
@@ -54,6 +56,23 @@ def report(summary: dict) -> None:
         else:
             size = f"{c['pixels']:12d} px"
         print(f"  {c['name']:>12}: {size}")
+
+
+def stack_sentinel2(samples: Path, dest: Path) -> Path:
+    """The Sentinel-2 L1C band files as one 4-band GeoTIFF (blue, green, red, nir; nodata 0)."""
+    bands = []
+    for band in S2_BANDS:
+        with rasterio.open(samples / f"s2_t33uuu_{band}.jp2") as ds:
+            bands.append(ds.read(1))
+            profile = ds.profile
+    path = dest / "s2_t33uuu_bgrn.tif"
+    profile = {**profile, "driver": "GTiff", "count": 4, "nodata": 0, "tiled": True,
+               "blockxsize": 256, "blockysize": 256, "compress": "deflate"}
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(np.stack(bands))
+        for i, name in enumerate(("blue", "green", "red", "nir"), start=1):
+            dst.set_band_description(i, name)
+    return path
 
 
 def heldout_nuclei(samples: Path, dest: Path) -> Path:

