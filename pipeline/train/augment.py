@@ -35,8 +35,9 @@ def radiometric(x: np.ndarray, strength: float, rng: np.random.Generator) -> np.
     if strength <= 0:
         return x
     bands = x.shape[0]
-    gain = rng.uniform(1 - strength, 1 + strength, bands).astype(np.float32)[:, None, None]
-    offset = rng.uniform(-strength / 10, strength / 10, bands).astype(np.float32)[:, None, None]
+    gain = np.asarray(rng.uniform(1 - strength, 1 + strength, bands), np.float32)[:, None, None]
+    offset = np.asarray(rng.uniform(-strength / 10, strength / 10, bands), np.float32)
+    offset = offset[:, None, None]
     gamma = np.float32(rng.uniform(1 - strength / 2, 1 + strength / 2))
     out = np.sign(x) * np.abs(x) ** gamma
     return (out * gain + offset).astype(np.float32)
