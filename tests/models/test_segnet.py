@@ -13,6 +13,7 @@ from segpipe.models.segnet import SegNet, segnet_halo
 from segpipe.pipeline.normalize import Normalizer
 from segpipe.pipeline.options import RunOptions
 from segpipe.pipeline.stages import run_one
+from tests.pipeline.oracles import assert_labels_match, assert_logits_close
 from tests.pipeline.test_exactness import oracle_labels, run_and_read, spread_weights
 
 
@@ -50,7 +51,7 @@ def test_decoder_places_values_at_the_encoder_maxima():
             a = arg[0, :, r, c]
             rows, cols = 2 * r + a // 2, 2 * c + a % 2
             ref[0, torch.arange(4), rows, cols] = x[0, torch.arange(4), rows, cols]
-    torch.testing.assert_close(up, ref, rtol=0, atol=0)
+    torch.testing.assert_close(up, ref, rtol=0, atol=0)  # copies, no arithmetic: exact
     assert any(isinstance(m, torch.nn.MaxUnpool2d) for m in net.modules())
 
 
@@ -88,7 +89,10 @@ def test_halo_is_the_receptive_field_radius():
             far = torch.ones(size, size, dtype=torch.bool)
             far[p - halo : p + halo + 1, p - halo : p + halo + 1] = False
             y = torch.where(far, torch.rand(1, 3, size, size, generator=gen), x)
-            torch.testing.assert_close(net(y)[0, :, p, p], base[0, :, p, p], rtol=0, atol=0)
+            # unchanged within the contract: a kernel may round p's sums differently once
+            # far inputs change (Winograd tiles mix neighbours); a leak moves it far more
+            assert_logits_close(net(y)[0, :, p, p], base[0, :, p, p],
+                                scale=float(base.abs().max()))
 
 
 def test_tiled_run_equals_whole_image_with_the_card_halo(tmp_path, geotiff):
@@ -103,9 +107,9 @@ def test_tiled_run_equals_whole_image_with_the_card_halo(tmp_path, geotiff):
     assert summary["halo"] == segnet_halo(depth)
     with rasterio.open(src) as ds:
         image = ds.read()
-    expected, _, _ = oracle_labels(model, image, summary["halo"],
-                                   Normalizer.from_dict(summary["normalizer"]))
-    np.testing.assert_array_equal(labels, expected)
+    _, logits, _ = oracle_labels(model, image, summary["halo"],
+                                 Normalizer.from_dict(summary["normalizer"]))
+    assert_labels_match(labels, logits)
     assert len(np.unique(labels)) == 3
 
 

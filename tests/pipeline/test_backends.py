@@ -17,6 +17,7 @@ from segpipe.pipeline.normalize import Normalizer
 from segpipe.pipeline.options import RunOptions
 from segpipe.pipeline.stages import run_one
 from tests.conftest import smooth_image, write_geotiff
+from tests.pipeline.oracles import assert_labels_match
 from tests.pipeline.test_exactness import oracle_labels
 
 
@@ -53,9 +54,9 @@ def test_channels_last_keeps_tiled_equal_to_whole_image_on_a_wide_net(tmp_path, 
         labels, summary = run(tmp_path, src, model, "tiled", tile=64, halo=44)
         with rasterio.open(src) as ds:
             image = ds.read()
-        expected, _, _ = oracle_labels(model, image, 44,
-                                       Normalizer.from_dict(summary["normalizer"]))
-        np.testing.assert_array_equal(labels, expected)
+        _, logits, _ = oracle_labels(model, image, 44,
+                                     Normalizer.from_dict(summary["normalizer"]))
+        assert_labels_match(labels, logits)  # tiles and the whole image: other kernels
         assert len(np.unique(labels)) > 2
     finally:
         torch.set_num_threads(before)
