@@ -63,9 +63,11 @@ class Execution:
             )
         tls = self.tls_files()  # checks the files are readable; makes their paths absolute
         if tls.given and not is_tls(self.scheduler):
+            one = len(tls.given) == 1
             raise InputError(
-                f"{', '.join(tls.given)} secure a connection to a tls:// --scheduler; give "
-                "--scheduler tls://HOST:PORT, or drop them"
+                f"{', '.join(tls.given)} {'is' if one else 'are'} for a tls:// --scheduler "
+                f"(TLS to an existing Dask cluster); give --scheduler tls://HOST:PORT, or drop "
+                f"{'it' if one else 'them'}"
             )
         for name in ("ca_file", "cert", "key"):
             object.__setattr__(self, f"tls_{name}", getattr(tls, name))

@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -121,12 +122,39 @@ def group_gone(pgid: int) -> bool:
     return False
 
 
-class DaskProcesses:
-    """``dask scheduler`` and ``dask worker`` subprocesses on 127.0.0.1 (killed at teardown)."""
+@dataclass(frozen=True)
+class TlsNode:
+    """The TLS files of a scheduler or worker: the cluster's CA, a certificate and its key."""
 
-    def __init__(self, tmp: Path) -> None:
+    ca_file: Path
+    cert: Path
+    key: Path
+
+    def args(self) -> list[str]:
+        """The ``dask scheduler`` / ``dask worker`` options."""
+        return ["--tls-ca-file", str(self.ca_file), "--tls-cert", str(self.cert),
+                "--tls-key", str(self.key)]
+
+    def security(self):
+        """A client's :class:`~distributed.security.Security` with these files."""
+        from distributed.security import Security
+
+        return Security(tls_ca_file=str(self.ca_file), tls_client_cert=str(self.cert),
+                        tls_client_key=str(self.key), require_encryption=True)
+
+
+class DaskProcesses:
+    """``dask scheduler`` and ``dask worker`` subprocesses (killed at teardown).
+
+    On 127.0.0.1 over plain TCP by default; over TLS with ``tls`` (the nodes' files), on
+    another address of this machine with ``host``.
+    """
+
+    def __init__(self, tmp: Path, tls: TlsNode | None = None, host: str = "127.0.0.1") -> None:
         self.port = free_port()
-        self.address = f"tcp://127.0.0.1:{self.port}"
+        self.host = host
+        self.tls = tls
+        self.address = f"{'tls' if tls else 'tcp'}://{host}:{self.port}"
         self.tmp = tmp
         self.procs: list[subprocess.Popen] = []
         self.workers: list[subprocess.Popen] = []
@@ -141,17 +169,19 @@ class DaskProcesses:
         return proc
 
     def start(self, workers: int = 2, nanny: bool = True) -> DaskProcesses:
-        self._start("scheduler", "--host", "127.0.0.1", "--port", str(self.port),
-                    "--no-dashboard", name="scheduler")
+        tls = [*self.tls.args(), "--protocol", "tls"] if self.tls else []
+        self._start("scheduler", "--host", self.host, "--port", str(self.port),
+                    "--no-dashboard", *tls, name="scheduler")
         for i in range(workers):
-            extra = [] if nanny else ["--no-nanny"]
+            extra = ([] if nanny else ["--no-nanny"]) + (self.tls.args() if self.tls else [])
             self.workers.append(self._start(
-                "worker", self.address, "--nthreads", "1", "--host", "127.0.0.1",
+                "worker", self.address, "--nthreads", "1", "--host", self.host,
                 "--no-dashboard", "--name", f"w{i}", *extra, name=f"worker{i}",
             ))
         from distributed import Client
 
-        with Client(self.address, timeout="60s") as client:
+        security = self.tls.security() if self.tls else None
+        with Client(self.address, timeout="60s", security=security) as client:
             client.wait_for_workers(workers, timeout=120)
         return self
 
@@ -167,8 +197,8 @@ def dask_processes(tmp_path):
     """Factory for a scheduler + workers; all killed at teardown."""
     started: list[DaskProcesses] = []
 
-    def start(workers: int = 2, nanny: bool = True) -> DaskProcesses:
-        d = DaskProcesses(tmp_path).start(workers, nanny)
+    def start(workers: int = 2, nanny: bool = True, **where) -> DaskProcesses:
+        d = DaskProcesses(tmp_path, **where).start(workers, nanny)
         started.append(d)
         return d
 
