@@ -75,6 +75,9 @@ LOGIT_ULPS = 64
 # Probabilities are stored as float16 in the work directory (then float32 in a TIFF): compare
 # them within float16 ulps, i.e. this many float32 ulps each.
 FLOAT16_ULPS = float(np.finfo(np.float16).eps) / EPS32  # 8192
+# On CUDA, cuDNN may run float32 convolutions in TF32 (a 10-bit mantissa, like float16): two
+# TF32 ulp of the largest logit (not measured here: no GPU on the CI machine).
+TF32_ULPS = 2 * FLOAT16_ULPS
 # A tie-aware label comparison must still compare: at most this share of pixels may be ties.
 # Measured: 0 to 2.3 % on the suite's nets (2.3 %: a region where every ReLU is zero, so the
 # logits are the biases, 0.013 apart, within 64 ulp of a largest logit of 2300).
