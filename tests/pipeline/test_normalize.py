@@ -53,4 +53,4 @@ def test_scale_maps_the_dtype_range_to_unit_interval():
     norm = compute_normalizer(Normalization(NormMethod.SCALE), dtype="uint16", bands=1,
                               nodata=None)
     x, _ = norm.apply(np.array([[[0, 65535]]], np.uint16), None)
-    np.testing.assert_allclose(x.ravel(), [0.0, 1.0], atol=1e-7)
+    np.testing.assert_allclose(x.ravel(), [0.0, 1.0], atol=np.finfo(np.float32).eps)  # 1 ulp of 1
