@@ -8,7 +8,8 @@ travel in :class:`~segpipe.pipeline.io.base.RasterInfo` as plain values: GCPs as
 
 - :func:`read_gcps` and :func:`read_rpcs`: from an open rasterio dataset;
 - :func:`scale_gcps` and :func:`scale_rpcs`: for a pyramid level ``scale`` times coarser, the way
-  GDAL rescales them for an overview (pixel and line coordinates divided by the ratio);
+  GDAL rescales them for an overview (GCP pixel and line coordinates divided by the ratio; RPC
+  offsets, which count pixel centres, rescaled about the centre of the first pixel);
 - :func:`rasterio_georef`: the creation options that write them back (a GeoTIFF holds GCPs or
   a geotransform, not both: GCPs are written only when there is no transform);
 - :func:`exact_gcp_transform`: the affine transform GCPs define exactly, if they do. GDAL's own
@@ -46,7 +47,8 @@ Gcp = tuple[float, float, float, float, float]
 #: GDAL's threshold in ``GDALGCPsToGeoTransform`` when approximation is not allowed.
 GCP_TOLERANCE_PX = 0.25
 
-_RPC_PIXEL_KEYS = ("line_off", "line_scale", "samp_off", "samp_scale")
+_RPC_OFFSETS = ("line_off", "samp_off")
+_RPC_SCALES = ("line_scale", "samp_scale")
 
 
 def read_gcps(ds: rasterio.DatasetReader) -> tuple[tuple[Gcp, ...], str | None]:
@@ -72,10 +74,19 @@ def scale_gcps(gcps: Sequence[Gcp], scale: float) -> tuple[Gcp, ...]:
 
 
 def scale_rpcs(rpcs: dict[str, Any] | None, scale: float) -> dict[str, Any] | None:
-    """RPCs of a level ``scale`` times coarser: line and sample offsets and scales divided."""
+    """RPCs of a level ``scale`` times coarser, as GDAL gives them for an overview.
+
+    RPC line and sample coordinates count pixel centres: offsets become
+    ``(off + 0.5) / scale - 0.5``, scales ``scale_ / scale``.
+    """
     if rpcs is None:
         return None
-    return {k: (v / scale if k in _RPC_PIXEL_KEYS else v) for k, v in rpcs.items()}
+    out = dict(rpcs)
+    for key in _RPC_OFFSETS:
+        out[key] = (rpcs[key] + 0.5) / scale - 0.5
+    for key in _RPC_SCALES:
+        out[key] = rpcs[key] / scale
+    return out
 
 
 def rasterio_georef(
@@ -126,7 +137,7 @@ def exact_gcp_transform(gcps: Sequence[Gcp]) -> tuple[tuple[float, ...] | None, 
         return None, math.inf
     worst = 0.0
     for row, col, x, y, _ in gcps:
-        c, r = inverse * (x, y)
+        c, r = inverse @ (x, y)
         worst = max(worst, math.hypot(r - row, c - col))
     if not math.isfinite(worst) or worst > GCP_TOLERANCE_PX:
         return None, worst
