@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator
 
 import psutil
 
-__all__ = ["STOP_SECONDS", "handled", "say_once"]
+__all__ = ["STOP_SECONDS", "handled", "on_signal", "say_once", "stop_children"]
 
 #: How long an interrupted command may take to unwind before it is stopped outright.
 STOP_SECONDS = 30.0
@@ -58,7 +58,7 @@ def handled(line: str, cleanup: Callable[[], None]) -> Iterator[None]:
     """
     global _state
     _state = _State(line, cleanup)
-    previous = {s: signal.signal(s, _interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
@@ -77,7 +77,11 @@ def say_once(line: str) -> None:
         _state.say(line)
 
 
-def _interrupt(signum: int, frame: object) -> None:
+def on_signal(signum: int, frame: object) -> None:
+    """The handler of SIGINT and SIGTERM: arm the watchdog, raise KeyboardInterrupt.
+
+    Also for a library that installs a SIGTERM handler of its own (Prefect's runner).
+    """
     state = _state
     if state is not None:
         if state.watchdog is not None:  # a second interrupt: stop now
@@ -97,11 +101,24 @@ def _stop_now(state: _State, why: str) -> None:
     print(f"warning: {why}: stopping its processes", file=sys.stderr, flush=True)
     if os.environ.get("SEGPIPE_DEBUG"):
         faulthandler.dump_traceback(all_threads=True)
-    with contextlib.suppress(psutil.Error):
-        for child in psutil.Process().children(recursive=True):
-            with contextlib.suppress(psutil.Error):
-                child.kill()
+    stop_children(grace=0)
     with contextlib.suppress(Exception):
         state.cleanup()
     state.say(state.line)
     os._exit(130)
+
+
+def stop_children(grace: float) -> None:
+    """Stop this process's child processes: SIGTERM, then SIGKILL after ``grace`` seconds.
+
+    With ``grace`` 0 they are killed at once.
+    """
+    with contextlib.suppress(psutil.Error):
+        children = psutil.Process().children(recursive=True)
+        for child in children:
+            with contextlib.suppress(psutil.Error):
+                child.terminate() if grace else child.kill()
+        _, alive = psutil.wait_procs(children, timeout=grace)
+        for child in alive:
+            with contextlib.suppress(psutil.Error):
+                child.kill()

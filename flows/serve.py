@@ -11,12 +11,21 @@ writing them). Files segpipe wrote are never inputs (:func:`segpipe.flows.inputs
 outputs written into the watched folder are not segmented by the next run. Each run holds the
 output folders' locks (:mod:`segpipe.flows.lock`), like ``segpipe run``.
 
-Without ``PREFECT_API_URL`` the deployment lives on a temporary local server that ends with the
-process; for schedules that survive restarts, start a server (``prefect server start``) and
-point ``PREFECT_API_URL`` at it (``http://127.0.0.1:4200/api``) for both the server's UI and
-``segpipe serve``. Stopping ``segpipe serve`` pauses the schedule; starting it again resumes it.
+Without ``PREFECT_API_URL`` the deployment lives on a temporary local server, with Prefect's
+scheduler running, that ends with the process (:mod:`segpipe.flows.startup`); for schedules that
+survive restarts, start a server (``prefect server start``) and point ``PREFECT_API_URL`` at it
+(``http://127.0.0.1:4200/api``) for both the server's UI and ``segpipe serve``. Stopping
+``segpipe serve`` pauses the schedule; starting it again resumes it.
+
+Runs of the deployment never overlap: its concurrency limit is one run, and a run that comes due
+while the previous one is still going is cancelled by the server (Prefect's ``CANCEL_NEW``
+strategy), not queued, so short intervals never pile up late runs; the log says so each time.
 """
 
+import asyncio
+import contextlib
+import logging
+import signal
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -24,6 +33,7 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
+from segpipe.flows import interrupt
 from segpipe.flows.diskfull import disk_full_reported
 from segpipe.flows.execution import Execution
 from segpipe.flows.flow import run_batch
@@ -33,6 +43,7 @@ from segpipe.pipeline.options import RunOptions
 from segpipe.pipeline.storage import absolute, is_url
 
 FLOW_NAME = "segpipe-watch"
+log = logging.getLogger(__name__)
 
 
 def settled_files(watch: str, pattern: str, settle: float) -> tuple[list[str], list[str]]:
@@ -113,19 +124,61 @@ def serve_folder(
     watch: str, *, pattern: str, output: str | None, options: RunOptions, execution: Execution,
     schedule: Schedule, name: str = FLOW_NAME, settle: float = 60.0,
 ) -> None:
-    """Create the deployment and serve it until interrupted (blocks)."""
-    from prefect.deployments.runner import EntrypointType
+    """Create the deployment and serve it until interrupted (blocks; raises KeyboardInterrupt).
 
-    watch_folder.serve(
-        name=name,
-        parameters={
-            "watch": absolute(watch), "pattern": pattern,
-            "output": absolute(output) if output else None,
-            "options": options.to_dict(), "execution": asdict(execution), "settle": settle,
-        },
-        description=f"segpipe: segment new {pattern} files in {watch}",
-        tags=["segpipe"],
-        limit=1,
-        entrypoint_type=EntrypointType.MODULE_PATH,
+    A run in progress when serve is stopped is stopped with it (resumable, as an interrupted
+    ``segpipe run``: the next run resumes it).
+    """
+    logging.getLogger("prefect.runner.state_proposer").addFilter(_SkippedRunSaid())
+    parameters = {
+        "watch": absolute(watch), "pattern": pattern,
+        "output": absolute(output) if output else None,
+        "options": options.to_dict(), "execution": asdict(execution), "settle": settle,
+    }
+    try:
+        _serve(name, parameters, f"segpipe: segment new {pattern} files in {watch}", schedule)
+    finally:  # a run in progress is a child process: it stops with serve (SIGTERM: "Crashed")
+        interrupt.stop_children(grace=10)
+    # the runner returns only when it was interrupted (Ctrl-C, SIGTERM): exit as interrupted
+    raise KeyboardInterrupt
+
+
+def _serve(name: str, parameters: dict[str, Any], description: str, schedule: Schedule) -> None:
+    """What ``Flow.serve`` of :func:`watch_folder` does, with SIGTERM handled as Ctrl-C is.
+
+    Prefect's runner answers SIGTERM with ``sys.exit(0)`` and leaves its schedules unpaused;
+    here SIGTERM unwinds the runner like Ctrl-C (schedules paused, exit 130). One run at a time
+    for the deployment; a run due while one is going is cancelled by the server (the runner may
+    propose it, limit 2, so that the log can say so).
+    """
+    from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
+    from prefect.deployments.runner import EntrypointType
+    from prefect.runner import Runner
+
+    class _Runner(Runner):
+        def handle_sigterm(self, *args: Any, **kwargs: Any) -> None:
+            interrupt.on_signal(signal.SIGTERM, None)  # the watchdog, then KeyboardInterrupt
+
+    runner = _Runner(name=name, pause_on_shutdown=True, limit=2)
+    runner.add_flow(
+        watch_folder, name=name, parameters=parameters, description=description,
+        tags=["segpipe"], entrypoint_type=EntrypointType.MODULE_PATH,
+        concurrency_limit=ConcurrencyLimitConfig(
+            limit=1, collision_strategy=ConcurrencyLimitStrategy.CANCEL_NEW),
         **schedule.serve_kwargs(),
     )
+    print(f"serving deployment {FLOW_NAME}/{name} ({description}); Ctrl-C or SIGTERM stops it",
+          flush=True)
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(runner.start())
+
+
+class _SkippedRunSaid(logging.Filter):
+    """Says on segpipe's log when the server cancels a due run because the last one is going."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "Aborted submission" in message and "CANCELLED" in message.upper():
+            log.warning("a scheduled run was skipped: the previous run was still going "
+                        "(runs of one deployment never overlap)")
+        return True

@@ -11,6 +11,12 @@ process at it through ``PREFECT_API_URL``; the server then starts while this pro
 torch, Prefect's client and the flow. :meth:`TemporaryServer.wait` blocks until it answers, just
 before the flow runs; the server is stopped when this process exits (on Linux also when it is
 killed: the server asks the kernel for SIGTERM when its parent dies).
+
+``segpipe serve`` needs more than a temporary API: Prefect's own temporary server runs none of
+its services, so no scheduled run is ever created ("Cannot schedule flows on an ephemeral
+server"). ``start_prefect_server(scheduler=True)`` starts the same app as a full server (every
+service, the scheduler among them) with a Prefect home of its own in a temporary folder, removed
+when the server stops: the deployment, its schedule and its runs live as long as ``serve`` does.
 """
 
 from __future__ import annotations
@@ -19,9 +25,11 @@ import atexit
 import contextlib
 import importlib.util
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import tomllib
 import urllib.request
@@ -62,12 +70,17 @@ def _free_port() -> int:
 
 
 class TemporaryServer:
-    """Prefect's temporary server in a subprocess (the command Prefect itself would run)."""
+    """Prefect's temporary server in a subprocess (the command Prefect itself would run).
 
-    def __init__(self, timeout: float | None = None) -> None:
+    With ``scheduler``, a full server instead (Prefect's services run, the scheduler among
+    them) whose database lives in a temporary Prefect home, removed by :meth:`stop`.
+    """
+
+    def __init__(self, timeout: float | None = None, scheduler: bool = False) -> None:
         self.timeout = timeout or float(
             os.environ.get("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", DEFAULT_TIMEOUT)
         )
+        self.home = Path(tempfile.mkdtemp(prefix="segpipe-prefect-")) if scheduler else None
         self.port = _free_port()
         self.process = self._spawn()
         self.api_url = f"http://127.0.0.1:{self.port}/api"
@@ -78,9 +91,14 @@ class TemporaryServer:
         if spec is None or not spec.submodule_search_locations:
             raise RuntimeError("prefect is not installed")
         app_dir = Path(next(iter(spec.submodule_search_locations))).parent
-        env = {**os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1",
-               "PREFECT__SERVER_FINAL": "1"}
+        env = {**os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_FINAL": "1"}
         env.pop("PREFECT_API_URL", None)
+        if self.home is None:
+            env["PREFECT__SERVER_EPHEMERAL"] = "1"  # no services: the API alone
+        else:  # every service, on a database of its own
+            env["PREFECT_HOME"] = str(self.home)
+            env.pop("PREFECT_API_DATABASE_CONNECTION_URL", None)
+            env.pop("PREFECT_SERVER_DATABASE_CONNECTION_URL", None)
         cmd = [sys.executable, "-m", "uvicorn", "--app-dir", str(app_dir), "--factory",
                "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port",
                str(self.port), "--log-level", "error", "--lifespan", "on"]
@@ -117,7 +135,7 @@ class TemporaryServer:
         )
 
     def stop(self) -> None:
-        """Terminate the server (at exit, or when it never answered)."""
+        """Terminate the server (at exit, or when it never answered); remove its home."""
         if self.process.poll() is None:
             self.process.terminate()
             try:
@@ -125,6 +143,8 @@ class TemporaryServer:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        if self.home is not None:
+            shutil.rmtree(self.home, ignore_errors=True)
 
 
 def _die_with_parent() -> None:
@@ -155,19 +175,21 @@ class _Configured:
 _STARTED: list[TemporaryServer] = []  # the server this process started, reused by later runs
 
 
-def start_prefect_server() -> TemporaryServer | _Configured:
+def start_prefect_server(scheduler: bool = False) -> TemporaryServer | _Configured:
     """Start the temporary server now unless an API is configured; this process then uses it.
 
     Call before Prefect is imported (the settings read ``PREFECT_API_URL`` at import). A later
     run in the same process (a library caller, the tests) gets the server an earlier run
-    started, which it waits for like the first (it may still be starting).
+    started, which it waits for like the first (it may still be starting). ``scheduler``: a
+    server that runs Prefect's scheduler (for ``serve``), never one started without it.
     """
     ours = _STARTED[-1] if _STARTED else None
-    if ours and ours.process.poll() is None and os.environ.get("PREFECT_API_URL") == ours.api_url:
+    if (ours and ours.process.poll() is None and os.environ.get("PREFECT_API_URL") == ours.api_url
+            and (ours.home is not None or not scheduler)):
         return ours
-    if api_configured():
+    if api_configured() and not (ours and os.environ.get("PREFECT_API_URL") == ours.api_url):
         return _Configured()
-    server = TemporaryServer()
+    server = TemporaryServer(scheduler=scheduler)
     os.environ["PREFECT_API_URL"] = server.api_url
     _STARTED.append(server)
     return server

@@ -25,10 +25,12 @@ SCRIPT = textwrap.dedent(
         await db.create_db()
         every = schemas.schedules.IntervalSchedule(interval=datetime.timedelta(seconds=5))
         async with db.session_context(begin_transaction=True) as session:
-            flow = await models.flows.create_flow(session=session, flow=schemas.core.Flow(name="f"))
-            await models.deployments.create_deployment(session=session, deployment=schemas.core.Deployment(
+            flow = await models.flows.create_flow(
+                session=session, flow=schemas.core.Flow(name="f"))
+            deployment = schemas.core.Deployment(
                 name="d", flow_id=flow.id, paused=False,
-                schedules=[schemas.core.DeploymentSchedule(schedule=every, active=True)]))
+                schedules=[schemas.core.DeploymentSchedule(schedule=every, active=True)])
+            await models.deployments.create_deployment(session=session, deployment=deployment)
         await schedule_deployments()
         async with db.session_context() as session:
             runs = await models.flow_runs.read_flow_runs(session=session)
