@@ -21,12 +21,16 @@ def configure_logging(verbose: bool) -> None:
     """Console logging for the CLI: quiet Prefect and Dask unless ``verbose``.
 
     Prefect still sends its run logs to the API (the UI shows them); only the console is
-    filtered. ``verbose`` shows them, and segpipe's own INFO messages.
+    filtered. ``verbose`` shows them, and segpipe's own INFO messages, among them every retry
+    of an object-store request (botocore's and s3fs's, :mod:`segpipe.models.objectstore`).
     """
     from prefect.logging.handlers import PrefectConsoleHandler
 
     if verbose:
+        from segpipe.models.objectstore import log_s3fs_retries
+
         logging.getLogger("segpipe").setLevel(logging.INFO)
+        log_s3fs_retries()
         return
     for handler in logging.getLogger().handlers:
         if isinstance(handler, PrefectConsoleHandler):

@@ -62,9 +62,9 @@ def fetch_model(url: str, sha256: str | None = None) -> Path:
         if cached.is_file() and file_sha256(cached) == sha256:
             return cached
     try:
-        import fsspec
+        from .objectstore import url_to_fs
 
-        fs, inner = fsspec.core.url_to_fs(url)
+        fs, inner = url_to_fs(url)  # s3://: under segpipe's retry policy
         info: dict[str, Any] = fs.info(inner)
         version = (url, str(info.get("ETag") or info.get("mtime") or ""), int(info["size"]))
         with _LOCK:

@@ -21,6 +21,7 @@ import numpy as np
 import zarr
 
 from segpipe.models.foundation import RasterError
+from segpipe.pipeline import storage
 from segpipe.pipeline.io.base import RasterInfo, ReaderBase
 from segpipe.pipeline.io.pyramid import check_level, info_at_level
 from segpipe.pipeline.io.tiff import AxisLayout
@@ -91,7 +92,7 @@ PixelSize = tuple[float, float] | None
 def _image_group(path: str) -> tuple[zarr.Group, dict[str, Any]]:
     """The group holding the image's ``multiscales`` (series 0 of bioformats2raw) and its attrs."""
     try:
-        group = zarr.open_group(path, mode="r")
+        group = zarr.open_group(storage.zarr_store(path, read_only=True), mode="r")
     except Exception as exc:  # zarr raises several types for a bad store
         raise RasterError(f"cannot open {path} as an OME-Zarr group: {exc}") from None
     attrs = _group_attrs(group)

@@ -11,7 +11,8 @@ fsspec/s3fs (botocore) uses for everything else, whatever way the user set them:
 rasterio session: one setting reaches both.
 
 The options live in a :class:`rasterio.Env` for the life of a reader, never in ``os.environ``,
-and nothing here logs them.
+and nothing here logs them. The same environment carries segpipe's retry policy for GDAL's HTTP
+requests (:mod:`segpipe.models.retrypolicy`), for every URL GDAL reads.
 """
 
 from __future__ import annotations
@@ -86,7 +87,17 @@ class AwsConfigSession(Session):
 
 
 def gdal_env(path: str) -> contextlib.AbstractContextManager[Any]:
-    """The rasterio environment to open ``path`` in: AWS settings for ``s3://``, else none."""
-    if urlsplit(path).scheme.lower() not in _S3_SCHEMES:
+    """The rasterio environment to open ``path`` in: none for a local path.
+
+    A URL gets segpipe's retry policy (:meth:`~segpipe.models.retrypolicy.RetryPolicy.
+    gdal_options`: retries, back-off, timeouts); ``s3://`` also the AWS settings.
+    """
+    scheme = urlsplit(path).scheme.lower()
+    if not scheme or "://" not in path:
         return contextlib.nullcontext()
-    return rasterio.Env(session=AwsConfigSession(gdal_options()))
+    from segpipe.models.retrypolicy import retry_policy
+
+    retries = retry_policy().gdal_options()
+    if scheme not in _S3_SCHEMES:
+        return rasterio.Env(**retries)
+    return rasterio.Env(session=AwsConfigSession(gdal_options()), **retries)

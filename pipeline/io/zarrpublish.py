@@ -101,7 +101,7 @@ def output_group(out: str, zarr_format: Literal[2, 3]) -> Iterator[zarr.Group]:
             yield zarr.open_group(partial, mode="w", zarr_format=zarr_format)
         return
     unpublish(out)
-    store = DeferredRootStore(FsspecStore.from_url(out, read_only=False))
+    store = DeferredRootStore(storage.zarr_store(out))
     try:
         yield zarr.open_group(store, mode="w", zarr_format=zarr_format)
     except BaseException:

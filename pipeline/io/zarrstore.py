@@ -56,7 +56,7 @@ def direct_source(path: str, info: RasterInfo, tile: int) -> str | None:
     else:
         return None
     try:
-        array = zarr.open_array(candidate, mode="r")
+        array = zarr.open_array(storage.zarr_store(candidate, read_only=True), mode="r")
     except Exception:  # not an array after all (e.g. a bioformats2raw layout)
         return None
     if array.ndim not in (2, 3) or (array.ndim == 3 and array.chunks[0] != array.shape[0]):
@@ -98,7 +98,7 @@ class ZarrReader(ReaderBase):
         if level:
             raise RasterError(f"{path}: a plain Zarr array has only level 0")
         try:
-            self._array = zarr.open_array(path, mode="r")
+            self._array = zarr.open_array(storage.zarr_store(path, read_only=True), mode="r")
         except Exception as exc:  # zarr raises several types for a bad store
             raise RasterError(f"cannot open {path} as a Zarr array: {exc}") from None
         shape = self._array.shape
@@ -134,8 +134,8 @@ def create_array(
 ) -> zarr.Array:
     """Create (or replace) a compressed Zarr v3 array at ``path``."""
     array = zarr.create_array(
-        store=os.fspath(path), shape=shape, chunks=chunks, dtype=dtype, fill_value=fill_value,
-        overwrite=True, zarr_format=3,
+        store=storage.zarr_store(os.fspath(path)), shape=shape, chunks=chunks, dtype=dtype,
+        fill_value=fill_value, overwrite=True, zarr_format=3,
     )
     if attrs:
         array.attrs.update(attrs)
@@ -144,7 +144,7 @@ def create_array(
 
 def open_array(path: str | os.PathLike[str], mode: str = "r+") -> zarr.Array:
     """Open an existing array."""
-    return zarr.open_array(os.fspath(path), mode=mode)
+    return zarr.open_array(storage.zarr_store(os.fspath(path), read_only=mode == "r"), mode=mode)
 
 
 def info_attrs(info: RasterInfo) -> dict:
