@@ -1,8 +1,13 @@
-"""Bundled land-cover models scale pixels by fixed per-sensor maps from their card, never by
-statistics of the scene: the same surface gets the same model inputs in any scene."""
+"""Land-cover models scale pixels by fixed per-sensor maps from their card, never by statistics
+of the scene: the same surface gets the same model inputs in any scene.
+
+The model here is the bundled ``landcover_bgrn`` with its card's normalization set, in the test,
+to the per-sensor table ``scripts/train_zoo.py`` writes: the normalization is tested on its own,
+whatever the shipped card says (tests/models/test_zoo.py checks the shipped cards)."""
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -10,10 +15,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
+import torch
 from affine import Affine
 
 from segpipe.models.bundled import bundled_models
-from segpipe.models.card import Normalization, NormMethod
+from segpipe.models.card import ModelCard, Normalization, NormMethod
 from segpipe.pipeline.options import RunOptions
 from segpipe.pipeline.plan import plan_run
 from segpipe.pipeline.sensor import detect_sensor
@@ -21,6 +27,28 @@ from segpipe.pipeline.stages import image_statistics
 
 SEGPIPE = str(Path(sys.executable).parent / "segpipe")
 CROP = (slice(40, 104), slice(60, 124))  # a 64 x 64 crop of land in the Landsat 7 scene
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _train_zoo():
+    spec = importlib.util.spec_from_file_location("train_zoo", REPO / "scripts" / "train_zoo.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["train_zoo"] = module  # its dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def sensor_model(tmp_path_factory) -> Path:
+    """landcover_bgrn's weights with the per-sensor card normalization train_zoo writes."""
+    shipped = next(m for m in bundled_models() if m.name == "landcover_bgrn").path
+    payload = torch.load(shipped, map_location="cpu", weights_only=True)
+    payload["card"] = {**payload["card"],
+                       "normalization": _train_zoo().sensor_normalization(4)}
+    path = tmp_path_factory.mktemp("model") / "landcover_bgrn.pt"
+    torch.save(payload, path)
+    return path
 
 
 def _write(path: Path, image: np.ndarray) -> Path:
@@ -42,10 +70,10 @@ def _scene(samples: Path) -> np.ndarray:
     return np.stack(bands)
 
 
-def _inputs(path: Path, window: tuple[slice, slice], *extra: str) -> np.ndarray:
+def _inputs(model: Path, path: Path, window: tuple[slice, slice], *extra: str) -> np.ndarray:
     """The model inputs of ``window`` as segpipe run computes them (plan + stats stage)."""
     options = RunOptions.of(str(path), str(path.with_suffix(".out.tif")), device="cpu",
-                            **dict(zip(extra[::2], extra[1::2])))
+                            model=str(model), **dict(zip(extra[::2], extra[1::2])))
     plan = plan_run(options)
     assert plan.card.name == "landcover_bgrn"
     normalizer = image_statistics(plan)
@@ -69,13 +97,15 @@ def two_scenes(samples, tmp_path_factory):
     return _write(d / "crop.tif", crop), _write(d / "lake.tif", lake)
 
 
-def test_same_surface_same_inputs_alone_or_inside_a_lake(two_scenes):
+def test_same_surface_same_inputs_alone_or_inside_a_lake(two_scenes, sensor_model):
     crop, lake = two_scenes
-    alone = _inputs(crop, (slice(None), slice(None)), "sensor", "landsat7")
-    inside = _inputs(lake, (slice(200, 264), slice(300, 364)), "sensor", "landsat7")
+    alone = _inputs(sensor_model, crop, (slice(None), slice(None)), "sensor", "landsat7")
+    inside = _inputs(sensor_model, lake, (slice(200, 264), slice(300, 364)),
+                     "sensor", "landsat7")
     np.testing.assert_array_equal(alone, inside)
     # independent oracle: the card's landsat7 map applied with numpy
-    card = next(m.card for m in bundled_models() if m.name == "landcover_bgrn")
+    card = ModelCard.from_dict(torch.load(sensor_model, map_location="cpu",
+                                          weights_only=True)["card"])
     assert card.normalization.method is NormMethod.SENSOR
     landsat7 = next(s for s in card.normalization.sensors or () if s.name == "landsat7")
     with rasterio.open(crop) as ds:
@@ -85,11 +115,12 @@ def test_same_surface_same_inputs_alone_or_inside_a_lake(two_scenes):
     np.testing.assert_allclose(alone, (raw - offset) * scale, rtol=1e-5, atol=1e-6)
 
 
-def test_per_image_statistics_would_not_give_the_same_inputs(two_scenes):
+def test_per_image_statistics_would_not_give_the_same_inputs(two_scenes, sensor_model):
     """The failure the fixed map removes: percentile statistics differ between the scenes."""
     crop, lake = two_scenes
-    alone = _inputs(crop, (slice(None), slice(None)), "normalize", "percentile")
-    inside = _inputs(lake, (slice(200, 264), slice(300, 364)), "normalize", "percentile")
+    alone = _inputs(sensor_model, crop, (slice(None), slice(None)), "normalize", "percentile")
+    inside = _inputs(sensor_model, lake, (slice(200, 264), slice(300, 364)),
+                     "normalize", "percentile")
     assert np.abs(alone - inside).max() > 0.1
 
 
@@ -115,17 +146,19 @@ def test_sensor_table_validates_and_maps_like_meanstd():
                                                                          "scale": [0]}}})
 
 
-def test_without_sensor_the_bundled_model_refuses_naming_sensor(two_scenes, tmp_path):
+def test_without_sensor_a_per_sensor_model_refuses_naming_sensor(two_scenes, sensor_model,
+                                                                 tmp_path):
     _, lake = two_scenes
     out = tmp_path / "out.tif"
     result = subprocess.run([SEGPIPE, "run", "--input", str(lake), "--output", str(out),
-                             "--device", "cpu", "--workers", "0"],
+                             "--device", "cpu", "--workers", "0", "--model", str(sensor_model)],
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 2, result.stderr
     lines = [x for x in result.stderr.splitlines() if x.startswith("error:")]
     assert len(lines) == 1 and "--sensor" in lines[0] and "Traceback" not in result.stderr
     assert not out.exists()
     bad = subprocess.run([SEGPIPE, "run", "--input", str(lake), "--output", str(out),
-                          "--device", "cpu", "--workers", "0", "--sensor", "modis"],
+                          "--device", "cpu", "--workers", "0", "--model", str(sensor_model),
+                          "--sensor", "modis"],
                          capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and "--sensor modis" in bad.stderr and not out.exists()
