@@ -3,7 +3,9 @@
 Each block labels the components of its core, numbered class by class (:func:`block_components`),
 and keeps only their number per class and the component ids along its four edges (:class:`Edges`).
 The driver then joins components that touch across a shared block edge (same class, facing
-pixels: 4-connectivity) and counts ``objects = components − merges`` (:func:`count_objects`).
+pixels: 4-connectivity) and counts ``objects = components − merges`` (:func:`count_objects`,
+streaming over the blocks in raster order with memory of one block row:
+:mod:`segpipe.pipeline.seamjoin`).
 Connectivity is 4 (edge neighbours), as ``rasterio.features.shapes`` polygonizes by default,
 so a class's object count equals the number of its polygons.
 """
@@ -14,8 +16,6 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
 from skimage.measure import label as label_regions
 
 __all__ = ["BlockObjects", "Edges", "block_components", "count_objects"]
@@ -88,66 +88,9 @@ def count_objects(blocks: Iterable[BlockObjects]) -> dict[int, int]:
     """Objects per class over all blocks: components, minus joins across shared block edges.
 
     Blocks are keyed by their index in the block grid; an absent block (one that failed, and is
-    nodata) joins nothing.
+    nodata) joins nothing. The join streams over the blocks in raster order
+    (:mod:`segpipe.pipeline.seamjoin`).
     """
-    by_index = {b.index: b for b in blocks}
-    offsets: dict[tuple[int, int], int] = {}
-    total: dict[int, int] = {}
-    n = 0
-    for index in sorted(by_index):
-        offsets[index] = n
-        for k, c in by_index[index].components.items():
-            total[k] = total.get(k, 0) + c
-        n += sum(by_index[index].components.values())
-    pairs = [
-        _seam(by_index[i], offsets[i], by_index[j], offsets[j], vertical)
-        for i in by_index
-        for j, vertical in (((i[0], i[1] + 1), True), ((i[0] + 1, i[1]), False))
-        if j in by_index
-    ]
-    for k, merges in _merges(pairs).items():
-        total[k] -= merges
-    return {k: total[k] for k in sorted(total)}
+    from segpipe.pipeline.seamjoin import join_blocks
 
-
-def _seam(
-    a: BlockObjects, off_a: int, b: BlockObjects, off_b: int, vertical: bool
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Joined (global id, global id, class) of two facing edges, one pair per run."""
-    ea, eb = (a.edges.right, b.edges.left) if vertical else (a.edges.bottom, b.edges.top)
-    keep = (ea > 0) & (eb > 0)
-    ia, ib = ea[keep].astype(np.int64), eb[keep].astype(np.int64)
-    ka, kb = a.classes_of(ia), b.classes_of(ib)
-    same = ka == kb
-    ia, ib, ka = ia[same], ib[same], ka[same]
-    if ia.size:  # facing runs repeat the same pair: keep one of each run
-        new = np.ones(ia.size, bool)
-        new[1:] = (ia[1:] != ia[:-1]) | (ib[1:] != ib[:-1])
-        ia, ib, ka = ia[new], ib[new], ka[new]
-    return ia + off_a, ib + off_b, ka
-
-
-def _merges(pairs: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> dict[int, int]:
-    """Per class, how many components the joins remove: nodes − connected groups."""
-    if not pairs:
-        return {}
-    left = np.concatenate([p[0] for p in pairs])
-    right = np.concatenate([p[1] for p in pairs])
-    cls = np.concatenate([p[2] for p in pairs])
-    if not left.size:
-        return {}
-    nodes, inverse = np.unique(np.concatenate([left, right]), return_inverse=True)
-    node_class = np.empty(nodes.size, np.int64)
-    node_class[inverse] = np.concatenate([cls, cls])
-    m = left.size
-    graph = coo_matrix(
-        (np.ones(m, np.int8), (inverse[:m], inverse[m:])), shape=(nodes.size, nodes.size)
-    )
-    _, group = connected_components(graph, directed=False)
-    merges: dict[int, int] = {}
-    group_class = np.empty(group.max() + 1, np.int64)
-    group_class[group] = node_class
-    for k in np.unique(node_class):
-        merged = int((node_class == k).sum() - (group_class == k).sum())
-        merges[int(k)] = merged
-    return merges
+    return join_blocks(blocks).finish()

@@ -25,7 +25,8 @@ from segpipe.models.foundation import __version__
 from segpipe.pipeline import storage
 from segpipe.pipeline.areas import AreaBasis, AreaKind, area_basis, class_areas
 from segpipe.pipeline.io.writers.common import companion_target
-from segpipe.pipeline.objects import BlockObjects, Edges, count_objects
+from segpipe.pipeline.objects import BlockObjects, Edges
+from segpipe.pipeline.seamjoin import SeamWriter, join_blocks
 from segpipe.pipeline.tiling import TilePlan
 from segpipe.pipeline.workdir import BlockRecord
 
@@ -127,7 +128,10 @@ def _classes(
     basis = area_basis(plan.info)
     rows = _row_tables(plan.tiles, records) if basis.kind is AreaKind.GEODESIC else ()
     areas = class_areas(basis, counts, rows)
-    objects = count_objects(_block_objects(records))
+    writer = SeamWriter(plan.workdir.seams)
+    join = join_blocks(_block_objects(records), sink=writer)
+    objects = join.finish()
+    writer.finish(join)
     return basis, class_table(basis, plan.card.classes, counts, areas, objects)
 
 

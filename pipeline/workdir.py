@@ -199,6 +199,11 @@ class WorkDir:
         return storage.join(self.path, "probabilities.zarr")
 
     @property
+    def seams(self) -> str:
+        """The seam join's block offsets and union pairs (:mod:`segpipe.pipeline.seamjoin`)."""
+        return storage.join(self.path, "seams")
+
+    @property
     def markers(self) -> str:
         """Where the block markers are (a folder, or an object prefix)."""
         return storage.join(self.path, DONE_DIR)
