@@ -7,7 +7,8 @@ every core. So is every input on a machine of two cores or fewer and no GPU, whe
 processes would only split the same two cores after their start-up (measured: the cluster cost
 more CPU than it saved on a 3072² input; BENCHMARKS.md). A larger input elsewhere starts the
 run's cluster on first use and runs there. Both run the same block function, so the labels are
-the same bit for bit.
+the same (bit for bit where the torch thread count is the same: see the README's exactness
+contract).
 """
 
 from __future__ import annotations

@@ -51,7 +51,8 @@ class LoadedModel:
         channels_last: whether inputs are laid out channels-last (NHWC) before the forward
             pass: on the CPU oneDNN's convolutions then skip a layout conversion per layer.
             The arithmetic per pixel is the same for every input size, so tiled labels still
-            equal whole-image labels bit for bit (the exactness tests run with it).
+            equal whole-image labels within the README's exactness contract (ties aside; the
+            exactness tests run with it).
 
     """
 

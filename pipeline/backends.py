@@ -1,7 +1,7 @@
 """``--backend``: how the model's forward pass runs on the workers.
 
 - ``eager`` (default): PyTorch as the model was written, channels-last on the CPU; tiled labels
-  equal whole-image labels bit for bit (the exactness contract).
+  equal whole-image labels, ties aside (the README's exactness contract).
 - ``compile``: the module under ``torch.compile`` on each worker (compiled at its first batch).
 - ``onnxruntime``: the model exported to ONNX once per run, in the work directory, and run by
   ONNX Runtime on every worker (segpipe's ONNX loader).

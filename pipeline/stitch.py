@@ -1,7 +1,8 @@
 """Stitching tile outputs into a block: a merger with two verbs, ``add`` and ``finalize``.
 
 ``crop`` (default, exact): each pixel takes the output of the one tile whose core owns it; with a
-halo at least the model's receptive-field radius this equals whole-image inference bit for bit.
+halo at least the model's receptive-field radius this equals whole-image inference (the README's
+exactness contract: logits within a few float32 ulp of their magnitude, labels equal but at ties).
 ``gaussian``: overlapping tile logits are averaged with a Gaussian weight centred on each tile's
 core (sigma = 1/8 of the tile's output span, as MONAI's importance map), for models whose
 receptive field is larger than any affordable halo.
