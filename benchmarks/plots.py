@@ -6,42 +6,48 @@ from pathlib import Path
 
 
 def markdown(result: dict) -> str:
-    """The results as Markdown: throughput table, targets, batch overhead, scaling."""
+    """The results as Markdown: throughput table, targets, batch overhead, scaling.
+
+    Every figure is the median over the interleaved repetitions with (min–max).
+    """
+    from interleave import fmt
+
     a, b = result["sides"]
     lines = [
-        f"## {result['name']} ({'quick' if result['quick'] else 'full'}, "
-        f"{result['repetitions']} repetition(s), {result['minutes']} min)",
+        f"## {result['name']} ({'quick: a smoke test' if result['quick'] else 'full'}, "
+        f"{result['repetitions']} interleaved repetition(s), {result['minutes']} min, "
+        f"load average {result.get('load_before')} before, "
+        f"{result['machine']['load_average_at_end']} after)",
         "",
         f"{result['model']}; tile {result['tile']}, halo {result['halo']}; images {a}² and "
         f"{b}², 3-band uint8; {result['machine']['cores']} cores, torch "
-        f"{result['machine']['torch']}.",
+        f"{result['machine']['torch']} on {result['threads']} threads in every contender. "
+        "Rates are marginal (the two sizes' difference, per repetition).",
         "",
-        "| | output MP/s | vs bare | MP per CPU-s | vs bare | fixed s | peak PSS GiB "
-        "| labels = fp32 eager | how |",
+        "| | marginal MP/s | vs bare | MP per CPU-s | vs bare (CPU) | fixed s | peak PSS GiB "
+        "| layout | labels = NCHW eager |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, row in result["table"].items():
-        fixed = f"{row['fixed_seconds']:.1f}" if "fixed_seconds" in row else ""
-        agree = f"{100 * row['agreement']:.4f} %" if "agreement" in row else ""
-        cpu = f"{row['cpu_rate']:.4f}" if row.get("cpu_rate") else ""
-        cpu_ratio = f"{row['cpu_vs_bare']:.2f}" if row.get("cpu_vs_bare") else ""
+        agree = f"{100 * row['agreement']:.4f} %" if row.get("agreement") is not None else ""
         lines.append(
-            f"| {name} | {row['rate']:.3f} | {row['vs_bare']:.2f} | {cpu} | {cpu_ratio} | "
-            f"{fixed} | {row['peak_pss_gib']:.2f} | {agree} | {row['note']} |"
+            f"| {name} | {fmt(row['rate'], 3)} | {fmt(row['vs_bare'])} | "
+            f"{fmt(row['cpu_rate'], 3)} | {fmt(row['cpu_vs_bare'])} | "
+            f"{fmt(row['fixed_seconds'], 1)} | {row['peak_pss_gib']:.2f} | "
+            f"{row.get('layout') or ''} | {agree} |"
         )
-    lines += ["", "| target | measured |", "|---|---|"]
+    for name, why in (result.get("left_out") or {}).items():
+        lines.append(f"\n{name}: failed, left out ({why}).")
+    lines += ["", "| target | median (min–max) |", "|---|---|"]
     for key, value in result["targets"].items():
-        shown = f"{value:.3f}" if isinstance(value, float) else str(value)
-        lines.append(f"| {key} | {shown} |")
+        lines.append(f"| {key} | {fmt(value)} |")
     batch = result.get("batch") or {}
-    if batch:
-        lines += ["", f"Small inputs (384², 1×1 model): one input {batch['one_input_seconds']:.1f}"
-                  f" s, six inputs {batch['six_inputs_seconds']:.1f} s: "
-                  f"{batch['per_extra_input_seconds']:.2f} s per extra input."]
-        if batch.get("per_extra_input_cpu_seconds") is not None:
-            lines.append(f"CPU (process tree): one input {batch['one_input_cpu_seconds']:.1f} s, "
-                         f"six {batch['six_inputs_cpu_seconds']:.1f} s: "
-                         f"{batch['per_extra_input_cpu_seconds']:.2f} s per extra input.")
+    if batch.get("one_input_seconds"):
+        lines += ["", f"Small inputs (384², 1×1 model): one input "
+                  f"{fmt(batch['one_input_seconds'], 1)} s wall, "
+                  f"{fmt(batch['one_input_cpu_seconds'], 1)} CPU-s; per extra input in a batch "
+                  f"of six {fmt(batch['per_extra_input_seconds'])} s wall, "
+                  f"{fmt(batch['per_extra_input_cpu_seconds'])} CPU-s."]
     scaling = result.get("scaling")
     if scaling:
         lines += ["", "| scaling: gigapixels | seconds | s per GP | peak PSS GiB |",
@@ -56,8 +62,8 @@ def markdown(result: dict) -> str:
 
 def draw(result: dict, folder: Path) -> list[Path]:
     """``<name>-throughput.png`` (MP/s and peak PSS per method) and ``<name>-scaling.png``."""
-    names = list(result["table"])
-    rates = [result["table"][n]["rate"] for n in names]
+    names = [n for n in result["table"] if result["table"][n]["rate"]]
+    rates = [result["table"][n]["rate"]["median"] for n in names]
     pss = [result["table"][n]["peak_pss_gib"] for n in names]
     out = [folder / f"{result['name']}-throughput.png"]
     try:
@@ -71,7 +77,7 @@ def draw(result: dict, folder: Path) -> list[Path]:
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
     ax1.barh(names, rates, color="#4477aa")
     ax1.axvline(rates[0], color="k", lw=0.8, ls="--")
-    ax1.set_xlabel("output MP/s (higher is better)")
+    ax1.set_xlabel("marginal output MP/s, median (higher is better)")
     ax1.invert_yaxis()
     ax2.barh(names, pss, color="#cc6677")
     ax2.set_xlabel("peak PSS of the process tree, GiB")

@@ -1,7 +1,8 @@
 """The benchmarks' inputs and models, made by seeded code (nothing is downloaded).
 
-- :func:`make_image`: a 3-band uint8 GeoTIFF (tiled 512, deflate), with structure at several
-  scales so segmentations are not trivial, written strip by strip (any size, bounded memory).
+- :func:`make_image`: a 3-band uint8 (or uint16) GeoTIFF (tiled 512, deflate), with structure
+  at several scales so segmentations are not trivial, written strip by strip (any size, bounded
+  memory).
 - :func:`make_unet`: the throughput model, a same-padding U-Net of base width 32 (depth 1 by
   default) with 4 classes and a card (``scale`` normalization, halo 32), as a checkpoint.
 - :func:`make_torchvision`: a torchvision network (DeepLabv3, FCN) with random weights, for
@@ -22,14 +23,18 @@ HALO = 32
 CLASSES = 4
 
 
-def make_image(path: Path, side: int, *, bands: int = 3, seed: int = 0) -> Path:
-    """A ``side`` × ``side`` ``bands``-band uint8 GeoTIFF (tiled 512, deflate, UTM 21N)."""
+def make_image(path: Path, side: int, *, bands: int = 3, seed: int = 0,
+               dtype: str = "uint8") -> Path:
+    """A ``side`` × ``side`` ``bands``-band GeoTIFF (tiled 512, deflate, UTM 21N).
+
+    ``dtype`` ``uint8`` (0–255) or ``uint16`` (the same picture × 257, 0–65535).
+    """
     import rasterio
     from affine import Affine
     from rasterio.windows import Window
 
     profile = dict(
-        driver="GTiff", width=side, height=side, count=bands, dtype="uint8", tiled=True,
+        driver="GTiff", width=side, height=side, count=bands, dtype=dtype, tiled=True,
         blockxsize=512, blockysize=512, compress="deflate", zlevel=1, BIGTIFF="IF_SAFER",
         crs="EPSG:32621", transform=Affine(10.0, 0, 300000.0, 0, -10.0, 5000000.0),
         interleave="pixel",
@@ -48,7 +53,10 @@ def make_image(path: Path, side: int, *, bands: int = 3, seed: int = 0) -> Path:
                 strip[b] = 128 + 70 * np.sin(yy * fy + b) * np.cos(xx * fx - b)
                 strip[b] += 40 * np.sin((yy + xx) / 413.0 + b)
             strip += rng.normal(0, 14, strip.shape).astype(np.float32)
-            dst.write(np.clip(strip, 0, 255).astype(np.uint8), window=Window(0, r, side, h))
+            pixels = np.clip(strip, 0, 255)
+            if dtype == "uint16":
+                pixels *= 257.0
+            dst.write(pixels.astype(dtype), window=Window(0, r, side, h))
     return path
 
 
