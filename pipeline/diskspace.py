@@ -1,8 +1,9 @@
 """Enough free disk for the work directory, checked at planning, before anything is ingested.
 
 A run's work directory holds, at most, uncompressed: the copy of the input level
-(``image.zarr``: height × width × bands × the pixel size; none when the input is itself a Zarr
-array the blocks read directly), the label array (``labels.zarr``), the probabilities when asked
+(``image.zarr``: height × width × bands × the pixel size, plus a byte a pixel for the copy of
+a mask band, ``valid.zarr``; none when the input is itself a Zarr array the blocks read
+directly), the label array (``labels.zarr``), the probabilities when asked
 for (``probabilities.zarr``, float16 per class) and, for a GeoTIFF output, the export's staging
 GeoTIFF (the labels again, plus float32 probabilities). Zarr and the staging file compress,
 so this is an upper bound; it is what :func:`check_free_space` compares with the free space of
@@ -60,6 +61,7 @@ def work_bytes(plan: RunPlan) -> WorkBytes:
     info = plan.info
     pixels = info.height * info.width
     image = 0 if plan.source_array else pixels * info.bands * np.dtype(info.dtype).itemsize
+    image += pixels if plan.valid_path else 0  # the mask band's copy, one byte a pixel
     labels = pixels * label_dtype(plan.num_classes).itemsize
     classes = plan.geometry.out_channels if plan.options.inference.probabilities else 0
     staging = 0

@@ -51,6 +51,22 @@ def geotiff(path: Path, data: np.ndarray | None = None, *, nodata: float | None 
     return path
 
 
+def gcp_geotiff(path: Path, data: np.ndarray | None = None) -> Path:
+    """:func:`pixels` georeferenced by four corner GCPs in UTM 33N only (no geotransform)."""
+    from rasterio.control import GroundControlPoint
+
+    data = pixels() if data is None else data
+    bands, h, w = data.shape
+    gcps = [GroundControlPoint(r, c, *(TRANSFORM @ (c, r)), z=0.0)
+            for r, c in ((0, 0), (0, w), (h, 0), (h, w))]
+    with rasterio.open(
+        path, "w", driver="GTiff", count=bands, height=h, width=w, dtype=str(data.dtype),
+        gcps=gcps, crs=CRS_UTM_33N,
+    ) as dst:
+        dst.write(data)
+    return path
+
+
 def scene(folder: Path, name: str = "scene.tif") -> Path:
     """The case's valid input: a seeded 3-band uint8 GeoTIFF."""
     return geotiff(folder / name)

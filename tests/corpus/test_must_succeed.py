@@ -2,7 +2,9 @@
 
 Each output is read back with rasterio, the oracle: its size and georeferencing, and nodata
 exactly where the input has nothing to segment. Non-finite values (NaN, +inf, -inf) count as
-nodata, like the declared nodata value; an input whose every pixel is nodata gives an
+nodata, like the declared nodata value and the masks GDAL reports (an internal mask band, an
+alpha band: nodata exactly where rasterio's ``read_masks()`` is 0); GCPs come back as they went
+in; an input whose every pixel is nodata gives an
 all-nodata mask and one warning. A model that returns NaN only for some pixels makes exactly
 the blocks that meet them fail: they are nodata in the label array, listed in the summary, and
 the run exits 1 without an output (labels never come from non-finite logits).
@@ -24,7 +26,7 @@ from PIL import Image
 from rasterio.errors import NotGeoreferencedWarning
 
 from tests.corpus.harness import Call, case_params, documented, run_segpipe, shown, strip_tmp
-from tests.corpus.makers import CRS_UTM_33N, TRANSFORM, geotiff, pixels, tiny_model
+from tests.corpus.makers import CRS_UTM_33N, TRANSFORM, gcp_geotiff, geotiff, pixels, tiny_model
 
 TITLE = "Awkward inputs that must work"
 HELD = ("exit 0 and an output checked with rasterio (size, georeferencing, nodata exactly "
@@ -171,6 +173,58 @@ def halo_zero_check(folder: Path, result: subprocess.CompletedProcess[str]) -> s
     return line
 
 
+def gcp_only(folder: Path) -> Call:
+    tiny_model(folder)
+    gcp_geotiff(folder / "x.tif")
+    return call_on("x.tif")
+
+
+def gcp_check(folder: Path, result: subprocess.CompletedProcess[str]) -> str:
+    line = quiet(result)
+    values, _ = labels(folder)
+    assert values.shape == (64, 64) and np.isin(values, [0, 1, 2]).all()
+    with rasterio.open(folder / "x.tif") as src, rasterio.open(folder / "mask.tif") as out:
+        (want, want_crs), (got, got_crs) = src.gcps, out.gcps
+        assert [(g.row, g.col, g.x, g.y, g.z) for g in got] == [
+            (g.row, g.col, g.x, g.y, g.z) for g in want]
+        assert got_crs == want_crs == CRS_UTM_33N and out.transform.is_identity
+    return line
+
+
+#: the masked part of the masked inputs: a square across the four 32 px tiles
+MASKED = (slice(16, 48), slice(16, 48))
+
+
+def internal_mask(folder: Path) -> Call:
+    tiny_model(folder)
+    mask = np.full((64, 64), 255, np.uint8)
+    mask[MASKED] = 0
+    path = geotiff(folder / "x.tif")
+    with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True), rasterio.open(path, "r+") as dst:
+        dst.write_mask(mask)
+    return call_on("x.tif")
+
+
+def rgba_alpha(folder: Path) -> Call:
+    tiny_model(folder)
+    alpha = np.full((1, 64, 64), 255, np.uint8)
+    alpha[(0, *MASKED)] = 0
+    geotiff(folder / "x.tif", np.concatenate([pixels(), alpha]), photometric="RGB",
+            alpha="YES")
+    return call_on("x.tif")
+
+
+def masked_check(folder: Path, result: subprocess.CompletedProcess[str]) -> str:
+    line = quiet(result)
+    values, profile = labels(folder)
+    with rasterio.open(folder / "x.tif") as src:
+        masked = src.read_masks(1) == 0
+    assert masked.sum() == 32 * 32 and profile["nodata"] == NODATA_LABEL
+    np.testing.assert_array_equal(values == NODATA_LABEL, masked)
+    assert np.isin(values[~masked], [0, 1, 2]).all()
+    return line
+
+
 def nan_in_one_block(folder: Path) -> Call:
     """A 1-band image whose block 1_1 is bright, and a model that returns NaN where bright."""
     from segpipe.models.saving import export_program
@@ -221,6 +275,12 @@ CASES = {
         half_check),
     "halo-0-same-padding": Awkward("`--halo 0` for a same-padding model", halo_zero,
                                    halo_zero_check),
+    "gcp-only-geotiff": Awkward("a GeoTIFF georeferenced by ground control points only",
+                                gcp_only, gcp_check),
+    "internal-mask": Awkward("a GeoTIFF with an internal mask band (GDAL's per-dataset mask)",
+                             internal_mask, masked_check),
+    "rgba-alpha-band": Awkward("an RGBA GeoTIFF (an alpha band) for a 3-band model",
+                               rgba_alpha, masked_check),
     "nan-logits-in-one-block": Awkward(
         "a model returning NaN only where the image is bright (one block of six)",
         nan_in_one_block, nan_block_check, exit=1),

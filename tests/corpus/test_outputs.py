@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.corpus.harness import BadCase, Call, case_params, check_bad_case
-from tests.corpus.makers import OLD_MTIME_NS, geotiff, pixels, scene, tiny_model
+from tests.corpus.makers import OLD_MTIME_NS, gcp_geotiff, geotiff, pixels, scene, tiny_model
 
 TITLE = "Outputs and work directories"
 HELD = ("exit 2 before anything is written, one `error:` line naming the path and the fix, no "
@@ -109,6 +109,12 @@ def output_is_input(folder: Path) -> Call:
                  tiny_model(folder)), output="scene.tif", previous=True)
 
 
+def ome_for_gcps(folder: Path) -> Call:
+    gcp_geotiff(folder / "scene.tif")
+    return Call(("run", "--input", "scene.tif", "--output", "mask.ome.tif", "--model",
+                 tiny_model(folder)), output="mask.ome.tif")
+
+
 def corrupt_manifest(folder: Path) -> Call:
     workdir = folder / ".mask.tif.segpipe"
     workdir.mkdir()
@@ -134,6 +140,9 @@ def changed_input(folder: Path) -> Call:
 CASES = {
     "output-unknown-extension": BadCase(
         "`--output mask.png`", run_to("mask.png"), ("mask.png", ".tif")),
+    "output-ome-for-gcp-input": BadCase(
+        "`--output mask.ome.tif` for a GeoTIFF georeferenced by GCPs only",
+        ome_for_gcps, ("ground control points", "OME-TIFF cannot carry", "--output mask.tif")),
     "output-folder-missing": BadCase(
         "an output folder that does not exist", run_to("no-such-folder/mask.tif"),
         ("does not exist", "create it")),
