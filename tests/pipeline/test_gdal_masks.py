@@ -268,3 +268,23 @@ def test_inspect_shows_each_kind_of_mask(tmp_path: Path, capsys: pytest.CaptureF
         assert report["input"]["mask"] == {"kind": kind, "band": 4 if kind == "alpha" else None}
         rows = [line for line in render(report).splitlines() if line.startswith("  mask")]
         assert len(rows) == 1 and shown[kind] in rows[0], rows
+
+
+@pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")
+def test_a_plain_tiff_with_an_internal_mask_is_read_with_its_mask(tmp_path: Path):
+    """No georeferencing, no GDAL tags: the mask IFD alone sends it to GDAL's reader."""
+    from segpipe.pipeline.io.base import open_raster
+    from segpipe.pipeline.tiling import Window
+
+    labels, mask = blobs(SHAPE, CLASSES, seed=19), hole(SHAPE)
+    path = tmp_path / "plain.tif"
+    plain = {k: v for k, v in profile(CLASSES).items() if k not in ("crs", "transform")}
+    with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True), rasterio.open(path, "w", **plain) as dst:
+        dst.write(image_of(labels))
+        dst.write_mask(mask)
+    with open_raster(path) as reader:
+        assert reader.info.mask == "per_dataset"
+        window = Window(5, 7, 50, 60)
+        got = reader.read_mask(window)
+    assert got is not None
+    np.testing.assert_array_equal(got, input_mask(path)[window.slices] != 0)
