@@ -2,11 +2,12 @@
 
 A block marker promises that the block's chunks are complete; after a power loss a resume
 trusts it and never recomputes the block. So the chunk files a block wrote are fsynced before
-its marker is written, and so are the folders that hold them (Zarr writes each chunk to a
-temporary file and renames it into place, creating ``c/<row>/`` as needed): the chunk folders of
-the block's rows, ``c/`` and the array's root. An array in a bucket has nothing to fsync (a PUT
-that returned is stored). The ingest's arrays are made durable as a whole (:func:`sync_tree`)
-before the manifest records the ingest as done.
+its marker is written, and so is the folder holding them (Zarr writes each chunk to a temporary
+file and renames it into place). The folders above (``c/<row>/``, ``c/``) are created with the
+array (:func:`make_chunk_folders`), so no block creates one, and made durable once with the
+rest of the ingest (:func:`sync_tree`, before the manifest records the ingest as done): a
+block needs no fsync of a folder it shares with every other block. An array in a bucket has
+nothing to fsync (a PUT that returned is stored).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import zarr
 from segpipe.models.foundation import fsync_path, fsync_tree
 from segpipe.pipeline import storage
 
-__all__ = ["chunk_files", "sync_region", "sync_tree"]
+__all__ = ["chunk_files", "make_chunk_folders", "sync_region", "sync_tree"]
 
 
 def chunk_files(path: str, region: tuple[slice, ...]) -> list[Path]:
@@ -34,6 +35,17 @@ def chunk_files(path: str, region: tuple[slice, ...]) -> list[Path]:
     return [Path(path, *key.split("/")) for key in keys]
 
 
+def make_chunk_folders(path: str) -> None:
+    """Create, empty, every folder the chunks of the new local array ``path`` will go in."""
+    if storage.is_url(path):
+        return
+    array = zarr.open_array(path, mode="r")
+    rows = [range(n) for n in array.cdata_shape[:-1]]  # the last index names the file
+    for coords in itertools.product(*rows):
+        key = array.metadata.encode_chunk_key((*coords, 0))
+        Path(path, *key.split("/")).parent.mkdir(parents=True, exist_ok=True)
+
+
 def sync_region(path: str, region: tuple[slice, ...]) -> None:
     """Flush the chunk files holding ``region`` of the array ``path`` to disk, then their folders.
 
@@ -42,14 +54,11 @@ def sync_region(path: str, region: tuple[slice, ...]) -> None:
     """
     if storage.is_url(path):
         return
-    root = Path(path)
     files = chunk_files(path, region)
-    folders: set[Path] = set()
     for f in files:
         if f.is_file():
             fsync_path(f)
-        folders.update(p for p in f.parents if p == root or root in p.parents)
-    for folder in sorted(folders, key=lambda p: len(p.parts), reverse=True):  # deepest first
+    for folder in {f.parent for f in files}:
         if folder.is_dir():
             fsync_path(folder)
 

@@ -20,6 +20,7 @@ import zarr
 from segpipe.models.foundation import RasterError
 from segpipe.pipeline import storage
 from segpipe.pipeline.io.base import RasterInfo, Reader, ReaderBase
+from segpipe.pipeline.io.durable import make_chunk_folders
 from segpipe.pipeline.tiling import Window
 
 # attribute under which segpipe keeps the source RasterInfo of an ingested copy
@@ -132,13 +133,18 @@ def create_array(
     path: str | os.PathLike[str], shape: tuple[int, ...], chunks: tuple[int, ...], dtype: str,
     *, fill_value: float = 0, attrs: dict | None = None,
 ) -> zarr.Array:
-    """Create (or replace) a compressed Zarr v3 array at ``path``."""
+    """Create (or replace) a compressed Zarr v3 array at ``path``.
+
+    On a local disk the folders of its chunks are created with it (empty), so that writers
+    never create one (:mod:`segpipe.pipeline.io.durable`).
+    """
     array = zarr.create_array(
         store=storage.zarr_store(os.fspath(path)), shape=shape, chunks=chunks, dtype=dtype,
         fill_value=fill_value, overwrite=True, zarr_format=3,
     )
     if attrs:
         array.attrs.update(attrs)
+    make_chunk_folders(os.fspath(path))
     return array
 
 

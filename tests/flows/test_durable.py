@@ -1,10 +1,12 @@
 """Durable on power loss: what a run publishes reaches the disk before the name that vouches for it.
 
-The write path of a small in-process run is traced: every ``os.fsync`` (with the path of its file
-descriptor, read from ``/proc/self/fd``) and every ``os.replace``, in order. A block's label
-chunks must be fsynced before its marker appears; every file published by a rename (the output,
-its sidecar, the manifest, the markers) must be fsynced before the rename and its folder after.
-The chunk files are found on the disk at the end (the oracle), not from segpipe's own list.
+The write path of a small in-process run is traced: every ``os.fsync`` (with the path of its
+file descriptor, read from ``/proc/self/fd``), every ``os.replace`` and ``os.mkdir``, in order.
+A block's label chunks must be fsynced before its marker appears, and every folder on a chunk's
+path fsynced into its parent before the chunk is written; every file published by a rename (the
+output, its sidecar, the manifest, the markers) must be fsynced before the rename and its
+folder after. The chunk files are found on the disk at the end (the oracle), not from
+segpipe's own list.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from tests.flows.conftest import SMALL, SMALL_ARGS, read_labels
 
 @dataclass(frozen=True)
 class Event:
-    """An fsync of ``path``, or a rename of ``source`` to ``path``."""
+    """An fsync of ``path``, a rename of ``source`` to ``path``, or the creation of a folder."""
 
     kind: str
     path: str
@@ -30,7 +32,7 @@ class Event:
 
 
 class Trace:
-    """Records fsyncs and renames in the order they happen (installed with monkeypatch)."""
+    """Records fsyncs, renames and new folders in order (installed with monkeypatch)."""
 
     def __init__(self, monkeypatch) -> None:
         self.events: list[Event] = []
@@ -44,13 +46,26 @@ class Trace:
             real_replace(src, dst, **kw)
             self.events.append(Event("replace", os.path.realpath(dst), os.path.realpath(src)))
 
+        def mkdir(path, *args, **kw) -> None:
+            real_mkdir(path, *args, **kw)
+            self.events.append(Event("mkdir", os.path.realpath(path)))
+
+        real_mkdir = os.mkdir
         monkeypatch.setattr(os, "fsync", fsync)
         monkeypatch.setattr(os, "replace", replace)
+        monkeypatch.setattr(os, "mkdir", mkdir)
 
     def fsyncs(self, path: str | Path) -> list[int]:
         """Positions of the fsyncs of ``path``."""
         target = os.path.realpath(path)
         return [i for i, e in enumerate(self.events) if e.kind == "fsync" and e.path == target]
+
+    def made(self, path: str | Path) -> int:
+        """Position of the (last) creation of the folder ``path``."""
+        target = os.path.realpath(path)
+        found = [i for i, e in enumerate(self.events) if e.kind == "mkdir" and e.path == target]
+        assert found, f"{path} was never created"
+        return found[-1]
 
     def renamed_to(self, path: str | Path) -> int:
         """Position of the (last) rename onto ``path``."""
@@ -79,7 +94,8 @@ def test_chunks_reach_the_disk_before_markers_and_renames_are_fsynced(
     monkeypatch.undo()
 
     # every chunk file of the label store (one block of one tile = one chunk c/<i>/<j>) was
-    # fsynced, and its folders after its rename, before the block's marker appeared
+    # fsynced, and its folder after its rename, before the block's marker appeared; the
+    # folders above it were made durable before any block ran (created with the array)
     chunks = sorted((workdir / "labels.zarr" / "c").glob("*/*"))
     rows, cols = -(-SMALL[1] // 32), -(-SMALL[2] // 32)
     assert len(chunks) == rows * cols  # no block of this input is all nodata
@@ -87,8 +103,10 @@ def test_chunks_reach_the_disk_before_markers_and_renames_are_fsynced(
         marker = trace.renamed_to(workdir / "done" / f"{chunk.parent.name}_{chunk.name}")
         written = trace.renamed_to(chunk)  # Zarr writes a temporary file and renames it
         assert any(written < i < marker for i in trace.fsyncs(chunk)), chunk
+        assert any(written < i < marker for i in trace.fsyncs(chunk.parent)), chunk
         for folder in (chunk.parent, chunk.parent.parent, workdir / "labels.zarr"):
-            assert any(written < i < marker for i in trace.fsyncs(folder)), (chunk, folder)
+            made = trace.made(folder)
+            assert any(made < i < written for i in trace.fsyncs(folder.parent)), (chunk, folder)
 
     # every published file was fsynced before its rename, and its folder after it
     renames = published(trace)
