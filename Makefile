@@ -62,8 +62,10 @@ $(BENCH_STAMP): $(STAMP)
 	$(PY) -m pip install -q -c constraints.txt -e '.[test,bench]'
 	touch $(BENCH_STAMP)
 
-# Throughput, start-up, memory and the scaling curve (BENCHMARKS.md); ~25 min on 2 cores.
-# BENCH_ARGS=--quick: smaller images, one repetition (~5 min); --gigapixel adds the 1 GP point.
+# Throughput, start-up, memory, the scaling curve, then issue 17's I/O-limit comparison
+# (benchmarks/iolimit.py) (BENCHMARKS.md); ~75 min on 2 quiet cores, 5 interleaved repetitions.
+# BENCH_ARGS=--quick: tiny images, one repetition (a smoke test, not a measurement);
+# --gigapixel adds the 1 GP point; --no-iolimit skips the comparison.
 bench: $(BENCH_STAMP)
 	$(PY) benchmarks/bench.py $(BENCH_ARGS)
 

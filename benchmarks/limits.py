@@ -48,7 +48,8 @@ def conv1x1_parameters(path: str) -> tuple[np.ndarray, np.ndarray]:
     state = torch.export.load(path).state_dict
     weight = next(v for v in state.values() if v.ndim == 4)
     bias = next(v for v in state.values() if v.ndim == 1)
-    return (weight[:, :, 0, 0].numpy().astype(np.float32), bias.numpy().astype(np.float32))
+    return (weight[:, :, 0, 0].detach().numpy().astype(np.float32),
+            bias.detach().numpy().astype(np.float32))
 
 
 def run_direct(args) -> dict:
