@@ -83,6 +83,7 @@ class QuicklookSpec:
     bands: tuple[int, ...] | None = None
     max_side: int = MAX_SIDE
     alpha: float = ALPHA
+    preview: str | None = None  # level 0's decimation kept by the ingest (io/preview.py)
 
 
 @dataclass(frozen=True)
@@ -291,7 +292,7 @@ def write_quicklook(spec: QuicklookSpec, out_png: str | os.PathLike[str]) -> Qui
         with open_raster(spec.input) as reader:
             info = reader.info
         bands = display_bands(info.channel_names, range(info.bands))
-    view: Overview = read_overview(spec.input, spec.max_side, bands=bands)
+    view: Overview = read_overview(spec.input, spec.max_side, bands=bands, preview=spec.preview)
     nodata = spec.nodata if spec.nodata is not None else view.info.nodata
     values, valid = stretch(view.pixels, nodata)
     if values.shape[0] != 3:

@@ -34,6 +34,7 @@ from segpipe.pipeline.hostthreads import available_cores
 from segpipe.pipeline.io.base import Reader, open_raster
 from segpipe.pipeline.io.durable import sync_tree
 from segpipe.pipeline.io.gdal import streaming_env
+from segpipe.pipeline.io.preview import Preview
 from segpipe.pipeline.io.writers import ExportJob, write_outputs
 from segpipe.pipeline.io.zarrstore import create_array, ingest, open_array
 from segpipe.pipeline.labels import label_dtype
@@ -46,6 +47,7 @@ from segpipe.pipeline.outputs import (
     write_sidecar,
 )
 from segpipe.pipeline.plan import RunPlan, plan_run
+from segpipe.pipeline.quicklook import MAX_SIDE as QUICKLOOK_SIDE
 from segpipe.pipeline.report import SegmentOutcome, summarize, write_areas_csv
 from segpipe.pipeline.segment import write_nodata
 from segpipe.pipeline.tiling import Window
@@ -149,8 +151,12 @@ def ingest_stage(plan: RunPlan) -> None:
         return
     start = time.perf_counter()
     if not plan.source_array:
+        preview = _preview(plan)
         ingest(partial(_streaming_reader, plan), plan.workdir.image, plan.tiles.tile,
-               threads=min(INGEST_THREADS, available_cores()), valid_path=plan.valid_path)
+               threads=min(INGEST_THREADS, available_cores()), valid_path=plan.valid_path,
+               preview=preview)
+        if preview is not None:
+            preview.save(plan.workdir.preview)
     _create_label_arrays(plan)
     if plan.mask is not None:
         plan.mask.prepare(plan.options.input, plan.info)
@@ -158,6 +164,14 @@ def ingest_stage(plan: RunPlan) -> None:
     plan.workdir.clear_done()  # fresh label arrays: no block of them is finished
     sync_tree(plan.workdir.path)  # what the ingest wrote is on the disk before the manifest says so
     plan.workdir.record_stage(Stage.INGEST, time.perf_counter() - start)
+
+
+def _preview(plan: RunPlan) -> Preview | None:
+    """The quicklook's decimation of level 0, kept while ingesting level 0 (else None)."""
+    info = plan.info
+    if info.level != 0:
+        return None
+    return Preview.empty(info.bands, info.height, info.width, info.dtype, QUICKLOOK_SIDE)
 
 
 @contextmanager

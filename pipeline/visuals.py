@@ -52,6 +52,7 @@ def quicklook_spec(plan: RunPlan, classes: tuple[LegendEntry, ...]) -> Quicklook
     return QuicklookSpec(
         input=plan.options.input, labels_path=plan.workdir.labels, classes=classes,
         label_nodata=plan.nodata, nodata=plan.info.nodata, bands=bands,
+        preview=None if plan.source_array else plan.workdir.preview,
     )
 
 

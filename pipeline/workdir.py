@@ -189,6 +189,11 @@ class WorkDir:
         return storage.join(self.path, "valid.zarr")
 
     @property
+    def preview(self) -> str:
+        """Level 0's decimation for the quicklook, kept by the ingest (``io/preview.py``)."""
+        return storage.join(self.path, "preview.zarr")
+
+    @property
     def labels(self) -> str:
         """The label array the blocks write."""
         return storage.join(self.path, "labels.zarr")

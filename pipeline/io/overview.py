@@ -25,6 +25,7 @@ import numpy as np
 from segpipe.models.foundation import RasterError
 from segpipe.pipeline.io.base import RasterInfo, Reader, open_raster
 from segpipe.pipeline.io.gdal import streaming_env
+from segpipe.pipeline.io.preview import decimation_step, load_preview
 from segpipe.pipeline.tiling import Window
 
 __all__ = ["WINDOW_BYTES", "Overview", "overview_level", "overview_windows", "read_overview"]
@@ -77,26 +78,31 @@ def overview_windows(height: int, width: int, step: int, pixels: int) -> Iterato
 
 
 def read_overview(
-    path: str | os.PathLike[str], max_side: int, *, bands: Sequence[int] | None = None
+    path: str | os.PathLike[str], max_side: int, *, bands: Sequence[int] | None = None,
+    preview: str | None = None,
 ) -> Overview:
     """The raster at ``path`` at most ``max_side`` pixels a side, from its pyramid (see module).
 
-    ``bands`` are 0-based band indices to keep (default: all).
+    ``bands`` are 0-based band indices to keep (default: all). ``preview``: where the ingest
+    kept level 0's decimation (:mod:`segpipe.pipeline.io.preview`), used instead of reading
+    level 0 again when no coarser level fits.
     """
     if max_side < 1:
         raise ValueError(f"max_side must be a positive number of pixels, got {max_side}")
     with streaming_env():  # a level-0 read decodes every tile: on every core
-        return _read_overview(path, max_side, bands)
+        return _read_overview(path, max_side, bands, preview)
 
 
 def _read_overview(
-    path: str | os.PathLike[str], max_side: int, bands: Sequence[int] | None
+    path: str | os.PathLike[str], max_side: int, bands: Sequence[int] | None,
+    preview: str | None = None,
 ) -> Overview:
     with open_raster(path) as base:
         levels = base.info.levels or (base.info.shape,)
         level = overview_level(levels, max_side)
         if level == 0:
-            return _decimate(base, max_side, bands)
+            kept = _kept(preview, base.info, max_side, bands)
+            return kept if kept is not None else _decimate(base, max_side, bands)
         try:
             reader = open_raster(path, level=level)
         except RasterError:  # levels it lists but cannot open (a copy's recorded pyramid)
@@ -105,10 +111,21 @@ def _read_overview(
         return _decimate(reader, max_side, bands)
 
 
+def _kept(preview: str | None, info: RasterInfo, max_side: int,
+          bands: Sequence[int] | None) -> Overview | None:
+    """Level 0's decimation as the ingest kept it, when it matches ``info`` and ``max_side``."""
+    kept = load_preview(preview) if preview else None
+    step = decimation_step(info.height, info.width, max_side)
+    if kept is None or kept.step != step or kept.pixels.shape[0] != info.bands:
+        return None
+    keep = list(range(info.bands)) if bands is None else [int(b) for b in bands]
+    return Overview(kept.pixels[keep], info, step)
+
+
 def _decimate(reader: Reader, max_side: int, bands: Sequence[int] | None) -> Overview:
     info = reader.info
     keep = list(range(info.bands)) if bands is None else [int(b) for b in bands]
-    step = max(1, math.ceil(max(info.height, info.width) / max_side))
+    step = decimation_step(info.height, info.width, max_side)
     out = np.empty(
         (len(keep), -(-info.height // step), -(-info.width // step)), np.dtype(info.dtype)
     )

@@ -21,6 +21,7 @@ from segpipe.models.foundation import RasterError
 from segpipe.pipeline import storage
 from segpipe.pipeline.io.base import RasterInfo, Reader, ReaderBase
 from segpipe.pipeline.io.durable import make_chunk_folders
+from segpipe.pipeline.io.preview import Preview
 from segpipe.pipeline.tiling import Window
 
 # attribute under which segpipe keeps the source RasterInfo of an ingested copy
@@ -161,6 +162,7 @@ def info_attrs(info: RasterInfo) -> dict:
 def ingest(
     open_reader: Callable[[], AbstractContextManager[Reader]], path: str | os.PathLike[str],
     tile: int, *, threads: int = 1, valid_path: str | os.PathLike[str] | None = None,
+    preview: Preview | None = None,
 ) -> None:
     """Copy a reader's level into a Zarr array at ``path``, chunk-aligned strips on ``threads``.
 
@@ -168,7 +170,8 @@ def ingest(
     threads). Strips are one chunk row by at most 16 chunks; thread ``i`` copies strips ``i``,
     ``i + threads``, … so no two threads write one chunk. ``valid_path``: the reader's mask
     band (:meth:`Reader.read_mask`) is copied there too, strip by strip with the pixels, as a
-    (height, width) bool array chunked (T, T).
+    (height, width) bool array chunked (T, T). ``preview``: filled with the decimation of every
+    window copied (for the quicklook; :mod:`segpipe.pipeline.io.preview`).
     """
     with open_reader() as reader:
         info = reader.info
@@ -185,12 +188,12 @@ def ingest(
         ]
         parts = [windows[i::threads] for i in range(min(max(1, threads), len(windows)))]
         if len(parts) == 1:  # this reader copies it all
-            _copy_windows(reader, path, parts[0], valid_path)
+            _copy_windows(reader, path, parts[0], valid_path, preview)
             return
 
     def copy(part: list[Window]) -> None:
         with open_reader() as reader:
-            _copy_windows(reader, path, part, valid_path)
+            _copy_windows(reader, path, part, valid_path, preview)
 
     with ThreadPoolExecutor(len(parts), thread_name_prefix="segpipe-ingest") as pool:
         list(pool.map(copy, parts))
@@ -198,7 +201,7 @@ def ingest(
 
 def _copy_windows(
     reader: Reader, path: str | os.PathLike[str], windows: list[Window],
-    valid_path: str | os.PathLike[str] | None = None,
+    valid_path: str | os.PathLike[str] | None = None, preview: Preview | None = None,
 ) -> None:
     # every chunk is written, even one equal to the fill value: Zarr's check for those compares
     # each chunk in full and cost ~40 % of the ingest (image chunks are almost never empty)
@@ -206,7 +209,10 @@ def _copy_windows(
     valid = open_array(valid_path) if valid_path is not None else None
     for w in windows:
         rows, cols = w.slices
-        array[:, rows, cols] = reader.read(w)
+        pixels = reader.read(w)
+        array[:, rows, cols] = pixels
+        if preview is not None:
+            preview.add(w, pixels)
         if valid is not None:
             mask = reader.read_mask(w)
             if mask is None:
