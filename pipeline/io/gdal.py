@@ -112,6 +112,7 @@ class GdalReader(ReaderBase):
             crs = base.crs
             gcps, gcp_crs = read_gcps(base)
             alpha = _alpha_band(base)
+            mask = _mask_kind(base, alpha) if base.count else None
             info = RasterInfo(
                 path=path,
                 format="gdal",
@@ -127,8 +128,8 @@ class GdalReader(ReaderBase):
                 gcps=gcps,
                 gcp_crs_wkt=gcp_crs,
                 rpcs=read_rpcs(base),
-                mask=_mask_kind(base, alpha) if base.count else None,
-                alpha_band=alpha,
+                mask=mask,
+                alpha_band=alpha if mask is MaskKind.ALPHA else None,  # a mask, not an image band
                 extra={"driver": base.driver},
             )
         self.info = info_at_level(info, level)
