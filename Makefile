@@ -63,9 +63,9 @@ $(BENCH_STAMP): $(STAMP)
 	touch $(BENCH_STAMP)
 
 # Throughput, start-up, memory, the scaling curve, then issue 17's I/O-limit comparison
-# (benchmarks/iolimit.py) (BENCHMARKS.md); ~75 min on 2 quiet cores, 5 interleaved repetitions.
+# (benchmarks/iolimit.py); BENCHMARKS.md. About an hour on 2 quiet cores (5 repetitions).
 # BENCH_ARGS=--quick: tiny images, one repetition (a smoke test, not a measurement);
-# --gigapixel adds the 1 GP point; --no-iolimit skips the comparison.
+# --gigapixel adds the 1 GP point, --compile --backend compile; --no-iolimit skips the comparison.
 bench: $(BENCH_STAMP)
 	$(PY) benchmarks/bench.py $(BENCH_ARGS)
 

@@ -9,7 +9,8 @@ process (its process tree's PSS sampled every 0.2 s), repetitions interleaved (A
 (``getrusage`` of the children).
 
 - bare: the model alone, eager float32, batches of 4 tiles (576²) in memory: the limit;
-- segpipe: ``segpipe run`` with its defaults, disk → COG; the same for each opt-in mode;
+- segpipe: ``segpipe run`` with its defaults, disk → COG; the same for each opt-in mode
+  (``--backend compile`` only with ``--compile``: it compiles for minutes in every run);
 - MONAI ``sliding_window_inference``: Gaussian with the same window (576) and overlap (64 px),
   and constant with overlap 0, each **plus the same file I/O as segpipe** (read once with GDAL on
   every core, labels written once as a COG with segpipe's settings: ``fairio.py``);
@@ -57,7 +58,7 @@ SEGPIPE_MODES: dict[str, list[str]] = {
     "segpipe bf16": ["--precision", "bf16"],
     "segpipe onnxruntime": ["--backend", "onnxruntime"],
 }
-#: full mode only (torch.compile takes minutes to compile on two cores)
+#: only with --compile (torch.compile takes minutes to compile on two cores, in every run)
 SLOW_MODES: dict[str, list[str]] = {"segpipe compile": ["--backend", "compile"]}
 BARE = "bare model"
 MONAI_MODES = ("gaussian", "constant")
@@ -72,11 +73,11 @@ def layouts(model: Path, threads: int, env: dict[str, str], reps: int) -> dict:
     return {BARE: window, **{f"MONAI {m} + I/O": window for m in MONAI_MODES}, LOOP: loop}
 
 
-def build(setup: cs.Setup, model: Path, best: dict, quick: bool) -> list[il.Contender]:
+def build(setup: cs.Setup, model: Path, best: dict, compile_: bool) -> list[il.Contender]:
     """Every throughput contender, in the order each repetition runs them."""
     out = [cs.method(setup, BARE, "bare", model, best[BARE]["best"],
                      note="eager float32, batches of 4 tiles in memory")]
-    modes = {"segpipe": [], **SEGPIPE_MODES, **({} if quick else SLOW_MODES)}
+    modes = {"segpipe": [], **SEGPIPE_MODES, **(SLOW_MODES if compile_ else {})}
     out += [cs.segpipe(setup, n, model, extra, note="disk → COG", optional=n != "segpipe")
             for n, extra in modes.items()]
     out += [cs.method(setup, f"MONAI {m} + I/O", "monai", model,
@@ -149,6 +150,15 @@ def agreements(setup: cs.Setup, contenders: list[il.Contender], ref: Path, side:
     return out
 
 
+def layout_differences(setup: cs.Setup, contenders: list[il.Contender], side: int) -> dict:
+    """Where the baselines' COGs are laid out unlike segpipe's (empty: alike)."""
+    import fairio
+
+    theirs = fairio.cog_layout(cs.output(setup, "segpipe", side))
+    return {c.name: fairio.layout_diff(fairio.cog_layout(cs.output(setup, c.name, side)), theirs)
+            for c in contenders if c.name.startswith(("MONAI", "rasterio"))}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="512² and 1024², one repetition")
@@ -156,6 +166,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--gigapixel", action="store_true", help="add the 1 GP scaling point")
     ap.add_argument("--no-scaling", action="store_true", help="skip the scaling curve")
     ap.add_argument("--no-iolimit", action="store_true", help="skip iolimit.py afterwards")
+    ap.add_argument("--compile", action="store_true",
+                    help="also measure --backend compile (minutes of compiling per run)")
     ap.add_argument("--depth", type=int, default=1, help="U-Net depth (default 1)")
     ap.add_argument("--name", default=None, help="results file stem (default bench[-quick])")
     ap.add_argument("--workdir", default=None, help="where inputs and outputs go (temp)")
@@ -173,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
         cheap = make_cheap_model(folder / "conv1x1.pt2")
         best = layouts(model, setup.threads, env, reps=2 if args.quick else 5)
         ref = cs.reference(setup, model, sides[0], env)
-        contenders = build(setup, model, best, args.quick)
+        contenders = build(setup, model, best, args.compile)
         smalls = small_inputs(folder, cheap)
         runs = il.Runs(folder, env)
         keep = cs.keep_output(setup, {c.name for c in contenders}, sides[0])
@@ -185,6 +197,7 @@ def main(argv: list[str] | None = None) -> int:
         summary = summarize(runs.rows, sides, agreements(setup, contenders, ref, sides[0]),
                             best)
         summary["left_out"] = runs.failed
+        summary["cog_layout_differences"] = layout_differences(setup, contenders, sides[1])
         scaling = None
         if not args.no_scaling:
             sizes = (0.01, 0.06) if args.quick else (0.06, 0.25)

@@ -38,6 +38,10 @@ def markdown(result: dict) -> str:
         )
     for name, why in (result.get("left_out") or {}).items():
         lines.append(f"\n{name}: failed, left out ({why}).")
+    diffs = result.get("cog_layout_differences") or {}
+    lines += ["", "COG layout of the baselines' outputs vs segpipe's: "
+              + ("identical (compression, predictor, blocks, overviews, type, nodata)."
+                 if not any(diffs.values()) else f"**differs**: {diffs}")]
     lines += ["", "| target | median (min–max) |", "|---|---|"]
     for key, value in result["targets"].items():
         lines.append(f"| {key} | {fmt(value)} |")
