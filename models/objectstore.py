@@ -103,7 +103,7 @@ class RetryingS3FileSystem(s3fs.S3FileSystem):
             return await super()._call_s3(method, *akwarglist, **kwargs)
         except PermissionError as exc:
             raise PermissionError(
-                f"{url}: the object store denied {method} ({_code(exc)})"
+                f"{url}: access denied by the object store ({_code(exc)} to {method})"
             ) from exc.__cause__ or exc
 
 
@@ -113,10 +113,10 @@ RetryingS3FileSystem._cache = s3fs.S3FileSystem._cache
 
 
 def _code(exc: BaseException) -> str:
+    """``AccessDenied`` (the store's code), or ``HTTP 403`` for a HEAD, whose answer has none."""
     response = getattr(exc.__cause__, "response", None)
-    if isinstance(response, dict):
-        return str(response.get("Error", {}).get("Code") or "AccessDenied")
-    return "AccessDenied"
+    code = str(response.get("Error", {}).get("Code") or "") if isinstance(response, dict) else ""
+    return f"HTTP {code}" if code.isdigit() else code or "AccessDenied"
 
 
 def url_to_fs(

@@ -7,7 +7,7 @@ GeoTIFF range reads). :class:`RetryPolicy` says once how many times a request is
 the tries back off and how long a silent server is waited for, and turns that into each
 client's settings:
 
-* botocore: ``Config(retries={"max_attempts": attempts, "mode": mode}, connect_timeout,
+* botocore: ``Config(retries={"total_max_attempts": attempts, "mode": mode}, connect_timeout,
   read_timeout)`` (:meth:`RetryPolicy.botocore_config`, given to s3fs as ``config_kwargs``).
   It retries throttling (503 SlowDown, 429…), 500/502/503/504, connection errors and read
   timeouts, with full-jitter exponential back-off (a random wait up to 1, 2, 4… s, at most
@@ -73,7 +73,8 @@ class RetryPolicy:
     def botocore_config(self) -> dict[str, Any]:
         """``botocore.config.Config`` arguments (s3fs's ``config_kwargs``)."""
         return {
-            "retries": {"max_attempts": self.attempts, "mode": str(self.mode)},
+            # total tries, the first included (botocore's ``max_attempts`` counts retries only)
+            "retries": {"total_max_attempts": self.attempts, "mode": str(self.mode)},
             "connect_timeout": self.connect_timeout,
             "read_timeout": self.read_timeout,
         }

@@ -309,10 +309,10 @@ class FlakyProxy:
             client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             self._record(request, "reset")
             return False
+        self._record(request, what if what == "stall" else "forward")
         if what == "stall":
             time.sleep(self.faults.stall_seconds)
         client.sendall(response.head + body)
-        self._record(request, what if what == "stall" else "forward")
         framed = bodiless or "content-length" in response.headers or (
             "chunked" in response.headers.get("transfer-encoding", "").lower()
         )
