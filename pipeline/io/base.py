@@ -7,6 +7,7 @@ reader: they receive the path and options and call :func:`open_raster` themselve
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
@@ -180,7 +181,29 @@ def open_raster(path: str | os.PathLike[str], *, level: int = 0) -> Reader:
     text = os.fspath(path)
     if "://" not in text and not Path(text).exists():
         raise RasterError(f"input not found: {text}")
-    for accepts, opener in _OPENERS:
-        if accepts(text):
-            return opener(text, level=level)
-    raise RasterError(f"no reader for {text}")
+    family = _family(text, file_signature(text))
+    if family is None:
+        raise RasterError(f"no reader for {text}")
+    return _OPENERS[family][1](text, level=level)
+
+
+def file_signature(path: str) -> tuple[int, ...]:
+    """What changes when a local file is replaced (size, mtime); an object's URL: nothing."""
+    if "://" in path:
+        return ()
+    st = os.stat(path)
+    return (st.st_size, st.st_mtime_ns, st.st_ino)
+
+
+@functools.lru_cache(maxsize=256)
+def _family(path: str, signature: tuple[int, ...]) -> int | None:
+    """The index of the reader family of ``path``, decided once per file (and version of it).
+
+    Deciding reads the file's header (a TIFF's first IFD: one open, one request on a bucket);
+    a run opens its input many times (plan, each ingest thread, the quicklook), each of them
+    would decide again.
+    """
+    for i, (accepts, _) in enumerate(_OPENERS):
+        if accepts(path):
+            return i
+    return None

@@ -100,40 +100,51 @@ class GdalReader(ReaderBase):
                 "raster file (GeoTIFF, COG, OME-TIFF, SVS, OME-Zarr...): segpipe inspect FILE "
                 "shows what segpipe reads"
             ) from None
-        with base:
-            factors = base.overviews(1) if base.count else []
-            levels = (
-                (base.height, base.width),
-                *((math.ceil(base.height / f), math.ceil(base.width / f)) for f in factors),
-            )
-            dtypes = set(base.dtypes)
-            if len(dtypes) != 1:
-                raise RasterError(f"{path}: bands of mixed types {sorted(dtypes)} are unsupported")
-            crs = base.crs
-            gcps, gcp_crs = read_gcps(base)
-            alpha = _alpha_band(base)
-            mask = _mask_kind(base, alpha) if base.count else None
-            info = RasterInfo(
-                path=path,
-                format="gdal",
-                height=base.height,
-                width=base.width,
-                bands=base.count,
-                dtype=base.dtypes[0],
-                nodata=_nodata(base),
-                crs_wkt=crs.to_wkt() if crs else None,
-                transform=tuple(base.transform)[:6] if not base.transform.is_identity else None,
-                channel_names=tuple(d or f"band_{i + 1}" for i, d in enumerate(base.descriptions)),
-                levels=levels,
-                gcps=gcps,
-                gcp_crs_wkt=gcp_crs,
-                rpcs=read_rpcs(base),
-                mask=mask,
-                alpha_band=alpha if mask is MaskKind.ALPHA else None,  # a mask, not an image band
-                extra={"driver": base.driver},
-            )
-        self.info = info_at_level(info, level)
-        self._ds = _open(path, overview_level=level - 1) if level else _open(path)
+        try:
+            self.info = info_at_level(self._describe(path, base), level)
+        except BaseException:
+            base.close()
+            raise
+        if level:  # an overview is another dataset; level 0 reads from the one just opened
+            base.close()
+            base = _open(path, overview_level=level - 1)
+        self._ds = base
+
+    @staticmethod
+    def _describe(path: str, base: rasterio.DatasetReader) -> RasterInfo:
+        """The raster's :class:`RasterInfo` at level 0, from its open dataset."""
+        factors = base.overviews(1) if base.count else []
+        levels = (
+            (base.height, base.width),
+            *((math.ceil(base.height / f), math.ceil(base.width / f)) for f in factors),
+        )
+        dtypes = set(base.dtypes)
+        if len(dtypes) != 1:
+            raise RasterError(f"{path}: bands of mixed types {sorted(dtypes)} are unsupported")
+        crs = base.crs
+        gcps, gcp_crs = read_gcps(base)
+        alpha = _alpha_band(base)
+        mask = _mask_kind(base, alpha) if base.count else None
+        info = RasterInfo(
+            path=path,
+            format="gdal",
+            height=base.height,
+            width=base.width,
+            bands=base.count,
+            dtype=base.dtypes[0],
+            nodata=_nodata(base),
+            crs_wkt=crs.to_wkt() if crs else None,
+            transform=tuple(base.transform)[:6] if not base.transform.is_identity else None,
+            channel_names=tuple(d or f"band_{i + 1}" for i, d in enumerate(base.descriptions)),
+            levels=levels,
+            gcps=gcps,
+            gcp_crs_wkt=gcp_crs,
+            rpcs=read_rpcs(base),
+            mask=mask,
+            alpha_band=alpha if mask is MaskKind.ALPHA else None,  # a mask, not an image band
+            extra={"driver": base.driver},
+        )
+        return info
 
     def read(self, window: Window) -> np.ndarray:
         """Pixels of ``window`` as (bands, h, w)."""

@@ -25,7 +25,6 @@ import numpy as np
 import tifffile
 
 from segpipe.models.foundation import RasterError
-from segpipe.pipeline.io.tiff import is_tiff
 
 __all__ = ["check_tiff_holds_data"]
 
@@ -33,19 +32,32 @@ _UNCOMPRESSED = 1
 
 
 def check_tiff_holds_data(path: str) -> None:
-    """Refuse the local TIFF ``path`` if it is truncated or declares more than it stores."""
-    if "://" in path or not is_tiff(path):
+    """Refuse the local TIFF ``path`` if it is truncated or declares more than it stores.
+
+    The header is read once per file, with its reader family (:func:`~segpipe.pipeline.io.
+    tiff.tiff_header`): this check opens nothing more.
+    """
+    from segpipe.pipeline.io.tiff import tiff_header
+
+    if "://" in path:
         return
+    defect = tiff_header(path).defect
+    if defect is not None:
+        raise RasterError(defect)
+
+
+def header_defect(path: str, tif: tifffile.TiffFile) -> str | None:
+    """Why the open TIFF ``tif`` (the local file ``path``) cannot hold its data; None if it can."""
     size = os.path.getsize(path)
     try:
-        with tifffile.TiffFile(path) as tif:
-            pages = [p for level in tif.series[0].levels for p in level.pages if p is not None]
-            for page in pages:
-                _check_page(path, page, size)
-    except RasterError:
-        raise
+        pages = [p for level in tif.series[0].levels for p in level.pages if p is not None]
+        for page in pages:
+            _check_page(path, page, size)
+    except RasterError as exc:
+        return str(exc)
     except Exception:  # not a TIFF tifffile can parse: the reader decides
-        return
+        return None
+    return None
 
 
 def _check_page(path: str, page: tifffile.TiffPage | tifffile.TiffFrame, size: int) -> None:

@@ -18,6 +18,8 @@ meaningless 72 dpi) or without a unit gives no pixel size.
 
 from __future__ import annotations
 
+import functools
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -28,7 +30,7 @@ import zarr
 
 from segpipe.models.foundation import RasterError
 from segpipe.pipeline import storage
-from segpipe.pipeline.io.base import RasterInfo, ReaderBase
+from segpipe.pipeline.io.base import RasterInfo, ReaderBase, file_signature
 from segpipe.pipeline.io.pyramid import check_level, info_at_level
 from segpipe.pipeline.io.units import normalize_unit
 from segpipe.pipeline.tiling import Window
@@ -54,21 +56,49 @@ def is_tiff(path: str) -> bool:
         return False
 
 
+@dataclass(frozen=True)
+class TiffHeader:
+    """What one read of a TIFF's header says: its reader family, and a defect if it has one.
+
+    ``family``: see :func:`classify_tiff`. ``defect``: why a local file cannot hold the data its
+    header declares (:func:`segpipe.pipeline.io.integrity.header_defect`), else None.
+    """
+
+    family: str | None
+    defect: str | None = None
+
+
+def tiff_header(path: str) -> TiffHeader:
+    """The header of the TIFF at ``path``, read once per file version (size, mtime, inode)."""
+    return _read_header(path, file_signature(path) if "://" in path or os.path.exists(path)
+                        else ())
+
+
 def classify_tiff(path: str) -> str | None:
     """The reader family of a TIFF: gdal, ome, ndpi, svs or tiff (None: not a readable TIFF).
 
     GeoTIFF tags or GDAL's metadata/nodata/RPC tags make it ``"gdal"`` whatever else it has;
     so does an internal mask (the IFD after the image, a mask subfile) of a plain TIFF.
     """
-    try:  # one open (one request on a bucket) for the header and the first IFD
+    return tiff_header(path).family
+
+
+@functools.lru_cache(maxsize=64)
+def _read_header(path: str, signature: tuple[int, ...]) -> TiffHeader:
+    """One open (one request on a bucket) for the family and, for a local file, its integrity."""
+    from segpipe.pipeline.io.integrity import header_defect
+
+    try:
         with storage.open_binary(path, READ_AHEAD) as f:
             if f.read(4) not in _TIFF_MAGIC:
-                return None
+                return TiffHeader(None)
             f.seek(0)
             with tifffile.TiffFile(f) as tif:
-                return _family(tif)
+                family = _family(tif)
+                local = "://" not in path
+                return TiffHeader(family, header_defect(path, tif) if local else None)
     except Exception:  # unreadable (a store's errors vary) or broken (tifffile's vary): not ours
-        return None
+        return TiffHeader(None)
 
 
 def _family(tif: tifffile.TiffFile) -> str:

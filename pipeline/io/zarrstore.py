@@ -187,16 +187,18 @@ def ingest(
             for c in range(0, info.width, step)
         ]
         parts = [windows[i::threads] for i in range(min(max(1, threads), len(windows)))]
-        if len(parts) == 1:  # this reader copies it all
+
+        def copy(part: list[Window]) -> None:
+            with open_reader() as own:
+                _copy_windows(own, path, part, valid_path, preview)
+
+        # this reader copies the first part; each other thread opens its own
+        with ThreadPoolExecutor(max(1, len(parts) - 1),
+                                thread_name_prefix="segpipe-ingest") as pool:
+            others = [pool.submit(copy, part) for part in parts[1:]]
             _copy_windows(reader, path, parts[0], valid_path, preview)
-            return
-
-    def copy(part: list[Window]) -> None:
-        with open_reader() as reader:
-            _copy_windows(reader, path, part, valid_path, preview)
-
-    with ThreadPoolExecutor(len(parts), thread_name_prefix="segpipe-ingest") as pool:
-        list(pool.map(copy, parts))
+            for done in others:
+                done.result()
 
 
 def _copy_windows(

@@ -1,0 +1,50 @@
+"""How many times a run opens its input file: the planning, one per ingest thread, the quicklook.
+
+Every call that can open the file is counted when its path is the input: ``rasterio.open``
+(GDAL), and ``open`` / ``io.open`` (tifffile's and fsspec's file handles, the header checks).
+Before this count was kept, a GeoTIFF was opened 23 times per run (the reader family decided
+twice per open, GDAL's reader opening every file twice, one open per ingest thread plus one).
+"""
+
+from __future__ import annotations
+
+import builtins
+import io
+from collections import Counter
+
+import rasterio
+
+from segpipe.pipeline.hostthreads import available_cores
+from segpipe.pipeline.options import RunOptions
+from segpipe.pipeline.stages import INGEST_THREADS, run_one
+from tests.conftest import smooth_image, write_geotiff
+from tests.pipeline.labelmodel import argmax_model
+
+#: the planning's opens: the reader family (a TIFF's header and first IFD), the truncation
+#: check (tifffile), GDAL's dataset for the metadata
+PLANNING = 3
+
+
+def test_a_run_opens_its_input_once_per_job(tmp_path, monkeypatch):
+    image = smooth_image((3, 700, 600), "uint8", seed=9)
+    src = write_geotiff(tmp_path / "in.tif", image)
+    model = argmax_model(tmp_path / "m.pt2", 3)
+    opened: Counter[str] = Counter()
+
+    def counting(name, real):
+        def call(file, *args, **kwargs):
+            if str(file) == str(src):
+                opened[name] += 1
+            return real(file, *args, **kwargs)
+        return call
+
+    monkeypatch.setattr(rasterio, "open", counting("rasterio.open", rasterio.open))
+    monkeypatch.setattr(builtins, "open", counting("open", builtins.open))
+    monkeypatch.setattr(io, "open", counting("io.open", io.open))
+    run_one(RunOptions.of(str(src), str(tmp_path / "out.tif"), model=str(model), tile=64,
+                          device="cpu"))
+    threads = min(INGEST_THREADS, available_cores())  # 700 rows of 64: more strips than that
+    # planning, one reader per ingest thread (the first is the planning's kind of open), and
+    # the quicklook's look at the input's pyramid (its pixels were kept by the ingest)
+    assert sum(opened.values()) == PLANNING + threads + 1, opened
+    assert opened["rasterio.open"] == 1 + threads + 1, opened
