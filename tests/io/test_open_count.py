@@ -20,8 +20,8 @@ from segpipe.pipeline.stages import INGEST_THREADS, run_one
 from tests.conftest import smooth_image, write_geotiff
 from tests.pipeline.labelmodel import argmax_model
 
-#: the planning's opens: the reader family (a TIFF's header and first IFD), the truncation
-#: check (tifffile), GDAL's dataset for the metadata
+#: the planning's opens: the TIFF header (its reader family and the truncation check, one read),
+#: GDAL's dataset for the metadata, the input's identity (the digest of its first bytes)
 PLANNING = 3
 
 
