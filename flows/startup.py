@@ -39,6 +39,17 @@ __all__ = ["TemporaryServer", "api_configured", "start_prefect_server"]
 
 DEFAULT_TIMEOUT = 90.0
 
+#: The scheduler server's settings: the services scheduled runs need (scheduler, late runs,
+#: the run recorder), not the event feed and automations, which write to its SQLite database
+#: on every event and made writers wait for the lock ("database is locked") on a busy machine;
+#: and a longer wait for that lock.
+SCHEDULER_SERVER_SETTINGS = {
+    "PREFECT_SERVER_SERVICES_EVENT_PERSISTER_ENABLED": "false",
+    "PREFECT_SERVER_SERVICES_EVENT_LOGGER_ENABLED": "false",
+    "PREFECT_SERVER_SERVICES_TRIGGERS_ENABLED": "false",
+    "PREFECT_SERVER_DATABASE_TIMEOUT": "60",
+}
+
 
 def api_configured() -> bool:
     """Whether a Prefect API is configured: in the environment, a Prefect profile or settings."""
@@ -95,10 +106,11 @@ class TemporaryServer:
         env.pop("PREFECT_API_URL", None)
         if self.home is None:
             env["PREFECT__SERVER_EPHEMERAL"] = "1"  # no services: the API alone
-        else:  # every service, on a database of its own
+        else:  # the scheduling services, on a database of its own
             env["PREFECT_HOME"] = str(self.home)
             env.pop("PREFECT_API_DATABASE_CONNECTION_URL", None)
             env.pop("PREFECT_SERVER_DATABASE_CONNECTION_URL", None)
+            env.update(SCHEDULER_SERVER_SETTINGS)
         cmd = [sys.executable, "-m", "uvicorn", "--app-dir", str(app_dir), "--factory",
                "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port",
                str(self.port), "--log-level", "error", "--lifespan", "on"]
