@@ -136,7 +136,7 @@ def marginal(rows: list[dict], method: str, small: int, large: int) -> list[dict
 def summarize(per_rep: list[dict]) -> dict:
     """Median (min–max) of each figure of :func:`marginal`'s list."""
     keys = ("rate", "cpu_rate", "fixed_seconds", "fixed_cpu_seconds")
-    return {k: spread([r[k] for r in per_rep]) for k in keys}
+    return {k: spread([r.get(k) for r in per_rep]) for k in keys}
 
 
 def ratio(a: list[dict], b: list[dict], key: str = "rate") -> dict | None:

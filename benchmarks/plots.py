@@ -22,7 +22,8 @@ def markdown(result: dict) -> str:
         f"{result['model']}; tile {result['tile']}, halo {result['halo']}; images {a}² and "
         f"{b}², 3-band uint8; {result['machine']['cores']} cores, torch "
         f"{result['machine']['torch']} on {result['threads']} threads in every contender. "
-        "Rates are marginal (the two sizes' difference, per repetition).",
+        "Rates are marginal (the two sizes' difference, per repetition); a blank one: the large "
+        "image's run took no longer than the small one's (noise swamped it).",
         "",
         "| | marginal MP/s | vs bare | MP per CPU-s | vs bare (CPU) | fixed s | peak PSS GiB "
         "| layout | labels = NCHW eager |",
