@@ -92,7 +92,7 @@ def run(inputs: tuple[str, ...], output: str | None, pattern: str | None, workdi
 
     # one run per output folder (a second exits 2 naming the holder); a full disk: one error
     with disk_full_reported(jobs), hold_outputs([j.output for j in jobs]):
-        summaries = _run_flow(list(inputs), output, template, execution, pattern, server.wait)
+        summaries = _run_flow(list(inputs), jobs, execution, server.wait)
     if summary_path:
         data = summaries[0] if len(summaries) == 1 else summaries
         Path(summary_path).write_text(json.dumps(data, indent=2, default=str))
@@ -103,8 +103,8 @@ def run(inputs: tuple[str, ...], output: str | None, pattern: str | None, workdi
                        else f"wrote {s['output']}", err=True)
 
 
-def _run_flow(inputs: list[str], output: str | None, template: RunOptions, execution: Any,
-              pattern: str | None, server_ready: Any = None) -> list[dict]:
+def _run_flow(inputs: list[str], jobs: list[RunOptions], execution: Any,
+              server_ready: Any = None) -> list[dict]:
     _prefect_defaults()
     from segpipe.flows.flow import segpipe_run
     from segpipe.flows.logs import configure_logging
@@ -113,7 +113,7 @@ def _run_flow(inputs: list[str], output: str | None, template: RunOptions, execu
     if server_ready is not None:
         server_ready()
     try:
-        return segpipe_run(inputs, output, template, execution, pattern)
+        return segpipe_run(inputs, jobs, execution, preflighted=True)
     finally:
         _flush_prefect_events()
 

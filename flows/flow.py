@@ -24,7 +24,6 @@ from prefect.cache_policies import NO_CACHE
 
 from segpipe.flows.cluster import Cluster, DaskExecutor
 from segpipe.flows.execution import Execution
-from segpipe.flows.inputs import expand_inputs
 from segpipe.models.foundation import BatchError, BatchInputError, SegpipeError
 from segpipe.pipeline import storage
 from segpipe.pipeline.executor import BlockExecutor, InProcessExecutor
@@ -105,16 +104,19 @@ def _executor(execution: Execution, cluster: Cluster) -> BlockExecutor:
     return DaskExecutor(cluster)
 
 
-def run_batch(jobs: Sequence[RunOptions], execution: Execution) -> list[dict]:
+def run_batch(jobs: Sequence[RunOptions], execution: Execution,
+              preflighted: bool = False) -> list[dict]:
     """Segment ``jobs`` one after another on one cluster (inside a flow); returns summaries.
 
     With one input its error propagates as is; with several, an input that fails is reported
     and the others go on, then :class:`BatchError` (or :class:`BatchInputError` when every
-    failure was bad input) lists the failures.
+    failure was bad input) lists the failures. ``preflighted``: the caller ran the preflight
+    checks on every job.
     """
     summaries, failures, usage = [], {}, True
     with Cluster(execution.cluster_spec()) as cluster:
-        ctx = RunContext(_executor(execution, cluster), prefect_stage, execution.progress)
+        ctx = RunContext(_executor(execution, cluster), prefect_stage, execution.progress,
+                         preflighted)
         for options in jobs:
             try:
                 summaries.append(run_one(options, ctx))
@@ -147,16 +149,16 @@ def _warn(execution: Execution, message: str) -> None:
 
 @flow(name="segpipe-run", flow_run_name="segpipe run {inputs}")
 def segpipe_run(
-    inputs: list[str], output: str | None, options: RunOptions,
-    execution: Execution | None = None, pattern: str | None = None,
+    inputs: list[str], jobs: list[RunOptions], execution: Execution | None = None,
+    preflighted: bool = False,
 ) -> list[dict]:
-    """Segment one or several rasters (paths, folders, globs) into label masks.
+    """Segment ``jobs``, one per input, into label masks (``inputs``: as the user gave them).
 
-    ``options`` holds the settings; its input and output are replaced per input. Returns one
-    summary per input (``{"skipped": ...}`` for up-to-date outputs).
+    The caller expanded the inputs (paths, folders, globs) into jobs once
+    (:func:`~segpipe.flows.inputs.expand_inputs`), and with ``preflighted`` checked each.
+    Returns one summary per input (``{"skipped": ...}`` for up-to-date outputs).
     """
-    jobs = expand_inputs(inputs, output, options, pattern)
-    return run_batch(jobs, execution or Execution())
+    return run_batch(jobs, execution or Execution(), preflighted)
 
 
 __all__ = ["Execution", "run_batch", "segpipe_run"]

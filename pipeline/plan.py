@@ -246,15 +246,17 @@ def check_model_name(inference: InferenceOptions) -> None:
         )
 
 
-def plan_run(options: RunOptions) -> RunPlan:
+def plan_run(options: RunOptions, *, preflighted: bool = False) -> RunPlan:
     """Check ``options`` against the input and the model and build the plan.
 
     Reads no pixels, except to refuse a constant band under ``meanstd`` from image statistics
     (:mod:`segpipe.pipeline.inputchecks`). With no ``--model`` the bundled model that fits the
     input is chosen (:mod:`segpipe.pipeline.choose`); the plan's options then name it. The free
     disk for a new work directory is checked last (:mod:`segpipe.pipeline.diskspace`).
+    ``preflighted``: :func:`preflight` already ran for ``options`` (not again: it lists buckets
+    and hashes a pinned model).
     """
-    device = preflight(options)
+    device = str(resolve_device(options.inference.device)) if preflighted else preflight(options)
     check_tiff_holds_data(options.input)  # before a reader trusts the sizes in its header
     with open_raster(options.input) as reader:
         base = reader.info

@@ -106,19 +106,22 @@ class RunContext:
 
     ``call(stage, fn, *args)`` runs one stage function (directly, or as a Prefect task);
     ``progress(blocks, megapixels, label)`` makes the segment stage's progress display.
+    ``preflighted``: the caller already ran :func:`~segpipe.pipeline.plan.preflight` on every
+    input (the command line does, before Prefect or Dask start): the plan does not again.
     """
 
     executor: BlockExecutor = field(default_factory=InProcessExecutor)
     call: Callable[..., Any] = _direct
     progress: Callable[[int, float, str], Progress] = _quiet
+    preflighted: bool = False
 
 
 # ------------------------------------------------------------------------------ the stages
 
 
-def plan_stage(options: RunOptions) -> RunPlan | None:
+def plan_stage(options: RunOptions, preflighted: bool = False) -> RunPlan | None:
     """Check everything and open the work directory; None when the output is up to date."""
-    plan = plan_run(options)
+    plan = plan_run(options, preflighted=preflighted)
     if not options.overwrite and output_is_current(
         options.output, plan.label_key(), plan.export_key()
     ):
@@ -370,7 +373,7 @@ def run_one(options: RunOptions, ctx: RunContext | None = None) -> dict:
         times[stage] = time.perf_counter() - start
         return result
 
-    plan = timed(Stage.PLAN, plan_stage, options)
+    plan = timed(Stage.PLAN, plan_stage, options, ctx.preflighted)
     if plan is None:
         return {"input": options.input, "output": options.output, "skipped": "up to date"}
     timed(Stage.INGEST, ingest_stage, plan)
