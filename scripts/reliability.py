@@ -40,7 +40,8 @@ SECTIONS = (
 )
 CORPUS = ("tests/corpus", "tests/test_model_files_are_data.py")
 STALENESS_TEST = "tests/corpus/test_reliability.py"
-FAULTS = ("tests/faults",)
+FAULTS = ("tests/faults", "tests/storage/test_flaky_bucket.py", "tests/flows/test_durable.py",
+          "tests/flows/test_serve_schedule.py")
 FAULTS_TITLE = "Faults survived"
 FAULTS_HELD = ("each test asserts what its description says: identical labels after the fault, "
                "no partial output, a clear exit code")
@@ -127,10 +128,12 @@ def render(lines: dict[str, tuple[int, str]], faults: list[tuple[str, str]]) -> 
             body.append(f"| `{case_id}` | {_cell(what)} | {got} | {code(line)} |")
     summary.append(f"| [{FAULTS_TITLE}]({_anchor(FAULTS_TITLE)}) | {len(faults)} | "
                    f"{_cell(FAULTS_HELD)} |")
-    where = " and ".join(f"`{p}`" for p in FAULTS if (REPO / p).exists())
+    where = ", ".join(f"`{p}`" for p in FAULTS if (REPO / p).exists())
     body += ["", f"## {FAULTS_TITLE}", "",
              f"The fault tests of {where} (faults injected from outside segpipe: signals, a "
-             "size-limited filesystem, a `sitecustomize` on `PYTHONPATH`), each described by "
+             "size-limited filesystem, a `sitecustomize` on `PYTHONPATH`, a fault-injecting "
+             "proxy in front of the S3 server, traced fsyncs, serve left running with inputs "
+             "arriving), each described by "
              "the first paragraph of its docstring. They run in the test suite.", "",
              "| test | what held |", "|---|---|"]
     body += [f"| `{node}` | {_cell(text)} |" for node, text in faults]

@@ -84,6 +84,7 @@ def published(trace: Trace) -> list[tuple[int, Event]]:
 def test_chunks_reach_the_disk_before_markers_and_renames_are_fsynced(
     prefect_api, assets, tmp_path, monkeypatch, capsys
 ):
+    """Power loss: chunks fsynced before their marker; each publish fsynced, then its folder."""
     out = tmp_path / "labels.tif"
     workdir = tmp_path / "work"
     trace = Trace(monkeypatch)

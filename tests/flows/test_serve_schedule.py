@@ -141,6 +141,7 @@ def check_outputs(result: dict, assets, tmp: Path) -> None:
 
 @pytest.mark.slow
 def test_serve_on_the_embedded_default_runs_on_its_schedule(assets, tmp_path, prefect_api):
+    """serve --interval 5, no PREFECT_API_URL: dropped files segmented, runs never overlap, 130."""
     home = tmp_path / "prefect-home"
     home.mkdir()
     text, result = serve_until_done(clean_env(home), tmp_path, str(assets["model"]))
@@ -154,6 +155,7 @@ def test_serve_on_the_embedded_default_runs_on_its_schedule(assets, tmp_path, pr
 
 @pytest.mark.slow
 def test_serve_against_prefect_server_start_runs_on_its_schedule(assets, tmp_path, prefect_api):
+    """serve --interval 5 on `prefect server start`: files segmented, runs never overlap, 130."""
     home = tmp_path / "server-home"
     home.mkdir()
     port = free_port()

@@ -68,6 +68,7 @@ def reference(s3, remote_assets, prefect_api, tmp_path_factory) -> Reference:
 def test_a_run_through_a_flaky_proxy_gives_the_clean_labels(
     s3, remote_assets, prefect_api, reference, tmp_path
 ):
+    """A bucket run through ~5 % 503/500, cut bodies and a 10 s stall: exit 0, clean labels."""
     out = "s3://scenes/flaky/mask.tif"
     with FlakyProxy(s3.endpoint, FAULTS) as proxy:
         result = _run(remote_assets, out, _env(s3, tmp_path, proxy, prefect_api), tmp_path,
@@ -89,6 +90,7 @@ def test_a_run_through_a_flaky_proxy_gives_the_clean_labels(
 def test_access_lost_midway_stops_the_run_and_resume_finishes_it(
     s3, remote_assets, prefect_api, reference, tmp_path
 ):
+    """A permanent 403 midway: exit 1 naming the URL, no output; --resume then gives the labels."""
     out = "s3://scenes/denied/mask.tif"
     with FlakyProxy(s3.endpoint) as proxy:
         env = _env(s3, tmp_path, proxy, prefect_api)
