@@ -57,6 +57,23 @@ def same_partition(a: np.ndarray, b: np.ndarray) -> bool:
     return len(np.unique(pairs[:, 0])) == len(pairs) == len(np.unique(pairs[:, 1]))
 
 
+def joined_ids(image: np.ndarray, pairs: np.ndarray) -> np.ndarray:
+    """One id per group of provisional ids linked by the union pairs (scipy's components)."""
+    n = int(image.max()) + 1
+    graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(n, n))
+    _, group = connected_components(graph, directed=False)
+    return np.where(image > 0, group[image] + 1, 0)
+
+
+def whole_components(labels: np.ndarray, classes: int) -> np.ndarray:
+    """The oracle: each class labelled on the whole image, ids made distinct across classes."""
+    whole = np.zeros(labels.shape, np.int64)
+    for k in range(classes):
+        ids, _ = ndimage.label(labels == k, structure=CROSS)
+        whole[ids > 0] = ids[ids > 0] + whole.max()
+    return whole
+
+
 @pytest.mark.parametrize("seed", range(8))
 def test_union_pairs_over_provisional_ids_give_the_whole_image_components(seed):
     rng = np.random.default_rng(100 + seed)
@@ -65,26 +82,14 @@ def test_union_pairs_over_provisional_ids_give_the_whole_image_components(seed):
     labels = blobs((h, w), classes, seed, sigma=float(rng.uniform(0.5, 4)))
     labels[rng.random((h, w)) < 0.03] = NODATA
     image, pairs, _ = provisional_image(labels, int(rng.integers(2, 20)))
-    n = int(image.max()) + 1
-    graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(n, n))
-    _, group = connected_components(graph, directed=False)
-    joined = np.where(image > 0, group[image] + 1, 0)
-    # the oracle: each class labelled on the whole image, ids made distinct across classes
-    whole = np.zeros(labels.shape, np.int64)
-    for k in range(classes):
-        ids, _ = ndimage.label(labels == k, structure=CROSS)
-        whole[ids > 0] = ids[ids > 0] + whole.max()
-    assert same_partition(joined, whole)
+    assert same_partition(joined_ids(image, pairs), whole_components(labels, classes))
 
 
 def test_the_snake_is_one_object_from_its_union_pairs():
     labels = serpentine(33, 29)
     image, pairs, join = provisional_image(labels, 4)
     assert join.finish()[1] == 1
-    n = int(image.max()) + 1
-    graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(n, n))
-    _, group = connected_components(graph, directed=False)
-    assert len(np.unique(group[image[labels == 1]])) == 1
+    assert len(np.unique(joined_ids(image, pairs)[labels == 1])) == 1
 
 
 def test_the_frontier_grows_with_the_width_not_the_height():
@@ -128,12 +133,4 @@ def test_a_run_writes_the_seam_join_that_gives_one_id_per_object(tmp_path):
         r0, c0 = bi * 32, bj * 32
         _, ids = block_components(written[r0:r0 + 32, c0:c0 + 32], NODATA)
         image[r0:r0 + 32, c0:c0 + 32] = np.where(ids > 0, ids.astype(np.int64) + offset, 0)
-    n = int(image.max()) + 1
-    graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(n, n))
-    _, group = connected_components(graph, directed=False)
-    joined = np.where(image > 0, group[image] + 1, 0)
-    whole = np.zeros(written.shape, np.int64)
-    for k in range(classes):
-        ids, _ = ndimage.label(written == k, structure=CROSS)
-        whole[ids > 0] = ids[ids > 0] + whole.max()
-    assert same_partition(joined, whole)
+    assert same_partition(joined_ids(image, pairs), whole_components(written, classes))
