@@ -31,7 +31,10 @@ from segpipe.pipeline.io.pyramid import choose_input_level, info_at_level, pixel
 from segpipe.pipeline.io.units import unit_in_meters
 from segpipe.pipeline.options import SourceOptions
 
-__all__ = ["Choice", "choose_bundled", "with_choice"]
+__all__ = ["WATER_RECALL_TARGET", "Choice", "choose_bundled", "with_choice"]
+
+#: Open-water recall on an unseen scene below which the choice says the model misses water.
+WATER_RECALL_TARGET = 0.8
 
 
 @dataclass(frozen=True)
@@ -83,9 +86,20 @@ def choose_bundled(
     best = min(fits, key=lambda f: f.rank)
     reason = (
         f"no --model given: using the bundled model {best.model.name!r} "
-        f"({'; '.join(best.notes)}); pass --model to choose another"
+        f"({'; '.join(best.notes)}){_water_caveat(best.model.card)}; pass --model to choose "
+        "another"
     )
     return Choice(best.model, best.bands, reason)
+
+
+def _water_caveat(card: ModelCard) -> str:
+    """A plain warning when the card's own measurement says the model does not find water."""
+    transfer = card.metrics.get("transfer") or {}
+    recall = transfer.get("open_water_recall")
+    if recall is None or recall >= WATER_RECALL_TARGET:
+        return ""
+    return (f"; it DOES NOT FIND WATER (its card: {recall:.0%} of open water found on a scene "
+            "it never saw): give blue, green, red and nir bands for a model that does")
 
 
 def _describe(info: RasterInfo) -> str:

