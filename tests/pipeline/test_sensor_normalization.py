@@ -115,6 +115,14 @@ def test_same_surface_same_inputs_alone_or_inside_a_lake(two_scenes, sensor_mode
     np.testing.assert_allclose(alone, (raw - offset) * scale, rtol=1e-5, atol=1e-6)
 
 
+def test_the_shipped_land_cover_cards_carry_the_same_sensor_table():
+    """What the tests above check is what the bundled models use."""
+    zoo = _train_zoo()
+    for name, bands in (("landcover_bgrn", 4), ("landcover_rgb", 3)):
+        card = next(m.card for m in bundled_models() if m.name == name)
+        assert card.normalization == Normalization.from_dict(zoo.sensor_normalization(bands))
+
+
 def test_per_image_statistics_would_not_give_the_same_inputs(two_scenes, sensor_model):
     """The failure the fixed map removes: percentile statistics differ between the scenes."""
     crop, lake = two_scenes
