@@ -54,6 +54,9 @@ def test_the_default_model_for_the_real_landsat_8_sample_is_the_visible_one(samp
     with open_raster(samples / "landsat8_epsg32621.tif") as r:
         choice = choose_bundled(r.info, SourceOptions(), bundled_models())
     assert choice.model.name == "landcover_rgb"
+    # its card measured no water found on the unseen scene: the choice says so plainly
+    assert checkpoint("landcover_rgb")["card"]["metrics"]["transfer"]["open_water_recall"] < 0.8
+    assert "DOES NOT FIND WATER" in choice.reason
 
 
 def test_the_default_model_for_a_4_band_scene_uses_nir(samples, tmp_path):
@@ -66,8 +69,8 @@ def test_the_default_model_for_a_4_band_scene_uses_nir(samples, tmp_path):
     with rasterio.open(path, "w", **{**profile, "count": 4}) as dst:
         dst.write(np.stack(bands))
     with open_raster(path) as r:
-        assert choose_bundled(r.info, SourceOptions(), bundled_models()).model.name == (
-            "landcover_bgrn")
+        choice = choose_bundled(r.info, SourceOptions(), bundled_models())
+    assert choice.model.name == "landcover_bgrn" and "DOES NOT FIND WATER" not in choice.reason
 
 
 @pytest.mark.slow
