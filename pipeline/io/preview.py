@@ -21,6 +21,7 @@ from segpipe.pipeline.tiling import Window
 __all__ = ["Preview", "decimation_step", "load_preview"]
 
 STEP_ATTR = "segpipe_preview_step"
+CHUNK = 512  # the stored preview's chunks (its encoding buffers stay a chunk's size)
 
 
 def decimation_step(height: int, width: int, max_side: int) -> int:
@@ -48,11 +49,12 @@ class Preview:
         self.pixels[:, r0:r0 + sampled.shape[1], c0:c0 + sampled.shape[2]] = sampled
 
     def save(self, path: str | os.PathLike[str]) -> None:
-        """Store it as a one-chunk Zarr array (with its step) at ``path``."""
+        """Store it as a Zarr array (with its step) at ``path``."""
         from segpipe.pipeline.io.zarrstore import create_array
 
-        array = create_array(path, self.pixels.shape, self.pixels.shape, str(self.pixels.dtype),
-                             attrs={STEP_ATTR: self.step})
+        bands = self.pixels.shape[0]
+        array = create_array(path, self.pixels.shape, (bands, CHUNK, CHUNK),
+                             str(self.pixels.dtype), attrs={STEP_ATTR: self.step})
         array[...] = self.pixels
 
 

@@ -79,8 +79,10 @@ def _peak_mib(folder: Path, side: int, model: Path) -> float:
 @pytest.fixture(autouse=True)
 def _no_visuals(monkeypatch):
     """The quicklook reads up to 1536 px a side whatever the image (bounded, and tested on a
-    20k × 20k input in tests/pipeline/test_quicklook.py): here only the block path is measured."""
+    20k × 20k input in tests/pipeline/test_quicklook.py): here only the block path is measured.
+    So is the quicklook's preview the ingest keeps (io/preview.py: at most 1536 px a side)."""
     monkeypatch.setattr(stages, "write_visuals", lambda plan, summary: [])
+    monkeypatch.setattr(stages, "_preview", lambda plan: None)
 
 
 @pytest.fixture(scope="module")

@@ -31,6 +31,9 @@ from tests.corpus.harness import assert_rejected, prefect_server, run_segpipe, s
 from tests.pipeline.labelmodel import argmax_model, blobs, one_hot
 from tests.pipeline.test_exactness import tiny_unet
 
+# runs of the CLI in subprocesses: minutes in all, in the slow set (make test stays < 15 min)
+pytestmark = pytest.mark.slow
+
 CLASSES = 3
 SHAPE = (70, 90)
 UTM_33N = CRS.from_epsg(32633)
