@@ -17,6 +17,9 @@ from tests.corpus.harness import assert_rejected, run_segpipe, shown, snapshot
 from tests.corpus.makers import scene, tiny_model
 from tests.test_model_files_are_data import MARK, checkpoint_pickle
 
+# real processes and CLI runs: in the slow set, so that make test stays under 15 minutes
+pytestmark = pytest.mark.slow
+
 COMMON = ["--workers", "0", "--quiet", "--input", "scene.tif", "--output", "mask.tif"]
 
 

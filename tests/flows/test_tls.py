@@ -31,6 +31,9 @@ from tests.flows.conftest import (
     segpipe_cmd,
 )
 
+# real processes and CLI runs: in the slow set, so that make test stays under 15 minutes
+pytestmark = pytest.mark.slow
+
 BLOCKS = -(-SMALL[1] // 32) * -(-SMALL[2] // 32)
 
 

@@ -18,6 +18,9 @@ from segpipe.pipeline import storage
 from segpipe.pipeline.io.remote import gdal_env
 from tests.storage.flaky_proxy import NO_FAULTS, Faults, FlakyProxy
 
+# real processes and CLI runs: in the slow set, so that make test stays under 15 minutes
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture
 def via(s3, s3_env, monkeypatch):
