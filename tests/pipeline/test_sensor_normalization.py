@@ -104,8 +104,8 @@ def test_same_surface_same_inputs_alone_or_inside_a_lake(two_scenes, sensor_mode
                      "sensor", "landsat7")
     np.testing.assert_array_equal(alone, inside)
     # independent oracle: the card's landsat7 map applied with numpy
-    card = ModelCard.from_dict(torch.load(sensor_model, map_location="cpu",
-                                          weights_only=True)["card"])
+    saved = torch.load(sensor_model, weights_only=True, map_location="cpu")
+    card = ModelCard.from_dict(saved["card"])
     assert card.normalization.method is NormMethod.SENSOR
     landsat7 = next(s for s in card.normalization.sensors or () if s.name == "landsat7")
     with rasterio.open(crop) as ds:
