@@ -172,11 +172,36 @@ class WorkState(StrEnum):
     FINISHED = "finished"
 
 
+class _Held:
+    """The driver's copy of the manifest, kept between stages (see :class:`WorkDir`)."""
+
+    __slots__ = ("manifest",)
+
+    def __init__(self) -> None:
+        self.manifest: Manifest | None = None
+
+
 @dataclass(frozen=True)
 class WorkDir:
-    """One run's folder. Paths of its arrays, its manifest and its block markers."""
+    """One run's folder. Paths of its arrays, its manifest and its block markers.
+
+    The driver holds the manifest in memory once it has opened or loaded it: :meth:`require`
+    answers from that copy, and only a change is written (:meth:`open`, then one save per stage
+    recorded), so a run reads ``manifest.json`` once. Only the driver writes the manifest, so
+    the copy cannot go stale within a run, and :meth:`open` (the start of every run) always
+    reads the file. The copy travels with no pickle: a Dask worker gets the path alone (it only
+    writes and lists block markers), and it takes no part in equality or hashing.
+    """
 
     path: str
+    _held: _Held = field(default_factory=_Held, init=False, repr=False, compare=False)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"path": self.path}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        object.__setattr__(self, "path", state["path"])
+        object.__setattr__(self, "_held", _Held())
 
     @property
     def image(self) -> str:
@@ -219,7 +244,7 @@ class WorkDir:
         return Path(self.markers)
 
     def load(self) -> Manifest | None:
-        """The manifest, or None when there is none."""
+        """The manifest as stored in ``manifest.json`` (read now), or None when there is none."""
         path = storage.join(self.path, MANIFEST)
         try:
             text = storage.read_text(path)  # a binary file in its place: UnicodeDecodeError below
@@ -238,21 +263,24 @@ class WorkDir:
             raise _unreadable(path, exc) from None
 
     def save(self, manifest: Manifest) -> None:
-        """Write ``manifest.json`` atomically."""
+        """Write ``manifest.json`` atomically; it becomes the manifest held in memory."""
         storage.write_text(storage.join(self.path, MANIFEST), manifest.to_json())
+        self._held.manifest = manifest
 
     def record_stage(self, name: str, seconds: float) -> Manifest:
         """Record stage ``name`` as finished in the stored manifest; returns the new manifest."""
-        manifest = self.require()
-        manifest = manifest.with_stage(name, seconds)
+        manifest = self.require().with_stage(name, seconds)
         self.save(manifest)
         return manifest
 
     def require(self) -> Manifest:
-        """The manifest, which must exist during a run."""
+        """The manifest, which must exist during a run: the copy held in memory, once loaded."""
+        if self._held.manifest is not None:
+            return self._held.manifest
         manifest = self.load()
         if manifest is None:
             raise ResumeError(f"the work directory {self.path} lost its manifest during the run")
+        self._held.manifest = manifest
         return manifest
 
     def open(self, fresh: Manifest, *, resume: bool) -> tuple[Manifest, WorkState]:
@@ -263,6 +291,7 @@ class WorkDir:
         the same key: resumed with ``resume``, else refused (its work is never wiped). Another
         key: refused, naming every difference.
         """
+        self._held.manifest = None  # what is on disk decides, whatever this process held
         stored = self.load()
         if stored is None:
             storage.makedirs(self.path)
@@ -305,7 +334,8 @@ class WorkDir:
         storage.remove_tree(self.markers)
 
     def remove(self) -> None:
-        """Delete the whole folder."""
+        """Delete the whole folder (and forget the manifest held in memory)."""
+        self._held.manifest = None
         storage.remove_tree(self.path)
 
 
