@@ -69,5 +69,12 @@ $(BENCH_STAMP): $(STAMP)
 bench: $(BENCH_STAMP)
 	$(PY) benchmarks/bench.py $(BENCH_ARGS)
 
+# Issue 17's CPU targets side by side, a verdict each (benchmarks/targets.py): 3-5 interleaved
+# repetitions, about 20 minutes on 2 quiet cores (capped at 24); results/targets.json and .md.
+# TARGETS_ARGS=--smoke: tiny images, one repetition (~2 min; checks the script, measures nothing).
+.PHONY: bench-targets
+bench-targets: $(BENCH_STAMP)
+	$(PY) benchmarks/targets.py $(TARGETS_ARGS)
+
 clean:
 	rm -rf $(DEMO) .pytest_cache .mypy_cache

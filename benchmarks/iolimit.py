@@ -21,7 +21,10 @@ of their times is "× the I/O limit" (issue target ≤ 1.5).
 
 Every contender's labels are compared with an independent NCHW eager whole-image forward pass
 (``reference.py``) on the small size. Repetitions interleaved; medians with min–max, wall time
-and CPU seconds. Writes ``benchmarks/results/<name>.json`` and ``<name>.md``.
+and CPU seconds. Writes ``benchmarks/results/<name>.json`` and ``<name>.md``. ``--quick``
+without MONAI installed leaves MONAI out (said so in the table); a measurement stops without it.
+``targets.py`` (``make bench-targets``) runs the same :func:`measure` under a time budget
+(:class:`Plan`) and gives each of issue 17's targets its verdict.
 
     .venv/bin/python benchmarks/iolimit.py [--quick] [--reps 5] [--name iolimit]
 """
@@ -29,6 +32,8 @@ and CPU seconds. Writes ``benchmarks/results/<name>.json`` and ``<name>.md``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import importlib.util
 import json
 import os
 import platform
@@ -36,6 +41,7 @@ import shutil
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -53,6 +59,50 @@ BARE, IO, SEGPIPE, MONAI = "bare model", "I/O (read once, COG once)", "segpipe",
 HOST_SEGPIPE, DIRECT = "segpipe, 1x1 model", "direct (read, matmul+argmax, COG)"
 STARTUP = "segpipe, one 384² input (1x1)"
 BOUND = "bound 1/(1/bare + 1/I/O)"
+
+#: the ratios and start-up figures issue 17 sets targets on (keys of the result; targets.py)
+VS_BOUND, VS_MONAI = "segpipe / bound (>= 0.95)", "segpipe / MONAI+I/O (>= 1.05)"
+HOST_RATIO = "host side: segpipe time / limit time (<= 1.5)"
+INTERCEPT, ONE_INPUT = "intercept_seconds (<= 8)", "one_input_seconds (<= 8)"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What one comparison measures, and how long it may take.
+
+    ``reps`` repetitions at most; with ``budget_minutes``, no repetition after the
+    ``min_reps``-th starts once the time so far plus one more repetition (the mean so far)
+    would pass the budget, so a slower machine gives fewer repetitions, not a longer run.
+    """
+
+    name: str
+    sides: tuple[int, int]
+    host_sides: tuple[int, int]
+    reps: int
+    min_reps: int = 1
+    budget_minutes: float | None = None
+    layout_reps: int = 5
+    quick: bool = False
+    workdir: str | None = None
+
+    @classmethod
+    def of(cls, quick: bool, name: str, **overrides) -> Plan:
+        """The full comparison's sizes (2048² → 6144², 4096² → 8192², 5 repetitions), or the
+        smoke test's (``quick``: 512² → 1024², 1024² → 2048², one repetition); ``overrides``
+        replace fields."""
+        base = (cls(name, (512, 1024), (1024, 2048), reps=1, layout_reps=2, quick=True)
+                if quick else cls(name, (2048, 6144), (4096, 8192), reps=5))
+        return dataclasses.replace(base, **overrides)
+
+    def next_rep(self, done: int, started: float, loop_started: float) -> bool:
+        """Whether repetition ``done`` + 1 may start."""
+        if done >= self.reps:
+            return False
+        if done < self.min_reps or self.budget_minutes is None:
+            return True
+        now = time.monotonic()
+        per_rep = (now - loop_started) / done
+        return now - started + per_rep <= 60 * self.budget_minutes
 
 
 def bench_env() -> dict[str, str]:
@@ -88,15 +138,24 @@ def prepare(folder: Path, sides: tuple[int, int], host_sides: tuple[int, int],
             "refs": refs, "threads": threads}
 
 
-def contenders(p: dict) -> tuple[list[il.Contender], list[il.Contender], il.Contender]:
+def contenders(p: dict, quick: bool = False
+               ) -> tuple[list[il.Contender], list[il.Contender], il.Contender]:
+    """(i)'s, (ii)'s and the start-up contender. A smoke test (``quick``) without MONAI
+    installed leaves MONAI out, said so; a measurement needs it (the bench extra)."""
     best = p["layout"]["best"]
     cpu, host = p["cpu"], p["host"]
+    monai = cs.method(cpu, MONAI, "monai", p["unet"], best, "--mode", "gaussian",
+                      note="read once, sliding_window_inference, COG once")
+    if importlib.util.find_spec("monai") is None:
+        if not quick:
+            raise SystemExit("MONAI is not installed: run `make bench-targets` or `make bench` "
+                             "(they install the bench extra) first")
+        monai = dataclasses.replace(monai, optional=True)
     first = [
         cs.method(cpu, BARE, "bare", p["unet"], best, note="batches of 4 tiles in memory"),
         cs.limit(cpu, IO, "io", note="GDAL on every core; segpipe's COG settings"),
         cs.segpipe(cpu, SEGPIPE, p["unet"], note="defaults, disk → COG"),
-        cs.method(cpu, MONAI, "monai", p["unet"], best, "--mode", "gaussian",
-                  note="read once, sliding_window_inference, COG once"),
+        monai,
     ]
     second = [
         cs.segpipe(host, HOST_SEGPIPE, p["cheap"], tile=False, note="defaults, disk → COG"),
@@ -123,18 +182,18 @@ def summarize(rows: list[dict], p: dict, sides: tuple[int, int],
     order = (BARE, IO, BOUND, SEGPIPE, MONAI, HOST_SEGPIPE, DIRECT)
     table = {n: {**il.summarize(m[n]), "agreement": agree.get(n)} for n in order}
     ratios = {
-        "segpipe / bound (>= 0.95)": il.ratio(m[SEGPIPE], bound),
+        VS_BOUND: il.ratio(m[SEGPIPE], bound),
         "segpipe / bound, per CPU-second": il.ratio(m[SEGPIPE], bound, "cpu_rate"),
         "segpipe / bare": il.ratio(m[SEGPIPE], m[BARE]),
-        "segpipe / MONAI+I/O (>= 1.05)": il.ratio(m[SEGPIPE], m[MONAI]),
+        VS_MONAI: il.ratio(m[SEGPIPE], m[MONAI]),
         "segpipe / MONAI+I/O, per CPU-second": il.ratio(m[SEGPIPE], m[MONAI], "cpu_rate"),
-        "host side: segpipe time / limit time (<= 1.5)": il.ratio(m[DIRECT], m[HOST_SEGPIPE]),
+        HOST_RATIO: il.ratio(m[DIRECT], m[HOST_SEGPIPE]),
         "host side, CPU-seconds / limit's": il.ratio(m[DIRECT], m[HOST_SEGPIPE], "cpu_rate"),
     }
     return {
         "table": table, "ratios": ratios,
-        "startup": {"intercept_seconds (<= 8)": table[SEGPIPE]["fixed_seconds"],
-                    "one_input_seconds (<= 8)": il.spread([r["seconds"] for r in startup]),
+        "startup": {INTERCEPT: table[SEGPIPE]["fixed_seconds"],
+                    ONE_INPUT: il.spread([r["seconds"] for r in startup]),
                     "one_input_cpu_seconds": il.spread([r["cpu_seconds"] for r in startup])},
         "layouts": layouts, "per_rep": m,
     }
@@ -169,6 +228,8 @@ def markdown(result: dict) -> str:
     lines += ["", "COG layout of the direct writers vs segpipe's output: "
               + ("identical (compression, predictor, blocks, overviews, type, nodata)."
                  if not any(diffs.values()) else f"**differs**: {json.dumps(diffs)}")]
+    lines += [f"\n**Left out** (failed; no figures): {n}: {why}"
+              for n, why in result.get("left_out", {}).items()]
     return "\n".join(lines) + "\n"
 
 
@@ -176,37 +237,27 @@ def _layout_text(layouts: dict) -> str:
     return ", ".join(f"{k} {v:.3f}" for k, v in layouts["median_seconds"].items())
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true",
-                    help="smoke test: 512² → 1024², 1024² → 2048², one repetition")
-    ap.add_argument("--reps", type=int, default=None, help="repetitions (default 5; quick 1)")
-    ap.add_argument("--name", default=None, help="results file stem (default iolimit[-quick])")
-    ap.add_argument("--workdir", default=None, help="where inputs and outputs go (temp)")
-    args = ap.parse_args(argv)
-    sides = (512, 1024) if args.quick else (2048, 6144)
-    host_sides = (1024, 2048) if args.quick else (4096, 8192)
-    reps = args.reps or (1 if args.quick else 5)
-    name = args.name or ("iolimit-quick" if args.quick else "iolimit")
+def measure(plan: Plan) -> dict:
+    """Prepare, run the interleaved repetitions, check labels and COG layouts: the result."""
+    sides, host_sides = plan.sides, plan.host_sides
     env, load_before = bench_env(), [round(x, 2) for x in os.getloadavg()]
-    folder = Path(tempfile.mkdtemp(prefix="segpipe-iolimit-", dir=args.workdir))
+    folder = Path(tempfile.mkdtemp(prefix="segpipe-iolimit-", dir=plan.workdir))
     start = time.monotonic()
     try:
-        p = prepare(folder, sides, host_sides, env, layout_reps=2 if args.quick else 5)
-        first, second, startup = contenders(p)
+        p = prepare(folder, sides, host_sides, env, plan.layout_reps)
+        first, second, startup = contenders(p, plan.quick)
         runs = il.Runs(folder, env)
         keep1 = cs.keep_output(p["cpu"], {SEGPIPE, MONAI}, sides[0])
         keep2 = cs.keep_output(p["host"], {HOST_SEGPIPE, DIRECT}, host_sides[0])
-        for rep in range(reps):
-            print(f"repetition {rep + 1}/{reps}", flush=True)
-            runs.interleave(first, sides, rep, keep1)
-            runs.interleave(second, host_sides, rep, keep2)
-            runs.run(startup, STARTUP_SIDE, rep)
-        agree = {BARE: cs.agreement(p["refs"]["unet"], cs.labels_npy(p["cpu"], sides[0]))}
-        agree.update({n: cs.agreement(p["refs"]["unet"], cs.kept(p["cpu"], n, sides[0]))
-                      for n in (SEGPIPE, MONAI)})
-        agree.update({n: cs.agreement(p["refs"]["1x1"], cs.kept(p["host"], n, host_sides[0]))
-                      for n in (HOST_SEGPIPE, DIRECT)})
+        loop_started, done = time.monotonic(), 0
+        while plan.next_rep(done, start, loop_started):
+            print(f"repetition {done + 1}/{plan.reps} "
+                  f"({(time.monotonic() - start) / 60:.1f} min so far)", flush=True)
+            runs.interleave(first, sides, done, keep1)
+            runs.interleave(second, host_sides, done, keep2)
+            runs.run(startup, STARTUP_SIDE, done)
+            done += 1
+        agree = agreements(p, sides, host_sides)
         diffs = {
             "I/O vs segpipe": fairio.layout_diff(
                 fairio.cog_layout(cs.output(p["cpu"], IO, sides[1])),
@@ -218,15 +269,46 @@ def main(argv: list[str] | None = None) -> int:
         summary = summarize(runs.rows, p, sides, host_sides, agree, p["layout"])
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-    result = {"name": name, "quick": args.quick, "repetitions": reps,
-              "minutes": round((time.monotonic() - start) / 60, 1), "load_before": load_before,
-              "machine": machine(), "threads": p["threads"], "sides": sides,
-              "host_sides": host_sides, "cog_layout_differences": diffs, **summary,
-              "runs": runs.rows}
+    return {"name": plan.name, "quick": plan.quick, "repetitions": done,
+            "minutes": round((time.monotonic() - start) / 60, 1), "load_before": load_before,
+            "machine": machine(), "threads": p["threads"], "sides": sides,
+            "host_sides": host_sides, "cog_layout_differences": diffs,
+            "left_out": runs.failed, **summary, "runs": runs.rows}
+
+
+def agreements(p: dict, sides: tuple[int, int], host_sides: tuple[int, int]) -> dict:
+    """Each contender's labels of the small image against the NCHW eager reference (a
+    contender left out has none)."""
+    out = {BARE: cs.agreement(p["refs"]["unet"], cs.labels_npy(p["cpu"], sides[0]))}
+    for setup, ref, side, names in ((p["cpu"], "unet", sides[0], (SEGPIPE, MONAI)),
+                                    (p["host"], "1x1", host_sides[0], (HOST_SEGPIPE, DIRECT))):
+        out.update({n: cs.agreement(p["refs"][ref], cs.kept(setup, n, side))
+                    for n in names if cs.kept(setup, n, side).exists()})
+    return out
+
+
+def write(result: dict, text: str) -> None:
+    """``results/<name>.json`` (everything) and ``<name>.md`` (``text``); ``text`` printed."""
     RESULTS.mkdir(exist_ok=True)
+    name = result["name"]
     (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
-    (RESULTS / f"{name}.md").write_text(markdown(result))
-    print(markdown(result))
+    (RESULTS / f"{name}.md").write_text(text)
+    print(text)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true",
+                    help="smoke test: 512² → 1024², 1024² → 2048², one repetition")
+    ap.add_argument("--reps", type=int, default=None, help="repetitions (default 5; quick 1)")
+    ap.add_argument("--name", default=None, help="results file stem (default iolimit[-quick])")
+    ap.add_argument("--workdir", default=None, help="where inputs and outputs go (temp)")
+    args = ap.parse_args(argv)
+    name = args.name or ("iolimit-quick" if args.quick else "iolimit")
+    reps = {"reps": args.reps} if args.reps else {}
+    plan = Plan.of(args.quick, name, workdir=args.workdir, **reps)
+    result = measure(plan)
+    write(result, markdown(result))
     return 0
 
 
