@@ -3,7 +3,8 @@
 A block reads its core grown by a halo of ``max_diameter`` pixels on each side (clipped at the
 image border) and finds the objects of the chosen classes in that whole read window: the
 4-connected components of each class, or with ``separate`` the pieces of a watershed of each
-class's foreground on its Euclidean distance transform, seeded by the maxima of the transform at
+class's foreground on its Euclidean distance transform (or on the model's probability of the
+class, where given), seeded by the maxima of the transform at
 least ``min_distance`` pixels apart, each clump (4-connected component of a class) split on its
 own in its bounding box (:func:`separate_class` says why), a clump left without a seed staying
 one object. Objects under ``min_area_pixels`` are then dropped. The reference a tiled run equals
@@ -102,7 +103,8 @@ class BlockInstances:
         return rows + self.origin[0], cols + self.origin[1]
 
 
-def separate_class(mask: np.ndarray, min_distance: int) -> np.ndarray:
+def separate_class(mask: np.ndarray, min_distance: int,
+                   elevation: np.ndarray | None = None) -> np.ndarray:
     """Touching objects of one class's foreground split: int64 ids 1 … n, 0 off the mask.
 
     Each clump (4-connected component of ``mask``) is split on its own, in its bounding box:
@@ -112,9 +114,12 @@ def separate_class(mask: np.ndarray, min_distance: int) -> np.ndarray:
     queue, which holds every clump of the array at once: flooding a window's clumps together
     would let the clumps around an object (which differ between a block and the whole image)
     decide its tie pixels. A clump left without a seed stays one object.
+
+    ``elevation`` (the model's probability of the class, say; positive on the mask) replaces
+    the distance transform as the surface whose maxima seed and whose basins split.
     """
     clumps = label_regions(mask, connectivity=1)
-    distance = distance_transform_edt(mask)
+    distance = distance_transform_edt(mask) if elevation is None else elevation
     out = np.zeros(mask.shape, np.int64)
     n = 0
     for i, box in enumerate(find_objects(clumps), start=1):
@@ -139,10 +144,13 @@ def _split_clump(clump: np.ndarray, distance: np.ndarray, min_distance: int) -> 
     return np.where(unseeded > 0, unseeded + len(peaks), pieces)
 
 
-def window_objects(labels: np.ndarray, options: InstanceOptions) -> tuple[np.ndarray, np.ndarray]:
+def window_objects(labels: np.ndarray, options: InstanceOptions,
+                   probabilities: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Every object of ``labels`` (ids 1 … n, int64; ids grouped by class) and each one's class.
 
     Objects under ``options.min_area_pixels`` are set to 0 (their ids stay unused).
+    ``probabilities`` (classes, h, w), indexed by class value, are the watershed's surface when
+    given (:func:`separate_class`).
     """
     ids = np.zeros(labels.shape, np.int64)
     classes: list[np.ndarray] = []
@@ -150,7 +158,8 @@ def window_objects(labels: np.ndarray, options: InstanceOptions) -> tuple[np.nda
     for k in options.classes:
         mask = labels == k
         if options.separate:
-            found = separate_class(mask, options.min_distance)
+            surface = None if probabilities is None else probabilities[k]
+            found = separate_class(mask, options.min_distance, surface)
         else:
             found = label_regions(mask, connectivity=1).astype(np.int64)
         count = int(found.max(initial=0))
@@ -164,17 +173,21 @@ def window_objects(labels: np.ndarray, options: InstanceOptions) -> tuple[np.nda
     return ids, np.concatenate([np.zeros(1, np.int64), *classes])
 
 
-def block_instances(labels: np.ndarray, window: BlockWindow,
-                    options: InstanceOptions) -> BlockInstances:
+def block_instances(labels: np.ndarray, window: BlockWindow, options: InstanceOptions,
+                    probabilities: np.ndarray | None = None) -> BlockInstances:
     """The objects of the block ``window`` whose anchor lies in its core.
 
     ``labels`` is the label image of ``window.read`` (core + halo of ``options.max_diameter``
-    pixels, clipped at the image border: :meth:`BlockWindow.around`).
+    pixels, clipped at the image border: :meth:`BlockWindow.around`); ``probabilities``, when
+    the model gives them, (classes, h, w) over the same window: the watershed's surface.
     """
     if labels.shape != (window.read.height, window.read.width):
         raise InputError(f"labels of shape {labels.shape} do not cover the read window "
                          f"{window.read}")
-    ids, classes = window_objects(labels, options)
+    if probabilities is not None and probabilities.shape[1:] != labels.shape:
+        raise InputError(f"probabilities of shape {probabilities.shape} do not match the "
+                         f"labels' {labels.shape}")
+    ids, classes = window_objects(labels, options, probabilities)
     found, first = np.unique(ids.ravel(), return_index=True)
     found, first = found[found > 0], first[found > 0]
     rows, cols = np.divmod(first, labels.shape[1])

@@ -52,14 +52,15 @@ def oracle_canonical(image: np.ndarray) -> np.ndarray:
 
 
 def oracle_instances(labels: np.ndarray, classes: tuple[int, ...], *, separate: bool,
-                     min_distance: int = 1, min_area: int = 0) -> np.ndarray:
+                     min_distance: int = 1, min_area: int = 0,
+                     elevation: np.ndarray | None = None) -> np.ndarray:
     """The whole image in one piece: components (or watershed pieces) per class, canonical."""
     out = np.zeros(labels.shape, np.int64)
     for k in classes:
         mask = labels == k
         comps = label(mask, connectivity=1)
         if separate:  # each clump on its own, in its bounding box
-            dist = distance_transform_edt(mask)
+            dist = distance_transform_edt(mask) if elevation is None else elevation[k]
             split = np.zeros(labels.shape, np.int64)
             for region in regionprops(comps):
                 r0, c0, r1, c1 = region.bbox

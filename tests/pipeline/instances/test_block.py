@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy.ndimage import gaussian_filter
 
 from segpipe.models.foundation import InputError
 from segpipe.pipeline.instances.block import BlockWindow, block_instances
@@ -17,12 +18,13 @@ from segpipe.pipeline.tiling import Window
 from tests.pipeline.instances.synthetic import disks, oracle_instances, tiles
 
 
-def tiled(labels: np.ndarray, side: int, options: InstanceOptions):
+def tiled(labels: np.ndarray, side: int, options: InstanceOptions, probabilities=None):
     """The mosaic of every block's owned objects under global ids, and the blocks."""
     found = []
     for _, core in tiles(labels.shape, side):
         window = BlockWindow.around(core, options.max_diameter, labels.shape)
-        found.append(block_instances(labels[window.read.slices], window, options))
+        read = None if probabilities is None else probabilities[(slice(None), *window.read.slices)]
+        found.append(block_instances(labels[window.read.slices], window, options, read))
     ids = global_ids([b.anchors for b in found])
     mosaic = np.zeros(labels.shape, np.int64)
     painted = np.zeros(labels.shape, np.int64)
@@ -48,6 +50,20 @@ def test_separated_instances_of_blocks_equal_the_whole_image(seed, side):
     # and the separation did split clumps: more instances than 4-connected components
     plain = oracle_instances(labels, (1, 2), separate=False, min_area=6)
     assert expected.max() > plain.max()
+
+
+@pytest.mark.parametrize("side", [10, 33])
+def test_a_probability_surface_splits_block_by_block_as_on_the_whole_image(side):
+    labels = disks((72, 88), 6, count=12, radius=(3, 7), classes=2)
+    rng = np.random.default_rng(6)
+    probabilities = gaussian_filter(rng.random((3, *labels.shape)), (0, 2, 2)) + 0.01
+    options = InstanceOptions(classes=(1, 2), min_distance=2, max_diameter=32)
+    mosaic, _ = tiled(labels, side, options, probabilities)
+    expected = oracle_instances(labels, (1, 2), separate=True, min_distance=2,
+                                elevation=probabilities)
+    np.testing.assert_array_equal(mosaic, expected)
+    distance, _ = tiled(labels, side, options)
+    assert not np.array_equal(mosaic, distance)  # the surface did make a difference
 
 
 @pytest.mark.parametrize("side", [7, 20])
@@ -94,3 +110,6 @@ def test_bad_options_and_windows_are_refused():
     window = BlockWindow.around(Window(0, 0, 10, 10), 4, (30, 30))
     with pytest.raises(InputError, match="read window"):
         block_instances(np.zeros((10, 10), np.uint8), window, InstanceOptions(classes=(1,)))
+    with pytest.raises(InputError, match="probabilities"):
+        block_instances(np.zeros((14, 14), np.uint8), window, InstanceOptions(classes=(1,)),
+                        np.zeros((2, 10, 14)))
