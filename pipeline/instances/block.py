@@ -4,11 +4,11 @@ A block reads its core grown by a halo of ``max_diameter`` pixels on each side (
 image border) and finds the objects of the chosen classes in that whole read window: the
 4-connected components of each class, or with ``separate`` the pieces of a watershed of each
 class's foreground on its Euclidean distance transform (or on the model's probability of the
-class, where given), seeded by the maxima of the transform at
-least ``min_distance`` pixels apart, each clump (4-connected component of a class) split on its
-own in its bounding box (:func:`separate_class` says why), a clump left without a seed staying
-one object. Objects under ``min_area_pixels`` are then dropped. The reference a tiled run equals
-is this same computation on the whole image in one piece.
+class, where given), seeded by its maxima at least ``min_distance`` pixels apart, each clump
+(4-connected component of a class) split on its own in its bounding box (:func:`separate_class`
+says why), a clump left without a seed staying one object. Objects under ``min_area_pixels``
+are then dropped. The reference a tiled run equals is this same computation on the whole
+image in one piece.
 
 Ownership: an object belongs to the block whose core holds its *anchor*, its first pixel in
 raster order in image coordinates. The anchor depends on the object only, not on how the image
