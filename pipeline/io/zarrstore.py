@@ -4,6 +4,14 @@ The image is stored (bands, height, width) chunked (bands, T, T): all bands of a
 chunk, so a block reads whole chunks and any number of workers read in parallel. Labels are
 (height, width) chunked (T, T); each block writes whole chunks only, so parallel writers never
 share a chunk.
+
+Work arrays are stored uncompressed (:data:`WORK_COMPRESSORS`): a chunk then costs what a
+memory copy costs to write and to read. Measured on a 4096² 3-band uint8 mosaic of photographs
+in 512² chunks (write + read of every chunk, median of 3, 2 shared cores): Zarr's default zstd
+0.58 s + 0.24 s (32.4 MiB), no compression 0.08 s + 0.06 s (48 MiB, a numpy copy of the image
+takes 0.07 s), blosc lz4 0.12 s + 0.08 s (42.3 MiB), zstd level 1 0.24 s + 0.29 s (35 MiB). The
+free-disk check already counts the arrays uncompressed (:mod:`segpipe.pipeline.diskspace`).
+Chunks equal to the fill value (nodata labels, an all-valid mask) are still not stored.
 """
 
 from __future__ import annotations
@@ -26,6 +34,9 @@ from segpipe.pipeline.tiling import Window
 
 # attribute under which segpipe keeps the source RasterInfo of an ingested copy
 INFO_ATTR = "segpipe_raster_info"
+
+#: The codecs of work arrays after the ``bytes`` codec: none (see the module docstring).
+WORK_COMPRESSORS = None
 
 
 def is_zarr(path: str) -> bool:
@@ -134,14 +145,14 @@ def create_array(
     path: str | os.PathLike[str], shape: tuple[int, ...], chunks: tuple[int, ...], dtype: str,
     *, fill_value: float = 0, attrs: dict | None = None,
 ) -> zarr.Array:
-    """Create (or replace) a compressed Zarr v3 array at ``path``.
+    """Create (or replace) an uncompressed Zarr v3 array at ``path`` (:data:`WORK_COMPRESSORS`).
 
     On a local disk the folders of its chunks are created with it (empty), so that writers
     never create one (:mod:`segpipe.pipeline.io.durable`).
     """
     array = zarr.create_array(
         store=storage.zarr_store(os.fspath(path)), shape=shape, chunks=chunks, dtype=dtype,
-        fill_value=fill_value, overwrite=True, zarr_format=3,
+        fill_value=fill_value, overwrite=True, zarr_format=3, compressors=WORK_COMPRESSORS,
     )
     if attrs:
         array.attrs.update(attrs)

@@ -1,12 +1,17 @@
-"""GeoTIFF outputs in COG layout: the labels and the probabilities, streamed from the work arrays.
+"""GeoTIFF outputs in COG layout: the labels and the probabilities, read from the work arrays.
 
-Each array is first written window by window into a tiled GeoTIFF in the staging directory (the
-work directory) with the input's CRS and transform (or its GCPs and their CRS) and RPCs, band
-names and tags; GDAL's COG driver then
-copies it into the final layout (deflate, 512-pixel blocks, BigTIFF when needed) and builds the
-overviews from level 0: the labels with ``job.options.overview_resampling`` (``nearest`` or
-``mode``, never an average: labels are categories), the probabilities with ``nearest``. The copy
-is written beside the output and moved into place only when complete
+GDAL's COG driver copies each work-directory Zarr array straight into the output: its source is
+an in-memory VRT whose bands read the array window by window
+(:func:`segpipe.pipeline.io.cogsource.derived_vrt`), carrying the input's CRS and transform (or
+its GCPs and their CRS), RPCs, band names and tags. No staging GeoTIFF is written: every
+level-0 tile is read from the work array once and deflated once, into the output. The driver
+builds the overviews from level 0 (the labels with ``job.options.overview_resampling``,
+``nearest`` or ``mode``, never an average: labels are categories; the probabilities with
+``nearest``) into its own temporary file beside the output, kept uncompressed
+(``COG_TMP_COMPRESSION=NONE``) so that each overview tile too is encoded once, into the output.
+The output's bytes are those the former staged copy gave (deflate, 512-pixel blocks, BigTIFF
+when needed, the same overviews): only where the pixels come from changed. The copy is written
+beside the output and moved into place only when complete
 (:func:`~segpipe.models.foundation.atomic_output`); an object-store output is uploaded from local
 scratch when complete (:func:`segpipe.pipeline.storage.publish`).
 
@@ -28,52 +33,52 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import rasterio
 import rasterio.shutil
+from rasterio.enums import ColorInterp
 from rasterio.errors import NotGeoreferencedWarning
-from rasterio.windows import Window as RioWindow
+from rasterio.io import MemoryFile
 
 from segpipe.pipeline import storage
 from segpipe.pipeline.io.base import RasterInfo
+from segpipe.pipeline.io.cogsource import Convert, derived_vrt, trusted
 from segpipe.pipeline.io.georef import rasterio_georef
 from segpipe.pipeline.io.pyramid import open_stored
 from segpipe.pipeline.io.writers.common import (
     as_uint8,
     open_probabilities,
     probabilities_target,
-    probability_block,
     probability_names,
     write_labels_and_probabilities,
 )
-from segpipe.pipeline.tiling import Window
 
 if TYPE_CHECKING:
     from rasterio.io import DatasetWriter
 
     from segpipe.pipeline.io.writers import ExportJob
 
-__all__ = ["COG_BLOCK", "chunk_windows", "write", "write_labels", "write_probabilities"]
+__all__ = ["COG_BLOCK", "cog_options", "write", "write_labels", "write_probabilities"]
 
 COG_BLOCK = 512
 
 
-def chunk_windows(height: int, width: int, step: int) -> list[Window]:
-    """Chunk-aligned windows of ``step`` rows by up to 8 × ``step`` columns."""
-    return [
-        Window(r, c, min(step, height - r), min(8 * step, width - c))
-        for r in range(0, height, step)
-        for c in range(0, width, 8 * step)
-    ]
+def cog_options(resampling: str, *, predictor: bool = False) -> dict[str, str]:
+    """GDAL COG creation options of every GeoTIFF output (tiles compressed on every core)."""
+    options = {
+        "COMPRESS": "DEFLATE", "NUM_THREADS": "ALL_CPUS", "BLOCKSIZE": str(COG_BLOCK),
+        "BIGTIFF": "IF_SAFER", "RESAMPLING": str(resampling).upper(), "OVERVIEWS": "AUTO",
+    }
+    if predictor:
+        options["PREDICTOR"] = "YES"
+    return options
 
 
 def _profile(info: RasterInfo, count: int, dtype: str, **extra: Any) -> dict[str, Any]:
-    """The staging GeoTIFF's creation options: tiled, deflate, the input's georeferencing.
+    """The source VRT's keywords: size, type, the input's georeferencing, ``extra``.
 
     That is its CRS with its transform, or its GCPs with their CRS, and its RPCs; the COG copy
     keeps them all.
     """
     profile: dict[str, Any] = {
-        "driver": "GTiff", "height": info.height, "width": info.width, "count": count,
-        "dtype": dtype, "tiled": True, "blockxsize": COG_BLOCK, "blockysize": COG_BLOCK,
-        "compress": "deflate", "BIGTIFF": "IF_SAFER", **extra,
+        "height": info.height, "width": info.width, "count": count, "dtype": dtype, **extra,
     }
     profile.update(rasterio_georef(
         info.crs_wkt, info.transform, info.gcps, info.gcp_crs_wkt, info.rpcs
@@ -81,51 +86,43 @@ def _profile(info: RasterInfo, count: int, dtype: str, **extra: Any) -> dict[str
     return profile
 
 
-def _write_blocks(
-    dst: DatasetWriter, array: Any, convert: Callable[[np.ndarray], np.ndarray] | None = None
-) -> None:
-    """Copy a (H, W) or (C, H, W) Zarr array into ``dst`` in chunk-aligned windows."""
-    height, width = array.shape[-2:]
-    lead = (slice(None),) * (array.ndim - 2)
-    for w in chunk_windows(height, width, array.chunks[-2]):
-        rows, cols = w.slices
-        block = np.asarray(array[(*lead, rows, cols)])
-        if convert is not None:
-            block = convert(block)
-        dst.write(
-            block.reshape(-1, w.height, w.width),
-            window=RioWindow(w.col, w.row, w.width, w.height),
-        )
+def _gtiff_colorinterp(count: int, dtype: str) -> tuple[ColorInterp, ...]:
+    """The band colours GDAL gives a GeoTIFF of ``count`` bands of ``dtype`` (RGB for 3 uint8).
+
+    The outputs were copies of such GeoTIFFs: their bands keep those colours (and the copy no
+    ``COLORINTERP`` items), so the outputs' bytes stay the same.
+    """
+    with MemoryFile(ext=".tif") as mem, mem.open(
+        driver="GTiff", width=1, height=1, count=count, dtype=dtype
+    ) as probe:
+        return tuple(probe.colorinterp)
 
 
 @dataclass(frozen=True)
 class _Cog:
-    """One COG output: where, its staging file, its profile and how its overviews are made."""
+    """One COG output: where, the work array it copies, the source's profile, the overviews."""
 
     out: str
-    staging: Path
+    array: str  # the work-directory Zarr array
     profile: dict[str, Any]
+    convert: Convert
     resampling: str
     predictor: bool = False
 
 
-def _stage_and_copy(cog: _Cog, fill: Callable[[DatasetWriter], None]) -> Path:
-    """Write the staging GeoTIFF with ``fill``, then COG-copy it to ``cog.out`` atomically."""
-    copy_options = {"PREDICTOR": "YES"} if cog.predictor else {}
-    try:
-        with warnings.catch_warnings():
-            # an input without georeferencing (a slide, a Zarr array) gives an output without it
-            warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            with rasterio.open(cog.staging, "w", **cog.profile) as dst:
-                fill(dst)
-            with storage.publish(cog.out) as partial:
-                rasterio.shutil.copy(  # tiles compressed on every core (same bytes)
-                    cog.staging, partial, driver="COG", COMPRESS="DEFLATE", NUM_THREADS="ALL_CPUS",
-                    BLOCKSIZE=str(COG_BLOCK), BIGTIFF="IF_SAFER",
-                    RESAMPLING=str(cog.resampling).upper(), OVERVIEWS="AUTO", **copy_options,
-                )
-    finally:
-        cog.staging.unlink(missing_ok=True)
+def _copy(cog: _Cog, describe: Callable[[DatasetWriter], None]) -> Path:
+    """COG-copy the work array to ``cog.out`` atomically, its metadata set by ``describe``."""
+    with warnings.catch_warnings():
+        # an input without georeferencing (a slide, a Zarr array) gives an output without it
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        with (
+            trusted(), rasterio.Env(COG_TMP_COMPRESSION="NONE"),
+            derived_vrt(cog.array, cog.profile, cog.convert, COG_BLOCK, describe) as src,
+            storage.publish(cog.out) as partial,
+        ):
+            rasterio.shutil.copy(
+                src, partial, driver="COG", **cog_options(cog.resampling, predictor=cog.predictor)
+            )
     return Path(cog.out)
 
 
@@ -133,8 +130,7 @@ def write_labels(job: ExportJob) -> Path:
     """Write the label array as a COG at ``job.out``; returns that path."""
     labels = open_stored(job.labels_path, job.info, "labels", 2)
 
-    def fill(dst: DatasetWriter) -> None:
-        _write_blocks(dst, labels)
+    def describe(dst: DatasetWriter) -> None:
         if labels.dtype == np.uint8:
             dst.write_colormap(1, {i: (*c, 255) for i, c in enumerate(job.colors)})
         dst.set_band_description(1, "labels")
@@ -142,41 +138,32 @@ def write_labels(job: ExportJob) -> Path:
         dst.update_tags(1, **{f"CLASS_{i}": name for i, name in enumerate(job.class_names)})
 
     cog = _Cog(
-        out=job.out,
-        staging=Path(job.staging_dir) / "labels.staging.tif",
-        # staged uncompressed (one byte a pixel, as the free-disk check counts it): the copy
-        # then decompresses nothing
-        profile=_profile(job.info, 1, str(labels.dtype), nodata=job.nodata, compress="none"),
-        resampling=job.options.overview_resampling,
+        out=job.out, array=job.labels_path,
+        profile=_profile(job.info, 1, str(labels.dtype), nodata=job.nodata),
+        convert=Convert.NONE, resampling=job.options.overview_resampling,
     )
-    return _stage_and_copy(cog, fill)
+    return _copy(cog, describe)
 
 
 def write_probabilities(job: ExportJob) -> Path:
     """Write the probability array as a COG at ``probabilities_path(job.out)``; that path."""
-    probs = open_probabilities(job)
+    probs = open_probabilities(job)  # raises InputError when the job has none
     uint8 = as_uint8(job)
     names = probability_names(job, probs.shape[0])
 
-    def convert(block: np.ndarray) -> np.ndarray:
-        return probability_block(block, as_uint8=uint8, float_dtype="float32")
-
-    def fill(dst: DatasetWriter) -> None:
-        _write_blocks(dst, probs, convert)
+    def describe(dst: DatasetWriter) -> None:
+        dst.colorinterp = _gtiff_colorinterp(len(names), dst.dtypes[0])
         for i, name in enumerate(names, start=1):
             dst.set_band_description(i, name)
         dst.update_tags(CLASS_NAMES=json.dumps(names), SCALE="1/255" if uint8 else "1")
 
     cog = _Cog(
-        out=probabilities_target(job.out),
-        staging=Path(job.staging_dir) / "probabilities.staging.tif",
-        profile=_profile(
-            job.info, len(names), "uint8" if uint8 else "float32", predictor=2 if uint8 else 3
-        ),
-        resampling="nearest",
+        out=probabilities_target(job.out), array=str(job.probabilities_path),
+        profile=_profile(job.info, len(names), "uint8" if uint8 else "float32"),
+        convert=Convert.UINT8 if uint8 else Convert.FLOAT32, resampling="nearest",
         predictor=True,
     )
-    return _stage_and_copy(cog, fill)
+    return _copy(cog, describe)
 
 
 def write(job: ExportJob) -> list[str]:
