@@ -15,7 +15,7 @@ import hashlib
 import json
 import os
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +34,9 @@ class InputIdentity:
     directory (a Zarr store) it covers the names and sizes of its top-level entries and the
     contents of its top-level metadata files. An object-store URL by its size, modification time
     and ETag (the store's content tag), asked with one request; a Zarr prefix by those of its
-    root metadata object.
+    root metadata object. A STAC item (:mod:`segpipe.pipeline.io.stac`): the item's own identity
+    with its ``sample_sha256`` a digest over it and every stacked asset's identity, so a
+    replaced band COG changes the key even where the item file is untouched.
     """
 
     path: str
@@ -46,13 +48,13 @@ class InputIdentity:
     def of(cls, path: str | os.PathLike[str]) -> InputIdentity:
         """The identity of the input at ``path`` now (computed once per run by the planner)."""
         text = os.fspath(path)
-        if "://" in text:
-            return _url_identity(cls, text)
-        p = Path(text)
-        st = p.stat()
-        if p.is_dir():
-            return cls(str(p.resolve()), None, st.st_mtime_ns, _directory_digest(p))
-        return cls(str(p.resolve()), st.st_size, st.st_mtime_ns, _file_digest(p, st.st_size))
+        own = _url_identity(cls, text) if "://" in text else _local_identity(cls, Path(text))
+        from segpipe.pipeline.io.stac import is_stac_item, stacked_hrefs
+
+        if not is_stac_item(text):
+            return own
+        return replace(own, sample_sha256=_with_assets(own, [cls.of(h) for h in
+                                                             stacked_hrefs(text)]))
 
     def differences(self, stored: InputIdentity) -> list[str]:
         """How this input differs from the ``stored`` one, in words (empty when the same)."""
@@ -66,6 +68,21 @@ class InputIdentity:
             ) if x != y
         ]
         return [f"the input {self.path} changed ({', '.join(what)})"] if what else []
+
+
+def _local_identity(cls: type[InputIdentity], p: Path) -> InputIdentity:
+    st = p.stat()
+    if p.is_dir():
+        return cls(str(p.resolve()), None, st.st_mtime_ns, _directory_digest(p))
+    return cls(str(p.resolve()), st.st_size, st.st_mtime_ns, _file_digest(p, st.st_size))
+
+
+def _with_assets(item: InputIdentity, assets: list[InputIdentity]) -> str:
+    """One digest of a STAC item's own identity and its stacked assets' (a new COG: a new key)."""
+    digest = hashlib.sha256(json.dumps(asdict(item), sort_keys=True).encode())
+    for asset in assets:
+        digest.update(json.dumps(asdict(asset), sort_keys=True).encode())
+    return f"stac:{digest.hexdigest()}"
 
 
 def _url_identity(cls: type[InputIdentity], url: str) -> InputIdentity:
