@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
@@ -36,6 +36,7 @@ from segpipe.pipeline.io.units import normalize_unit, unit_in_meters
 __all__ = [
     "AreaBasis",
     "AreaKind",
+    "GeodesicAreas",
     "area_basis",
     "class_areas",
     "needs_row_counts",
@@ -278,9 +279,28 @@ def class_areas(
     if basis.kind is not AreaKind.GEODESIC:
         area = basis.pixel_area or 0.0
         return {k: n * area for k, n in counts.items()}
-    total: dict[int, float] = {}
+    total = GeodesicAreas(basis)
     for row0, classes, table in rows:
-        cell = basis.row_areas(row0, row0 + table.shape[1])
-        for k, per_class in zip(classes, table @ cell if len(classes) else ()):
-            total[k] = total.get(k, 0.0) + float(per_class)
-    return total
+        total.add(row0, classes, table)
+    return total.areas
+
+
+@dataclass
+class GeodesicAreas:
+    """Class areas of a geodesic grid summed block by block, as the blocks stream past.
+
+    ``add`` takes one block's first row and its per-class counts per row (:func:`row_counts`);
+    only the per-class totals are kept, so a report that reads the blocks one at a time holds
+    none of their tables.
+    """
+
+    basis: AreaBasis
+    areas: dict[int, float] = field(default_factory=dict)
+
+    def add(self, row0: int, classes: tuple[int, ...], table: np.ndarray) -> None:
+        """Add one block's areas: per-class counts per row times the rows' cell areas."""
+        if not classes:
+            return
+        cell = self.basis.row_areas(row0, row0 + table.shape[1])
+        for k, per_class in zip(classes, table @ cell, strict=True):
+            self.areas[k] = self.areas.get(k, 0.0) + float(per_class)

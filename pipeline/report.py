@@ -14,20 +14,17 @@ from __future__ import annotations
 import csv
 import io
 import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from segpipe.models.foundation import __version__
 from segpipe.pipeline import storage
-from segpipe.pipeline.areas import AreaBasis, AreaKind, area_basis, class_areas
+from segpipe.pipeline.areas import AreaBasis, AreaKind, GeodesicAreas, area_basis, class_areas
 from segpipe.pipeline.io.writers.common import companion_target
 from segpipe.pipeline.objects import BlockObjects, Edges
-from segpipe.pipeline.seamjoin import SeamWriter, join_blocks
-from segpipe.pipeline.tiling import TilePlan
+from segpipe.pipeline.seamjoin import SeamJoin, SeamWriter
 from segpipe.pipeline.workdir import BlockRecord
 
 if TYPE_CHECKING:
@@ -55,11 +52,19 @@ CSV_COLUMNS = (
 
 @dataclass(frozen=True)
 class SegmentOutcome:
-    """What the segment stage did: blocks computed now, reused from before, and failed."""
+    """What the segment stage did: blocks computed now, reused from before, and failed.
+
+    Counts only: the blocks' records stay in their markers, which the report reads one row of
+    blocks at a time (:meth:`~segpipe.pipeline.workdir.WorkDir.finished`), so the driver never
+    holds every record. ``workers`` counts the blocks each worker computed now; ``pixels`` are
+    the pixels they hold.
+    """
 
     total: int
-    reused: tuple[BlockRecord, ...]
-    records: tuple[BlockRecord, ...]
+    reused: int
+    computed: int
+    pixels: int
+    workers: Mapping[str, int]
     failed: Mapping[str, str]
     failed_pixels: int
     seconds: float
@@ -67,16 +72,20 @@ class SegmentOutcome:
     @property
     def megapixels(self) -> float:
         """Megapixels segmented by this attempt."""
-        return sum(r.pixels for r in self.records) / 1e6
+        return self.pixels / 1e6
 
 
 def class_counts(records: Iterable[BlockRecord]) -> dict[int, int]:
     """Pixels per label value over the blocks (nodata under its own value)."""
     total: dict[int, int] = {}
     for r in records:
-        for label, n in r.counts.items():
-            total[label] = total.get(label, 0) + n
+        _add_counts(total, r)
     return total
+
+
+def _add_counts(total: dict[int, int], record: BlockRecord) -> None:
+    for label, n in record.counts.items():
+        total[label] = total.get(label, 0) + n
 
 
 def class_table(
@@ -110,41 +119,64 @@ def class_table(
     return table
 
 
-def _row_tables(
-    tiles: TilePlan, records: Iterable[BlockRecord]
-) -> Iterator[tuple[int, tuple[int, ...], np.ndarray]]:
-    for r in records:
-        yield tiles.block_core(*r.index).row, r.row_classes, r.row_table()
+@dataclass
+class _Tally:
+    """What the summary needs of the blocks, gathered in one pass over their markers.
+
+    Blocks arrive one at a time in raster order; each adds its pixel counts, its geodesic
+    areas (when the grid is geographic) and its objects to the streaming seam join, and is
+    dropped: memory of one row of blocks, whatever the image's size.
+    """
+
+    plan: RunPlan
+    basis: AreaBasis
+    join: SeamJoin
+    geodesic: GeodesicAreas | None
+    counts: dict[int, int] = field(default_factory=dict)
+    skipped: int = 0
+
+    @classmethod
+    def of(cls, plan: RunPlan, sink: SeamWriter) -> _Tally:
+        basis = area_basis(plan.info)
+        geodesic = GeodesicAreas(basis) if basis.kind is AreaKind.GEODESIC else None
+        return cls(plan, basis, SeamJoin(sink=sink), geodesic)
+
+    def add(self, r: BlockRecord) -> None:
+        _add_counts(self.counts, r)
+        self.skipped += r.skipped
+        if self.geodesic is not None:
+            self.geodesic.add(self.plan.tiles.block_core(*r.index).row, r.row_classes,
+                              r.row_table())
+        self.join.add(BlockObjects(r.index, r.components,
+                                   Edges.split(r.edge_ids(), *r.shape)))
+
+    def classes(self) -> list[dict[str, Any]]:
+        """``summary["classes"]``, once every block was added."""
+        areas = (self.geodesic.areas if self.geodesic is not None
+                 else class_areas(self.basis, self.counts))
+        objects = self.join.finish()
+        return class_table(self.basis, self.plan.card.classes, self.counts, areas, objects)
 
 
-def _block_objects(records: Iterable[BlockRecord]) -> Iterator[BlockObjects]:
-    for r in records:
-        yield BlockObjects(r.index, r.components, Edges.split(r.edge_ids(), *r.shape))
-
-
-def _classes(
-    plan: RunPlan, records: Sequence[BlockRecord], counts: Mapping[int, int]
-) -> tuple[AreaBasis, list[dict[str, Any]]]:
-    basis = area_basis(plan.info)
-    rows = _row_tables(plan.tiles, records) if basis.kind is AreaKind.GEODESIC else ()
-    areas = class_areas(basis, counts, rows)
+def _tally(plan: RunPlan) -> _Tally:
+    """Every finished block's marker, read in raster order, tallied (and the seams written)."""
     writer = SeamWriter(plan.workdir.seams)
-    join = join_blocks(_block_objects(records), sink=writer)
-    objects = join.finish()
-    writer.finish(join)
-    return basis, class_table(basis, plan.card.classes, counts, areas, objects)
+    tally = _Tally.of(plan, writer)
+    for record in plan.workdir.finished():
+        tally.add(record)
+    writer.finish(tally.join)
+    return tally
 
 
 def summarize(plan: RunPlan, outcome: SegmentOutcome, stage_seconds: dict[str, float]) -> dict:
-    """The run summary (written as JSON in the work directory and beside the output)."""
-    # in block order, so that sums (and the summary) do not depend on which block finished first
-    records = sorted((*outcome.reused, *outcome.records), key=lambda r: r.index)
-    counts = class_counts(records)
-    basis, classes = _classes(plan, records, counts)
+    """The run summary (written as JSON in the work directory and beside the output).
+
+    The blocks' figures come from their markers, read in block order (so that sums, and the
+    summary, do not depend on which block finished first), one row of blocks at a time.
+    """
+    tally = _tally(plan)
+    classes = tally.classes()
     seconds = stage_seconds.get("segment", 0.0)
-    workers: dict[str, int] = {}
-    for r in outcome.records:
-        workers[r.worker] = workers.get(r.worker, 0) + 1
     o = plan.options
     return {
         "segpipe_version": __version__,
@@ -163,13 +195,13 @@ def summarize(plan: RunPlan, outcome: SegmentOutcome, stage_seconds: dict[str, f
         "normalizer": plan.normalizer.to_dict() if plan.normalizer else None,
         "tiles": plan.tiles.n_tiles,
         "blocks": outcome.total,
-        "blocks_computed": len(outcome.records),
-        "blocks_reused": len(outcome.reused),
-        "blocks_skipped": sum(r.skipped for r in (*outcome.reused, *outcome.records)),
+        "blocks_computed": outcome.computed,
+        "blocks_reused": outcome.reused,
+        "blocks_skipped": tally.skipped,
         "failed_blocks": dict(sorted(outcome.failed.items())),
-        "workers": workers,
-        "nodata_pixels": counts.get(plan.nodata, 0) + outcome.failed_pixels,
-        "areas": basis.to_dict(),
+        "workers": dict(outcome.workers),
+        "nodata_pixels": tally.counts.get(plan.nodata, 0) + outcome.failed_pixels,
+        "areas": tally.basis.to_dict(),
         "classes": classes,
         "stage_seconds": stage_seconds,
         "megapixels": outcome.megapixels,

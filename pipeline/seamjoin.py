@@ -14,8 +14,9 @@ unions happen, and ``objects = components − merges``.
 
 The join also writes what a later pass needs to give every object one id: per block its offset
 (:attr:`SeamJoin.offsets`) and every union of two groups as a pair of provisional ids
-(:attr:`SeamJoin.unions`, handed to a sink in chunks so that they need not stay in memory). The
-connected components of the union pairs over the provisional ids are the objects.
+(handed to a sink at the end of every block row and every
+:data:`UNION_CHUNK` pairs, so that no more than one row's stay in memory). The connected
+components of the union pairs over the provisional ids are the objects.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from segpipe.pipeline.workdir import pack_array, unpack_array
 
 __all__ = ["SeamJoin", "SeamWriter", "join_blocks", "read_seams"]
 
-#: Union pairs are handed to the sink in chunks of this many.
+#: Union pairs are handed to the sink in chunks of at most this many (and at every block row).
 UNION_CHUNK = 65536
 
 
@@ -104,6 +105,7 @@ class SeamJoin:
 
     def _end_row(self, row: int) -> None:
         """Start block row ``row``: the last row's bottom edges become the frontier above."""
+        self._flush()  # the last row's unions: memory of one row of blocks, not of the image
         self._above, self._below = self._below, {}
         self._row_above = self._row if self._row is not None else -2
         self._row = row

@@ -236,18 +236,24 @@ def stats_stage(plan: RunPlan) -> RunPlan:
 class _Sink:
     """The segment stage's :class:`~segpipe.pipeline.executor.BlockSink`.
 
-    Collects the records; a failed block becomes nodata and is listed.
+    Counts the blocks, their pixels and their workers and drops the records (the report reads
+    them back from the markers, a row of blocks at a time); a failed block becomes nodata and
+    is listed.
     """
 
     def __init__(self, plan: RunPlan, progress: Progress) -> None:
         self.job = plan.job()
         self.progress = progress
-        self.records: list[BlockRecord] = []
+        self.computed = 0
+        self.pixels = 0
+        self.workers: dict[str, int] = {}
         self.failures: dict[str, str] = {}
         self.failed_pixels = 0
 
     def done(self, record: BlockRecord) -> None:
-        self.records.append(record)
+        self.computed += 1
+        self.pixels += record.pixels
+        self.workers[record.worker] = self.workers.get(record.worker, 0) + 1
         self.progress.advance(pixels=record.pixels)
 
     def failed(self, index: tuple[int, int], message: str) -> None:
@@ -263,7 +269,7 @@ class _Sink:
 def segment_stage(plan: RunPlan, ctx: RunContext) -> SegmentOutcome:
     """Segment every block without a marker on the executor; failed blocks become nodata."""
     start = time.perf_counter()
-    reused = plan.workdir.done_blocks()
+    reused = plan.workdir.done_ids()
     todo = [i for i in plan.tiles.block_indices() if f"{i[0]}_{i[1]}" not in reused]
     megapixels = sum(plan.tiles.block_core(*i).size for i in todo) / 1e6
     sink = _Sink(plan, ctx.progress(len(todo), megapixels, f"segment {plan.name}"))
@@ -271,8 +277,8 @@ def segment_stage(plan: RunPlan, ctx: RunContext) -> SegmentOutcome:
     if not sink.failures:
         plan.workdir.record_stage(Stage.SEGMENT, time.perf_counter() - start)
     return SegmentOutcome(
-        plan.tiles.n_blocks, tuple(reused.values()), tuple(sink.records), sink.failures,
-        sink.failed_pixels, time.perf_counter() - start,
+        plan.tiles.n_blocks, len(reused), sink.computed, sink.pixels, sink.workers,
+        sink.failures, sink.failed_pixels, time.perf_counter() - start,
     )
 
 

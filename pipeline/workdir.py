@@ -23,11 +23,14 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import time
 import zlib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from enum import StrEnum
+from itertools import groupby
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +45,8 @@ __all__ = ["BlockRecord", "Manifest", "WorkDir", "WorkState", "pack_array", "unp
 MANIFEST = "manifest.json"
 DONE_DIR = "done"
 FORMAT = 3  # 3: block markers carry objects (components, edges) and per-row counts
+#: Markers of an object-store work directory fetched at once (one row of blocks at a time).
+MARKER_READERS = 8
 
 
 @dataclass(frozen=True)
@@ -319,15 +324,38 @@ class WorkDir:
         storage.write_once(storage.join(self.markers, record.block_id), record.to_json())
 
     def done_blocks(self) -> dict[str, BlockRecord]:
-        """The finished blocks by id (markers that cannot be read do not count)."""
-        out: dict[str, BlockRecord] = {}
-        for text in storage.list_texts(self.markers).values():
-            try:
-                record = BlockRecord.from_json(text)
-            except (ValueError, TypeError, KeyError):
-                continue
-            out[record.block_id] = record
-        return out
+        """The finished blocks by id (markers that cannot be read do not count).
+
+        Every record at once: for a test or a small run. The driver streams them with
+        :meth:`finished` instead.
+        """
+        return {record.block_id: record for record in self.finished()}
+
+    def done_ids(self) -> set[str]:
+        """The ids of the finished blocks (markers read one row of blocks at a time)."""
+        return {record.block_id for record in self.finished()}
+
+    def finished(self) -> Iterator[BlockRecord]:
+        """The finished blocks in raster order (block row by block row), read lazily.
+
+        The markers of one row of blocks at a time are in memory, never all of them, so the
+        report's memory does not grow with the number of blocks (an object store's are fetched
+        a row at a time, concurrently). Markers that cannot be read, or whose name is no block
+        id, do not count.
+        """
+        names = _marker_names(self.markers)
+        pool = ThreadPoolExecutor(MARKER_READERS) if storage.is_url(self.markers) else None
+        read = pool.map if pool is not None else map
+        try:
+            for _, row in groupby(sorted(names), key=lambda index: index[0]):
+                paths = [storage.join(self.markers, names[index]) for index in row]
+                for text in read(_text_or_none, paths):
+                    record = _record_or_none(text)
+                    if record is not None:
+                        yield record
+        finally:
+            if pool is not None:
+                pool.shutdown()
 
     def clear_done(self) -> None:
         """Forget every finished block."""
@@ -337,6 +365,51 @@ class WorkDir:
         """Delete the whole folder (and forget the manifest held in memory)."""
         self._held.manifest = None
         storage.remove_tree(self.path)
+
+
+def _marker_names(folder: str) -> dict[tuple[int, int], str]:
+    """The names of the markers directly in ``folder`` by block index (hidden names left out).
+
+    Only the names are listed (an object store once, without a cache); nothing is read.
+    """
+    if storage.is_url(folder):
+        fs, inner = storage.filesystem(folder)
+        try:
+            names = [p.rsplit("/", 1)[-1] for p in fs.find(inner)]
+        except FileNotFoundError:
+            names = []
+    else:
+        try:
+            names = [e.name for e in os.scandir(folder) if e.is_file()]
+        except FileNotFoundError:
+            names = []
+    out: dict[tuple[int, int], str] = {}
+    for name in names:
+        index = _block_index(name)
+        if index is not None and not name.startswith("."):
+            out[index] = name
+    return out
+
+
+def _block_index(name: str) -> tuple[int, int] | None:
+    row, _, col = name.partition("_")
+    return (int(row), int(col)) if row.isdigit() and col.isdigit() else None
+
+
+def _text_or_none(path: str) -> str | None:
+    try:
+        return storage.read_text(path)
+    except (OSError, ValueError):
+        return None
+
+
+def _record_or_none(text: str | None) -> BlockRecord | None:
+    if text is None:
+        return None
+    try:
+        return BlockRecord.from_json(text)
+    except (ValueError, TypeError, KeyError):
+        return None
 
 
 def _unreadable(path: str, exc: Exception) -> ResumeError:

@@ -1,10 +1,12 @@
 """Memory does not grow with the image.
 
-Two checks. The fast one bounds the allocations of the block path directly: ``tracemalloc``
-(which sees every numpy buffer, on every thread) records the peak of each stage that handles
-pixels while the stage sequence segments images 16× apart in area in this process, with the
-same block function Dask workers run; a buffer that grows with the image shows as megabytes,
-and a planted one is caught (the check is shown to fail). The slow one runs ``segpipe run``
+Two kinds of check. The fast ones bound the allocations directly: ``tracemalloc`` (which sees
+every numpy buffer, on every thread) records the peak of each stage that handles pixels, and
+what the report stage allocates on the driver, while the stage sequence segments noise images
+16× apart in area in this process, with the same block function Dask workers run; a buffer that
+grows with the image shows as megabytes, and planted ones are caught (the checks are shown to
+fail). The labels of noise are noise-like (tiny components everywhere): the report's worst
+case, since it joins the objects across block seams. The slow one runs ``segpipe run``
 (driver, Dask workers, Prefect server) on 0.015 and 0.25 gigapixels (16× apart) and compares
 the peak PSS of the whole process tree (benchmarks/memory.py).
 """
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import importlib.util
 import tracemalloc
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +26,7 @@ from affine import Affine
 from segpipe.pipeline import segment, stages
 from segpipe.pipeline.options import RunOptions
 from segpipe.pipeline.stages import run_one
+from segpipe.pipeline.workdir import WorkDir
 from tests.flows.conftest import cli_env
 
 BENCHMARK = Path(__file__).parents[2] / "benchmarks" / "memory.py"
@@ -48,41 +52,60 @@ def _image(path: Path, side: int) -> Path:
     return path
 
 
-def _peak_mib(folder: Path, side: int, model: Path) -> float:
-    """The peak of the stages that handle pixels (plan to export), in MiB.
+@dataclass(frozen=True)
+class Peaks:
+    """One run's peaks in MiB: the block path's, and the report stage's own."""
 
-    The report stage is left out: it joins the objects across block seams, whose memory grows
-    with the seam pixels (O(blocks × block perimeter), a few MiB here on noise), not with a
-    buffer of the image; the slow test below bounds the whole process tree.
+    block_path: float
+    report: float
+    objects: int  # the summary's objects: noise-like labels make many tiny ones
+
+
+def _peaks(folder: Path, side: int, model: Path) -> Peaks:
+    """Segment a ``side``² noise image and measure its stages.
+
+    ``block_path``: the peak of traced memory during the stages that handle pixels (plan to
+    export). ``report``: what the report stage allocates above what is live when it starts
+    (it reads the block markers and joins the objects across block seams; the labels of noise
+    make a component of a few pixels everywhere, the worst case for the seams).
     """
     src = _image(folder / f"in_{side}.tif", side)
-    peaks: list[int] = []
+    block: list[int] = []
+    report: list[int] = []
 
     def call(stage, fn, *args):
+        live = tracemalloc.get_traced_memory()[0]
         tracemalloc.reset_peak()
         try:
             return fn(*args)
         finally:
-            if stage != stages.Stage.REPORT:
-                peaks.append(tracemalloc.get_traced_memory()[1])
+            peak = tracemalloc.get_traced_memory()[1]
+            if stage == stages.Stage.REPORT:
+                report.append(peak - live)
+            else:
+                block.append(peak)
 
     tracemalloc.start()
     try:
-        run_one(RunOptions.of(str(src), str(folder / f"out_{side}.tif"), model=str(model),
-                              tile=256, block_pixels=256, device="cpu"),
-                stages.RunContext(call=call))
-        return max(peaks) / MIB
+        summary = run_one(RunOptions.of(str(src), str(folder / f"out_{side}.tif"),
+                                        model=str(model), tile=256, block_pixels=256,
+                                        device="cpu"),
+                          stages.RunContext(call=call))
     finally:
         tracemalloc.stop()
+    return Peaks(max(block) / MIB, max(report) / MIB, sum(c["objects"] for c in summary["classes"]))
 
 
-@pytest.fixture(autouse=True)
-def _no_visuals(monkeypatch):
+def _no_visuals(monkeypatch: pytest.MonkeyPatch) -> None:
     """The quicklook reads up to 1536 px a side whatever the image (bounded, and tested on a
-    20k × 20k input in tests/pipeline/test_quicklook.py): here only the block path is measured.
-    So is the quicklook's preview the ingest keeps (io/preview.py: at most 1536 px a side)."""
+    20k × 20k input in tests/pipeline/test_quicklook.py): here only the block path and the
+    report's tally are measured. So is the quicklook's preview kept by the ingest, or
+    assembled by the segment stage from what the blocks' feed kept (io/preview.py: at most
+    1536 px a side) left out."""
     monkeypatch.setattr(stages, "write_visuals", lambda plan, summary: [])
-    monkeypatch.setattr(stages, "_preview", lambda plan: None)
+    for name in ("_preview", "_save_preview"):
+        if hasattr(stages, name):
+            monkeypatch.setattr(stages, name, lambda *args: None)
 
 
 @pytest.fixture(scope="module")
@@ -90,32 +113,62 @@ def conv1x1(tmp_path_factory):
     return _benchmark_module().make_model(tmp_path_factory.mktemp("model") / "conv1x1.pt2")
 
 
-def _flat(tmp_path, model) -> tuple[float, float]:
-    small = _peak_mib(tmp_path, 768, model)  # 9 blocks
-    large = _peak_mib(tmp_path, 3072, model)  # 144 blocks: 16× the area
+def _pair(folder: Path, model: Path) -> tuple[Peaks, Peaks]:
+    small = _peaks(folder, 768, model)  # 9 blocks
+    large = _peaks(folder, 3072, model)  # 144 blocks: 16× the area
     return small, large
 
 
-def test_allocations_of_the_block_path_do_not_grow_with_the_image(tmp_path, conv1x1):
-    small, large = _flat(tmp_path, conv1x1)
+def _flat(small: float, large: float) -> bool:
     # a uint8 buffer of the large image alone would be 9 MiB; per-block buffers are ~1 MiB
-    assert large < 1.2 * small + 2, (small, large)
+    return large < 1.2 * small + 2
 
 
-def test_the_allocation_check_catches_a_buffer_that_grows_with_the_image(
+@pytest.fixture(scope="module")
+def clean(tmp_path_factory, conv1x1) -> tuple[Peaks, Peaks]:
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        _no_visuals(monkeypatch)
+        return _pair(tmp_path_factory.mktemp("clean"), conv1x1)
+
+
+def test_allocations_of_the_block_path_do_not_grow_with_the_image(clean):
+    small, large = clean
+    assert _flat(small.block_path, large.block_path), (small, large)
+
+
+def test_the_report_stage_does_not_grow_with_the_image_on_noise_like_labels(clean):
+    """The report streams the markers a row of blocks at a time and joins the seams over the
+    live frontier: it grows at most with the image's width (4× here), never with its area."""
+    small, large = clean
+    assert large.objects > 16 * 0.8 * small.objects > 0.01 * 768 * 768, (small, large)
+    assert _flat(small.report, large.report), (small, large)
+
+
+def test_the_allocation_checks_catch_a_buffer_that_grows_with_the_image(
     tmp_path, conv1x1, monkeypatch
 ):
+    """A buffer per block planted in the block path, and one per block marker the report
+    reads (as a report that kept every block's record, or re-read its labels, would): both
+    checks above fail."""
+    _no_visuals(monkeypatch)
     kept: list[np.ndarray] = []
-    real = segment.segment_block
+    real_block, real_finished = segment.segment_block, WorkDir.finished
 
-    def leaky(job, index):  # keeps a copy of each block's labels: grows with the image
-        result = real(job, index)
+    def leaky_block(job, index):  # keeps a copy of each block's labels: grows with the image
+        result = real_block(job, index)
         kept.append(np.zeros(result.pixels, np.uint8))
         return result
 
-    monkeypatch.setattr(segment, "segment_block", leaky)
-    small, large = _flat(tmp_path, conv1x1)
-    assert not large < 1.2 * small + 2, (small, large)  # the check above would fail
+    def leaky_finished(self):  # the report keeps a buffer per block it reads
+        for record in real_finished(self):
+            kept.append(np.zeros(record.pixels, np.uint8))
+            yield record
+
+    monkeypatch.setattr(segment, "segment_block", leaky_block)
+    monkeypatch.setattr(WorkDir, "finished", leaky_finished)
+    small, large = _pair(tmp_path, conv1x1)
+    assert not _flat(small.block_path, large.block_path), (small, large)
+    assert not _flat(small.report, large.report), (small, large)
 
 
 @pytest.mark.slow
