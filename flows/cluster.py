@@ -22,13 +22,14 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from segpipe.flows.security import TlsFiles, is_tls, warn_if_exposed
 from segpipe.models.foundation import InputError
 from segpipe.pipeline.executor import POLL_SECONDS, BlockSink
+from segpipe.pipeline.feed import fed_blocks, feed_block, needs, wavefront
 from segpipe.pipeline.hostthreads import available_cores, gpu_host_threads
 from segpipe.pipeline.segment import SegmentJob, segment_and_record
 from segpipe.pipeline.workdir import BlockRecord
@@ -99,8 +100,12 @@ class LocalLayout:
         return cls(workers, max(1, cores // (workers * threads)), gpus, threads)
 
 
-def run_block(job: SegmentJob, index: tuple[int, int], run_id: str) -> BlockRecord:
-    """The Dask task of one block: segment it, write its chunks, then its ``done`` marker."""
+def run_block(job: SegmentJob, index: tuple[int, int], run_id: str, *fed: None) -> BlockRecord:
+    """The Dask task of one block: segment it, write its chunks, then its ``done`` marker.
+
+    ``fed``: the results of the feed tasks the block depends on (none of them is used; they
+    make Dask run the block only once its input is copied).
+    """
     from distributed import get_worker
 
     try:
@@ -248,19 +253,37 @@ def submit_blocks(
     client: Client, job: SegmentJob, indices: Sequence[tuple[int, int]], run_id: str,
     *, gpu: bool = False,
 ) -> tuple[list[Future], dict[str, tuple[int, int]]]:
-    """Submit one task per block; returns the futures and {task key: block index}.
+    """Submit one task per block; returns the block futures and {task key: block index}.
 
-    Computes nothing itself: the tasks run on the workers. Tasks are retried twice on error; a
+    With a feed, the copy of each block's core is a task too, submitted just before the first
+    block that needs it; a block task depends on the copies it reads, so Dask runs the copies
+    ahead of the blocks, on the workers, overlapping the segmentation. Computes nothing itself:
+    the tasks run on the workers. Tasks are retried twice on error; a
     task whose worker dies is rescheduled by Dask on another worker. Keys name the run attempt
     and the block, so attempts never collide on a shared scheduler.
     """
-    keys = [f"segpipe-{run_id}-{i}_{j}" for i, j in indices]
-    n = len(indices)
-    futures = client.map(
-        run_block, [job] * n, list(indices), [run_id] * n,
-        key=keys, retries=RETRIES, pure=False, resources={"GPU": 1} if gpu else None,
-    )
-    return futures, dict(zip(keys, indices))
+    if job.feed is None:
+        order: Iterable[tuple[list[tuple[int, int]], tuple[int, int]]] = (
+            ([], index) for index in indices)
+    else:
+        order = wavefront(job.tiles, indices, fed_blocks(job.feed))
+    resources = {"GPU": 1} if gpu else None
+    fed: dict[tuple[int, int], Future] = {}
+    futures, by_key = [], {}
+    for new, index in order:
+        for n in new:  # copies submitted just before the first block that needs them
+            fed[n] = client.submit(
+                feed_block, job.feed, job.tiles, n, key=f"segpipe-{run_id}-feed-{n[0]}_{n[1]}",
+                retries=RETRIES, pure=False,
+            )
+        ready = [fed[n] for n in needs(job.tiles, index) if n in fed]
+        key = f"segpipe-{run_id}-{index[0]}_{index[1]}"
+        futures.append(client.submit(
+            run_block, job, index, run_id, *ready, key=key, retries=RETRIES, pure=False,
+            resources=resources,
+        ))
+        by_key[key] = index
+    return futures, by_key
 
 
 def gather_blocks(

@@ -29,7 +29,7 @@ from segpipe.pipeline import storage
 from segpipe.pipeline.executor import BlockExecutor, InProcessExecutor
 from segpipe.pipeline.inputchecks import warn_if_all_nodata
 from segpipe.pipeline.options import RunOptions
-from segpipe.pipeline.plan import RunPlan
+from segpipe.pipeline.plan import RunPlan, workdir_of
 from segpipe.pipeline.report import SegmentOutcome, artifact_key, summary_markdown
 from segpipe.pipeline.stages import RunContext, Stage, report_stage, run_one
 from segpipe.pipeline.visuals import report_files
@@ -82,15 +82,30 @@ def report_and_publish(plan: RunPlan, outcome: SegmentOutcome, times: dict[str, 
 
 
 def prefect_stage(stage: Stage, fn: Callable[..., Any], *args: Any) -> Any:
-    """Run one stage function as a Prefect task (the stage caller of the flow)."""
+    """Run one stage function as a Prefect task (the stage caller of the flow).
+
+    The task's one parameter is a handle, the run's work directory: the stage's own arguments
+    (options, the plan, the outcome) are closed over, so Prefect never serializes, hashes or
+    walks them (it visits every parameter to find upstream tasks).
+    """
     if stage is Stage.REPORT:
         fn = report_and_publish
+
+    def run_stage(workdir: str) -> Any:
+        return fn(*args)
+
     wrapped = task(
         name=str(stage), task_run_name=f"{stage} {_subject(args)}", cache_policy=NO_CACHE,
         persist_result=False, retries=1 if stage in _IO_STAGES else 0,
         retry_condition_fn=retry_on_io_error,
-    )(fn)
-    return wrapped(*args)
+    )(run_stage)
+    return wrapped(stage_handle(args))
+
+
+def stage_handle(args: tuple[Any, ...]) -> str:
+    """The work directory of a stage's arguments (the plan's, or the options' before planning)."""
+    first = args[0]
+    return first.workdir.path if isinstance(first, RunPlan) else workdir_of(first)
 
 
 def _executor(execution: Execution, cluster: Cluster) -> BlockExecutor:

@@ -1,16 +1,17 @@
 """Enough free disk for the work directory, checked at planning, before anything is ingested.
 
-A run's work directory holds, at most, uncompressed: the copy of the input level
-(``image.zarr``: height × width × bands × the pixel size, plus a byte a pixel for the copy of
-a mask band, ``valid.zarr``; none when the input is itself a Zarr array the blocks read
-directly), the label array (``labels.zarr``), the probabilities when asked
-for (``probabilities.zarr``, float16 per class) and, for a GeoTIFF output, the export's staging
-GeoTIFF (the labels again, plus float32 probabilities). Zarr and the staging file compress,
-so this is an upper bound; it is what :func:`check_free_space` compares with the free space of
-the work directory's filesystem (``shutil.disk_usage``), and a run that cannot have that much
-is refused with both numbers before the work directory is created. A work directory that
-already exists (``--resume``, a kept one) is not checked: its arrays already hold their space.
-A disk that fills up during the run anyway is reported when it happens.
+A run's work directory holds, at most: the copy of the input level (``image.zarr``: height ×
+width × bands × the pixel size, plus a byte a pixel for the copy of a mask band, ``valid.zarr``;
+none when the input is itself a Zarr array the blocks read directly), the label array
+(``labels.zarr``) and the probabilities when asked for (``probabilities.zarr``, float16 per
+class). The arrays are stored uncompressed (they cost what a memory copy costs) and chunks
+equal to the fill value are not stored, so this is an upper bound; nothing is staged there for
+the export (GDAL's COG copy reads the label store). :func:`check_free_space` compares it with
+the free space of the work directory's filesystem (``shutil.disk_usage``), and a run that
+cannot have that much is refused with both numbers before the work directory is created. A
+work directory that already exists (``--resume``, a kept one) is not checked: its arrays
+already hold their space. A disk that fills up during the run anyway is reported when it
+happens.
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ import numpy as np
 
 from segpipe.models.foundation import InputError
 from segpipe.pipeline.labels import label_dtype
-from segpipe.pipeline.options import OutputFormat
 
 if TYPE_CHECKING:
     from segpipe.pipeline.plan import RunPlan
@@ -32,7 +32,6 @@ if TYPE_CHECKING:
 __all__ = ["WorkBytes", "check_free_space", "human_bytes", "work_bytes"]
 
 _PROBABILITY_BYTES = 2  # float16 in probabilities.zarr
-_STAGED_PROBABILITY_BYTES = 4  # float32 in the staging GeoTIFF
 
 
 @dataclass(frozen=True)
@@ -42,17 +41,16 @@ class WorkBytes:
     image: int
     labels: int
     probabilities: int
-    staging: int
 
     @property
     def total(self) -> int:
         """All parts together."""
-        return self.image + self.labels + self.probabilities + self.staging
+        return self.image + self.labels + self.probabilities
 
     def parts(self) -> str:
         """The non-zero parts in words, e.g. ``image copy 1.2 GiB + labels 400.0 MiB``."""
         named = (("image copy", self.image), ("labels", self.labels),
-                 ("probabilities", self.probabilities), ("export staging", self.staging))
+                 ("probabilities", self.probabilities))
         return " + ".join(f"{name} {human_bytes(n)}" for name, n in named if n)
 
 
@@ -64,10 +62,7 @@ def work_bytes(plan: RunPlan) -> WorkBytes:
     image += pixels if plan.valid_path else 0  # the mask band's copy, one byte a pixel
     labels = pixels * label_dtype(plan.num_classes).itemsize
     classes = plan.geometry.out_channels if plan.options.inference.probabilities else 0
-    staging = 0
-    if plan.options.output_format is OutputFormat.GEOTIFF:
-        staging = labels + pixels * classes * _STAGED_PROBABILITY_BYTES
-    return WorkBytes(image, labels, pixels * classes * _PROBABILITY_BYTES, staging)
+    return WorkBytes(image, labels, pixels * classes * _PROBABILITY_BYTES)
 
 
 def check_free_space(plan: RunPlan) -> None:

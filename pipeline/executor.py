@@ -20,11 +20,12 @@ or the resume contract (a block counts as done only once its marker exists).
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from functools import partial
 from typing import Protocol
 
+from segpipe.pipeline.feed import close_thread_reader, fed_in_order
 from segpipe.pipeline.hostthreads import host_threads
 from segpipe.pipeline.segment import SegmentJob, segment_and_record
 from segpipe.pipeline.workdir import BlockRecord
@@ -74,31 +75,69 @@ class InProcessExecutor:
     def run(
         self, job: SegmentJob, blocks: Sequence[tuple[int, int]], run_id: str, sink: BlockSink
     ) -> None:
-        """Segment ``blocks``; a failing block is reported and the others go on."""
+        """Segment ``blocks``; a failing block is reported and the others go on.
+
+        With a :class:`~segpipe.pipeline.feed.Feed`, one more thread copies the input block by
+        block just ahead of the blocks (a block whose copy failed is reported failed).
+        """
         threads = self.threads or host_threads(job.device)
-        if threads <= 1:
-            for index in blocks:
-                _report(sink, index, partial(segment_and_record, job, index, run_id))
-            return
-        with ThreadPoolExecutor(threads, thread_name_prefix="segpipe-block") as pool:
-            try:
-                _run_threaded(pool, threads, job, blocks, run_id, sink)
-            except BaseException:  # Ctrl-C: blocks not started are dropped
-                pool.shutdown(wait=False, cancel_futures=True)
-                raise
+        feeder = ThreadPoolExecutor(1, thread_name_prefix="segpipe-feed")
+        try:
+            _run_fed(job, blocks, run_id, sink, feeder, threads)
+        except BaseException:  # Ctrl-C: copies not started are dropped
+            feeder.shutdown(wait=False, cancel_futures=True)
+            raise
+        feeder.submit(close_thread_reader)
+        feeder.shutdown(wait=True)
+
+
+def _run_fed(
+    job: SegmentJob, blocks: Sequence[tuple[int, int]], run_id: str, sink: BlockSink,
+    feeder: ThreadPoolExecutor, threads: int,
+) -> None:
+    """Segment each block once its input is copied: in turn, or on ``threads`` host threads."""
+    ready = _ready_blocks(job, blocks, feeder, threads)
+    if threads <= 1:
+        for index, error in ready:
+            _report(sink, index, partial(_after_feed, job, index, run_id, error))
+        return
+    with ThreadPoolExecutor(threads, thread_name_prefix="segpipe-block") as pool:
+        try:
+            _run_threaded(pool, threads, job, ready, run_id, sink)
+        except BaseException:  # Ctrl-C: blocks not started are dropped
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+
+
+def _ready_blocks(
+    job: SegmentJob, blocks: Sequence[tuple[int, int]], feeder: ThreadPoolExecutor, threads: int
+) -> Iterator[tuple[tuple[int, int], BaseException | None]]:
+    """The blocks in order, each once its input is copied (or with the copy's error)."""
+    if job.feed is None:
+        return ((index, None) for index in blocks)
+    ahead = job.tiles.block_grid[1] + 2 * threads  # a block row ahead keeps the feeder busy
+    return fed_in_order(job.feed, job.tiles, blocks, feeder, ahead)
+
+
+def _after_feed(
+    job: SegmentJob, index: tuple[int, int], run_id: str, error: BaseException | None
+) -> BlockRecord:
+    """Segment a block whose input is copied; raise the copy's error instead when it failed."""
+    if error is not None:
+        raise error
+    return segment_and_record(job, index, run_id)
 
 
 def _run_threaded(
     pool: ThreadPoolExecutor, threads: int, job: SegmentJob,
-    blocks: Sequence[tuple[int, int]], run_id: str, sink: BlockSink,
+    ready: Iterator[tuple[tuple[int, int], BaseException | None]], run_id: str, sink: BlockSink,
 ) -> None:
     """At most ``2 × threads`` blocks queued at once; each reported as it finishes."""
-    todo = iter(blocks)
     pending: dict[Future[BlockRecord], tuple[int, int]] = {}
 
     def fill() -> None:
-        for index in todo:
-            pending[pool.submit(segment_and_record, job, index, run_id)] = index
+        for index, error in ready:
+            pending[pool.submit(_after_feed, job, index, run_id, error)] = index
             if len(pending) >= 2 * threads:
                 return
 

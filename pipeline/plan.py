@@ -25,9 +25,11 @@ from segpipe.pipeline.access import check_run_urls
 from segpipe.pipeline.areas import needs_row_counts
 from segpipe.pipeline.bands import select_bands
 from segpipe.pipeline.diskspace import check_free_space
+from segpipe.pipeline.feed import Feed
 from segpipe.pipeline.inputchecks import check_meanstd_bands, check_pixel_type
 from segpipe.pipeline.io.base import RasterInfo, open_raster
 from segpipe.pipeline.io.integrity import check_tiff_holds_data
+from segpipe.pipeline.io.preview import decimation_step
 from segpipe.pipeline.io.pyramid import choose_input_level, info_at_level
 from segpipe.pipeline.io.zarrstore import direct_source
 from segpipe.pipeline.keys import InputIdentity, LabelKey
@@ -48,6 +50,7 @@ from segpipe.pipeline.outputs import (
     default_workdir,
     is_segpipe_output,
 )
+from segpipe.pipeline.quicklook import MAX_SIDE as QUICKLOOK_SIDE
 from segpipe.pipeline.segment import SegmentJob
 from segpipe.pipeline.sensor import resolve_normalization
 from segpipe.pipeline.storage import is_url
@@ -182,7 +185,19 @@ class RunPlan:
             nodata=self.info.nodata, blend=self.options.tiling.blend, batch_size=o.batch_size,
             device=o.device, precision=o.precision, workdir=self.workdir, mask=self.mask,
             compiled=o.backend == "compile", row_counts=needs_row_counts(self.info),
-            valid_path=self.valid_path,
+            valid_path=self.valid_path, feed=self.feed(),
+        )
+
+    def feed(self) -> Feed | None:
+        """How the blocks' input is copied ahead of them; None when they read it in place."""
+        if self.source_array:
+            return None
+        info = self.info
+        step = decimation_step(info.height, info.width, QUICKLOOK_SIDE) if info.level == 0 else 0
+        return Feed(
+            source=_absolute_if_file(self.options.input), level=info.level,
+            image_path=self.workdir.image, workdir=self.workdir.path,
+            valid_path=self.valid_path, preview_step=step,
         )
 
 

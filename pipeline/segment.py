@@ -25,6 +25,7 @@ from segpipe.models.foundation import ModelError, Precision
 from segpipe.models.loading import LoadedModel, load_model_cached
 from segpipe.pipeline.areas import row_counts
 from segpipe.pipeline.batches import Prefetcher, runner_for
+from segpipe.pipeline.feed import Feed
 from segpipe.pipeline.io.base import open_raster
 from segpipe.pipeline.io.durable import sync_region
 from segpipe.pipeline.io.zarrstore import open_array
@@ -64,6 +65,7 @@ class SegmentJob:
     mask: RegionMask | None = None
     compiled: bool = False
     valid_path: str | None = None  # the input's mask band, ingested (True where valid)
+    feed: Feed | None = None  # the input, copied block by block ahead (None: read in place)
 
 
 @dataclass(frozen=True)

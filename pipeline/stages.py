@@ -17,26 +17,21 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
-from functools import partial
 from typing import Any, Protocol, TypeVar
-
-import numpy as np
 
 from segpipe.models.foundation import BlocksFailedError, __version__
 from segpipe.pipeline import storage
 from segpipe.pipeline.backends import prepare_backend
 from segpipe.pipeline.executor import BlockExecutor, InProcessExecutor, new_run_id
-from segpipe.pipeline.hostthreads import available_cores
-from segpipe.pipeline.io.base import Reader, open_raster
+from segpipe.pipeline.feed import Feed, assemble_preview
+from segpipe.pipeline.io.base import open_raster
 from segpipe.pipeline.io.durable import sync_tree
 from segpipe.pipeline.io.gdal import streaming_env
-from segpipe.pipeline.io.preview import Preview
 from segpipe.pipeline.io.writers import ExportJob, write_outputs
-from segpipe.pipeline.io.zarrstore import create_array, ingest, open_array
+from segpipe.pipeline.io.zarrstore import create_array, info_attrs
 from segpipe.pipeline.labels import label_dtype
 from segpipe.pipeline.normalize import Normalizer, compute_normalizer
 from segpipe.pipeline.options import RunOptions
@@ -50,7 +45,6 @@ from segpipe.pipeline.plan import RunPlan, plan_run
 from segpipe.pipeline.quicklook import MAX_SIDE as QUICKLOOK_SIDE
 from segpipe.pipeline.report import SegmentOutcome, summarize, write_areas_csv
 from segpipe.pipeline.segment import write_nodata
-from segpipe.pipeline.tiling import Window
 from segpipe.pipeline.visuals import write_visuals
 from segpipe.pipeline.workdir import BlockRecord, Manifest, WorkState
 
@@ -58,9 +52,6 @@ __all__ = ["Progress", "RunContext", "Stage", "run_one"]
 
 log = logging.getLogger("segpipe")
 T = TypeVar("T")
-
-#: Threads that copy the input into the work directory's Zarr (each with its own reader).
-INGEST_THREADS = 4
 
 
 class Stage(StrEnum):
@@ -149,17 +140,17 @@ def _new_manifest(plan: RunPlan) -> Manifest:
 
 
 def ingest_stage(plan: RunPlan) -> None:
-    """Copy the input into the work directory's Zarr and create the label arrays (once)."""
+    """Create the work directory's arrays (once): the input's copy, its mask band, the labels.
+
+    The copy itself is made block by block ahead of the segmentation (:mod:`~segpipe.pipeline.
+    feed`), not here: this stage only creates the empty arrays the blocks fill.
+    """
     if Stage.INGEST in plan.workdir.require().stages:
         return
     start = time.perf_counter()
-    if not plan.source_array:
-        preview = _preview(plan)
-        ingest(partial(_streaming_reader, plan), plan.workdir.image, plan.tiles.tile,
-               threads=min(INGEST_THREADS, available_cores()), valid_path=plan.valid_path,
-               preview=preview)
-        if preview is not None:
-            preview.save(plan.workdir.preview)
+    feed = plan.feed()
+    if feed is not None:
+        _create_image_arrays(plan, feed)
     _create_label_arrays(plan)
     if plan.mask is not None:
         plan.mask.prepare(plan.options.input, plan.info)
@@ -169,19 +160,16 @@ def ingest_stage(plan: RunPlan) -> None:
     plan.workdir.record_stage(Stage.INGEST, time.perf_counter() - start)
 
 
-def _preview(plan: RunPlan) -> Preview | None:
-    """The quicklook's decimation of level 0, kept while ingesting level 0 (else None)."""
-    info = plan.info
-    if info.level != 0:
-        return None
-    return Preview.empty(info.bands, info.height, info.width, info.dtype, QUICKLOOK_SIDE)
-
-
-@contextmanager
-def _streaming_reader(plan: RunPlan) -> Iterator[Reader]:
-    """The input at the planned level, under :func:`streaming_env` (GDAL's env is per thread)."""
-    with streaming_env(), open_raster(plan.options.input, level=plan.info.level) as reader:
-        yield reader
+def _create_image_arrays(plan: RunPlan, feed: Feed) -> None:
+    """The empty copy of the input (and of its mask band) that the feed tasks fill."""
+    info, t = plan.info, plan.tiles.tile
+    storage.remove_tree(feed.markers)  # a fresh copy: no block of it is fed
+    storage.makedirs(feed.markers)
+    create_array(feed.image_path, (info.bands, info.height, info.width), (info.bands, t, t),
+                 info.dtype, attrs=info_attrs(info))
+    if feed.valid_path is not None:
+        create_array(feed.valid_path, (info.height, info.width), (t, t), "bool",
+                     fill_value=True)
 
 
 def _create_label_arrays(plan: RunPlan) -> None:
@@ -196,38 +184,35 @@ def _create_label_arrays(plan: RunPlan) -> None:
                      "float16")
 
 
-def image_statistics(plan: RunPlan, source: str | None = None) -> Normalizer:
-    """The normalization statistics of the plan's image.
+def image_statistics(plan: RunPlan) -> Normalizer:
+    """The normalization statistics of the plan's image, from its sampled windows.
 
-    Read from ``source`` (the ingested copy, with the ingested mask band) or else from the
-    input at the planned level (with its own mask band); both hold the same pixels.
+    Read from the input at the planned level with its own mask band, or from the Zarr array
+    that is segmented in place.
     """
     selected = list(plan.bands)
-    path, level = (source, 0) if source else (plan.options.input, plan.info.level)
+    path, level = ((plan.source_array, 0) if plan.source_array
+                   else (plan.options.input, plan.info.level))
     with open_raster(path, level=level) as reader:
         return compute_normalizer(
             plan.normalization, dtype=plan.info.dtype, bands=len(selected),
             nodata=plan.info.nodata, read=lambda w: reader.read(w)[selected],
-            shape=plan.info.shape, valid=_mask_reader(plan, source, reader),
+            shape=plan.info.shape, valid=reader.read_mask,
         )
 
 
-def _mask_reader(
-    plan: RunPlan, source: str | None, reader: Reader
-) -> Callable[[Window], np.ndarray | None]:
-    """Where a window is valid by the input's mask band: the ingested copy, or the reader's."""
-    if not (source and plan.valid_path):
-        return reader.read_mask
-    mask = open_array(plan.valid_path, mode="r")
-    return lambda w: np.asarray(mask[w.slices])
-
-
 def stats_stage(plan: RunPlan) -> RunPlan:
-    """Normalization statistics from the ingested copy, once per run (kept in the manifest)."""
+    """Normalization statistics, once per run, before any block runs (kept in the manifest).
+
+    From the windows :func:`~segpipe.pipeline.normalize.sample_windows` picks, read from the
+    input at the planned level (or from the Zarr array segmented in place): never from a
+    second read of the work directory's copy, which the blocks write as they go.
+    """
     if plan.normalizer is not None:
         return plan
     start = time.perf_counter()
-    normalizer = image_statistics(plan, plan.image_path)
+    with streaming_env():
+        normalizer = image_statistics(plan)
     manifest = replace(plan.workdir.require(), normalizer=normalizer.to_dict())
     plan.workdir.save(manifest.with_stage(Stage.STATS, time.perf_counter() - start))
     return plan.with_normalizer(normalizer)
@@ -274,12 +259,23 @@ def segment_stage(plan: RunPlan, ctx: RunContext) -> SegmentOutcome:
     megapixels = sum(plan.tiles.block_core(*i).size for i in todo) / 1e6
     sink = _Sink(plan, ctx.progress(len(todo), megapixels, f"segment {plan.name}"))
     ctx.executor.run(sink.job, todo, new_run_id(), sink)
+    _save_preview(plan, sink.job.feed)
     if not sink.failures:
         plan.workdir.record_stage(Stage.SEGMENT, time.perf_counter() - start)
     return SegmentOutcome(
         plan.tiles.n_blocks, len(reused), sink.computed, sink.pixels, sink.workers,
         sink.failures, sink.failed_pixels, time.perf_counter() - start,
     )
+
+
+def _save_preview(plan: RunPlan, feed: Feed | None) -> None:
+    """The quicklook's decimation of level 0, from what the feed tasks kept (when they did)."""
+    if feed is None:
+        return
+    info = plan.info
+    preview = assemble_preview(feed, plan.tiles, info.bands, info.dtype, QUICKLOOK_SIDE)
+    if preview is not None:
+        preview.save(plan.workdir.preview)
 
 
 def export_stage(plan: RunPlan) -> list[str]:
@@ -303,17 +299,11 @@ def export_job(plan: RunPlan) -> ExportJob:
     return ExportJob(
         labels_path=plan.workdir.labels, out=plan.options.output, info=plan.info,
         class_names=names, colors=tuple(c.color for c in plan.card.classes),
-        nodata=plan.nodata, tags=provenance_tags(plan), staging_dir=_staging(plan),
+        nodata=plan.nodata, tags=provenance_tags(plan),
         options=plan.options.export, probabilities_path=plan.probabilities_path,
         probability_names=names[-1:] if one else names,
         image_path=plan.workdir.image if storage.exists(plan.workdir.image) else None,
     )
-
-
-def _staging(plan: RunPlan) -> str:
-    """A local folder for files staged before export: the work directory, or local scratch."""
-    path = plan.workdir.path
-    return str(storage.local_scratch(path)) if storage.is_url(path) else path
 
 
 def provenance_tags(plan: RunPlan) -> dict[str, str]:

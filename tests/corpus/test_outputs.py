@@ -2,8 +2,8 @@
 
 Read-only folder: root ignores permissions, so when the tests run as root the folder is a
 read-only bind mount of itself (``mount --bind``, then ``remount,bind,ro``), else ``chmod 555``.
-Small disk: a 16 KiB tmpfs mounted for the case where mounting is allowed, else the same
-16 KiB reported by ``shutil.disk_usage`` patched from outside segpipe (a ``sitecustomize`` on
+Small disk: a 12 KiB tmpfs mounted for the case where mounting is allowed, else the same
+12 KiB reported by ``shutil.disk_usage`` patched from outside segpipe (a ``sitecustomize`` on
 ``PYTHONPATH``): either way the line is the same.
 """
 
@@ -25,7 +25,7 @@ TITLE = "Outputs and work directories"
 HELD = ("exit 2 before anything is written, one `error:` line naming the path and the fix, no "
         "traceback; an existing output keeps its bytes and time stamp")
 INJECT = Path(__file__).parent / "inject"
-SMALL_DISK = 16 << 10
+SMALL_DISK = 12 << 10
 
 
 def run_to(output: str, *extra: str, previous: bool = False, env: dict | None = None):
@@ -71,7 +71,7 @@ def read_only_folder(folder: Path) -> Iterator[None]:
 
 @contextlib.contextmanager
 def small_disk(folder: Path) -> Iterator[None]:
-    """``folder/small``: a 16 KiB tmpfs where mounting is allowed (else a plain folder)."""
+    """``folder/small``: a 12 KiB tmpfs where mounting is allowed (else a plain folder)."""
     target = folder / "small"
     target.mkdir()
     mounted = os.geteuid() == 0 and _run(
@@ -88,7 +88,7 @@ def small_disk(folder: Path) -> Iterator[None]:
 
 
 def to_small_disk(folder: Path) -> Call:
-    """The work directory on ``small``; its 16 KiB injected when it is no tmpfs."""
+    """The work directory on ``small``; its 12 KiB injected when it is no tmpfs."""
     env = {}
     if not os.path.ismount(folder / "small"):
         path = os.pathsep.join(filter(None, [str(INJECT), os.environ.get("PYTHONPATH")]))
@@ -154,10 +154,10 @@ CASES = {
     "output-exists-no-overwrite": BadCase(
         "an existing output without `--overwrite`", existing_output, ("exists", "--overwrite")),
     "workdir-disk-too-small": BadCase(
-        "16 KiB free where the work directory goes (a tmpfs, or an injected disk_usage)",
+        "12 KiB free where the work directory goes (a tmpfs, or an injected disk_usage)",
         to_small_disk,
-        # needs: image copy 64 × 64 × 3 B + labels 64 × 64 B + staging 64 × 64 B = 20 KiB
-        ("not enough free disk", "up to 20.0 KiB", "16.0 KiB free", "--workdir"),
+        # needs: image copy 64 × 64 × 3 B + labels 64 × 64 B = 16 KiB (nothing is staged)
+        ("not enough free disk", "up to 16.0 KiB", "12.0 KiB free", "--workdir"),
         context=small_disk),
     "resume-corrupt-manifest": BadCase(
         "`--resume` with a work directory whose manifest.json is garbage", corrupt_manifest,

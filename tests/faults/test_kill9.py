@@ -2,10 +2,11 @@
 ``--resume``: the labels equal an uninterrupted run's, byte for byte, and no block is redone.
 
 Each attempt resumes the one before, and is killed where it was meant to be: an injected pause
-holds the run at a chosen zarr chunk write (ingest: the driver's N-th image chunk; segment:
-each Dask worker's N-th label chunk, so exactly 2 × (N − 1) blocks are done), at a rasterio
-write of the export's staging file, or right after the COG copy into the output's partial
-folder; the test waits for that state in the work directory, then kills the process group.
+holds the run at a chosen zarr chunk write (the copy: each Dask worker's N-th image chunk;
+segment: each Dask worker's N-th label chunk, so exactly 2 × (N − 1) blocks are done), at the
+export's N-th read of a label chunk (GDAL's COG copy reads the store), or right after the COG
+copy into the output's partial folder; the test waits for that state in the work directory,
+then kills the process group.
 """
 
 from __future__ import annotations
@@ -57,10 +58,12 @@ def test_kill_9_at_six_points_over_ingest_segment_and_export_then_resume_is_iden
             assert {k: snapshot[k] for k in snapshots[-1]} == snapshots[-1], name
         snapshots.append(snapshot)
 
-    # 1. ingest: the driver waits before its 20th image chunk (8 chunks per strip, 64 in all)
-    attempt("ingest", lambda: chunk_files(image) >= 19, resume=False,
-            pause_chunk="image.zarr:20")
-    assert "ingest" not in stages(workdir) and chunk_files(image) < BLOCKS
+    # 1. the input's copy (made block by block by the workers' feed tasks, one chunk a block):
+    # each worker waits before its 2nd image chunk, so 2 blocks are fed and none can run yet
+    # (block 0_0 reads the copies of four blocks through its halo)
+    attempt("ingest", lambda: chunk_files(image) >= 2, resume=False,
+            pause_chunk="image.zarr:2")
+    assert "segment" not in stages(workdir) and chunk_files(image) < BLOCKS
     assert not snapshots[-1]
     # 2.-4. segment: both workers wait before their N-th label chunk: 2 (N - 1) blocks done
     for name, before, n in (("segment-early", 0, 2), ("segment-half", 2, 16),
@@ -70,10 +73,11 @@ def test_kill_9_at_six_points_over_ingest_segment_and_export_then_resume_is_iden
                 pause_chunk=f"labels.zarr:{n}")
         assert len(snapshots[-1]) == expected, name  # the pause holds both workers there
         assert "segment" not in stages(workdir)
-    # 5. export: the staging GeoTIFF in the work directory, its 3rd strip of 8 not written
-    staging = Path(workdir.path) / "labels.staging.tif"
-    attempt("export-staging", lambda: "segment" in stages(workdir) and staging.exists(),
-            pause_raster_write="labels.staging.tif:3")
+    # 5. export: GDAL's COG copy reads the label store (no staging file): the driver waits
+    # before its 3rd read of a label chunk, the COG half written in its partial folder
+    attempt("export-copy", lambda: "segment" in stages(workdir)
+            and any(out.parent.glob(".labels.tif.*.partial")),
+            pause_chunk_read="labels.zarr:3")
     assert "export" not in stages(workdir)
     # 6. export: the finished COG in its hidden partial folder beside the output, not renamed
     attempt("export-rename", lambda: any(out.parent.glob(".labels.tif.*.partial/labels.tif")),
@@ -87,10 +91,10 @@ def test_kill_9_at_six_points_over_ingest_segment_and_export_then_resume_is_iden
     assert "took over the lock" in log  # the killed attempt's lock, said so
     assert_same_as_reference(out, fault_assets["reference"])
     summary = json.loads((tmp_path / "s.json").read_text())
-    # the export-staging attempt segmented the last 10 blocks; the final one computed none
+    # the export-copy attempt segmented the last 10 blocks; the final one computed none
     assert [len(s) for s in snapshots] == [0, 2, 32, 54, BLOCKS, BLOCKS]
     assert summary["blocks_reused"] == BLOCKS and summary["blocks_computed"] == 0
     assert markers(workdir) == snapshots[-1]  # not one finished block was recomputed
-    # four attempts computed blocks: the three killed in segment and the export-staging one
+    # four attempts computed blocks: the three killed in segment and the export-copy one
     assert len({run_id for run_id, _, _ in snapshots[-1].values()}) == 4
     assert not partials(out.parent) and not (out.parent / ".segpipe.lock").exists()

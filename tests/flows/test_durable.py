@@ -2,7 +2,8 @@
 
 The write path of a small in-process run is traced: every ``os.fsync`` (with the path of its
 file descriptor, read from ``/proc/self/fd``), every ``os.replace`` and ``os.mkdir``, in order.
-A block's label chunks must be fsynced before its marker appears, and every folder on a chunk's
+A block's label chunks must be fsynced before its marker appears (and its copy of the input
+before its feed marker), and every folder on a chunk's
 path fsynced into its parent before the chunk is written; every file published by a rename (the
 output, its sidecar, the manifest, the markers) must be fsynced before the rename and its
 folder after. The chunk files are found on the disk at the end (the oracle), not from
@@ -108,6 +109,15 @@ def test_chunks_reach_the_disk_before_markers_and_renames_are_fsynced(
         for folder in (chunk.parent, chunk.parent.parent, workdir / "labels.zarr"):
             made = trace.made(folder)
             assert any(made < i < written for i in trace.fsyncs(folder.parent)), (chunk, folder)
+
+    # the input's copy, made block by block ahead of the blocks: each block's image chunk
+    # (c/<band chunk>/<i>/<j>, all bands in one) fsynced before the block's feed marker
+    copied = sorted(p for p in (workdir / "image.zarr" / "c").rglob("*") if p.is_file())
+    assert len(copied) == rows * cols
+    for chunk in copied:
+        marker = trace.renamed_to(workdir / "fed" / f"{chunk.parent.name}_{chunk.name}")
+        written = trace.renamed_to(chunk)
+        assert any(written < i < marker for i in trace.fsyncs(chunk)), chunk
 
     # every published file was fsynced before its rename, and its folder after it
     renames = published(trace)

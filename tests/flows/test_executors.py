@@ -9,6 +9,8 @@ borders), probabilities on. torch runs one thread in every executor.
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import rasterio
@@ -132,7 +134,8 @@ def test_host_threads_report_a_failing_block_and_finish_the_others(monkeypatch):
             pass
 
     blocks = [(i, j) for i in range(3) for j in range(4)]
-    InProcessExecutor(threads=3).run(None, blocks, "run", Sink())  # type: ignore[arg-type]
+    job = SimpleNamespace(feed=None)  # the input is read in place: no copy runs ahead
+    InProcessExecutor(threads=3).run(job, blocks, "run", Sink())  # type: ignore[arg-type]
     assert sorted(done) == sorted(set(blocks) - {(1, 1)})
     assert failed == {(1, 1): "RuntimeError: injected"}
 

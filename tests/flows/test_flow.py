@@ -184,7 +184,11 @@ def test_existing_workdir_needs_resume_and_resume_refuses_a_changed_model(
 
 
 def _interrupted_run(tmp_path, src, model, out, args, blocks: int):
-    """A run that stopped after ``blocks`` blocks: the library's stages, cut short."""
+    """A run that stopped after ``blocks`` blocks: the library's stages, cut short.
+
+    The input's copy is complete (every block fed), as when a run dies after its feed tasks.
+    """
+    from segpipe.pipeline.feed import feed_block
     from segpipe.pipeline.segment import segment_and_record
     from segpipe.pipeline.stages import ingest_stage, plan_stage, stats_stage
     from tests.flows.conftest import options_for
@@ -192,6 +196,8 @@ def _interrupted_run(tmp_path, src, model, out, args, blocks: int):
     plan = plan_stage(options_for(src, out, model, args))
     ingest_stage(plan)
     plan = stats_stage(plan)
+    for index in plan.tiles.block_indices():
+        feed_block(plan.feed(), plan.tiles, index)
     for index in list(plan.tiles.block_indices())[:blocks]:
         segment_and_record(plan.job(), index, "first")
     return plan

@@ -54,9 +54,10 @@ def _image(path: Path, side: int) -> Path:
 
 @dataclass(frozen=True)
 class Peaks:
-    """One run's peaks in MiB: the block path's, and the report stage's own."""
+    """One run's peaks in MiB: the block path's, the export's and the report stage's own."""
 
     block_path: float
+    export: float
     report: float
     objects: int  # the summary's objects: noise-like labels make many tiny ones
 
@@ -65,12 +66,16 @@ def _peaks(folder: Path, side: int, model: Path) -> Peaks:
     """Segment a ``side``² noise image and measure its stages.
 
     ``block_path``: the peak of traced memory during the stages that handle pixels (plan to
-    export). ``report``: what the report stage allocates above what is live when it starts
+    segment). ``export``: what the export allocates above what is live when it starts (GDAL's
+    COG copy reads the label store in full-width strips for the overviews, as GDAL does for
+    any source: O(width), not O(area)).
+    ``report``: what the report stage allocates above what is live when it starts
     (it reads the block markers and joins the objects across block seams; the labels of noise
     make a component of a few pixels everywhere, the worst case for the seams).
     """
     src = _image(folder / f"in_{side}.tif", side)
     block: list[int] = []
+    export: list[int] = []
     report: list[int] = []
 
     def call(stage, fn, *args):
@@ -82,6 +87,8 @@ def _peaks(folder: Path, side: int, model: Path) -> Peaks:
             peak = tracemalloc.get_traced_memory()[1]
             if stage == stages.Stage.REPORT:
                 report.append(peak - live)
+            elif stage == stages.Stage.EXPORT:
+                export.append(peak - live)
             else:
                 block.append(peak)
 
@@ -93,7 +100,8 @@ def _peaks(folder: Path, side: int, model: Path) -> Peaks:
                           stages.RunContext(call=call))
     finally:
         tracemalloc.stop()
-    return Peaks(max(block) / MIB, max(report) / MIB, sum(c["objects"] for c in summary["classes"]))
+    return Peaks(max(block) / MIB, max(export) / MIB, max(report) / MIB,
+                 sum(c["objects"] for c in summary["classes"]))
 
 
 def _no_visuals(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -134,6 +142,15 @@ def clean(tmp_path_factory, conv1x1) -> tuple[Peaks, Peaks]:
 def test_allocations_of_the_block_path_do_not_grow_with_the_image(clean):
     small, large = clean
     assert _flat(small.block_path, large.block_path), (small, large)
+
+
+def test_the_export_grows_with_the_width_not_the_area(clean):
+    """GDAL's overview pass asks the label store for full-width strips (a few per thread): 4×
+    the width may cost 4× the strips, with room for GDAL's choice of strip height; a buffer of
+    the large image's labels (9 MiB) on top would not fit."""
+    small, large = clean
+    assert large.export < 2 * (3072 / 768) * small.export, (small, large)
+    assert large.export + 9 > 2 * (3072 / 768) * small.export  # the bound would catch one
 
 
 def test_the_report_stage_does_not_grow_with_the_image_on_noise_like_labels(clean):

@@ -99,7 +99,7 @@ def _job(tmp_path, info: RasterInfo, labels: str, **kw) -> ExportJob:
     return ExportJob(
         labels_path=labels, out=str(tmp_path / "out" / "mask.tif"), info=info,
         class_names=CLASSES, colors=COLORS, nodata=kw.pop("nodata", 255), tags=TAGS,
-        staging_dir=str(tmp_path), **kw,
+        **kw,
     )
 
 

@@ -61,7 +61,6 @@ def _job(labels_path, out, info=None, *, nodata=NODATA, tags=None, image_path=No
     return ExportJob(
         labels_path=str(labels_path), out=str(out), info=info or _info(),
         class_names=tuple(CLASSES), colors=tuple(COLORS), nodata=nodata, tags=tags or {},
-        staging_dir=str(labels_path.parent),
         options=ExportOptions(ngff_version=version),
         image_path=None if image_path is None else str(image_path),
     )

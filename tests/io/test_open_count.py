@@ -1,9 +1,11 @@
-"""How many times a run opens its input file: the planning, one per ingest thread, the quicklook.
+"""How many times a run opens its input file: planning, statistics, the feed, the quicklook.
 
 Every call that can open the file is counted when its path is the input: ``rasterio.open``
 (GDAL), and ``open`` / ``io.open`` (tifffile's and fsspec's file handles, the header checks).
 Before this count was kept, a GeoTIFF was opened 23 times per run (the reader family decided
 twice per open, GDAL's reader opening every file twice, one open per ingest thread plus one).
+The copy into the work directory is now made block by block by a feeding thread that keeps its
+reader open (``pipeline/feed.py``): one open for all its blocks, however many there are.
 """
 
 from __future__ import annotations
@@ -14,15 +16,18 @@ from collections import Counter
 
 import rasterio
 
-from segpipe.pipeline.hostthreads import available_cores
 from segpipe.pipeline.options import RunOptions
-from segpipe.pipeline.stages import INGEST_THREADS, run_one
+from segpipe.pipeline.stages import run_one
 from tests.conftest import smooth_image, write_geotiff
 from tests.pipeline.labelmodel import argmax_model
 
 #: the planning's opens: the TIFF header (its reader family and the truncation check, one read),
 #: GDAL's dataset for the metadata, the input's identity (the digest of its first bytes)
 PLANNING = 3
+#: the statistics' read of the sampled windows, before any block runs
+STATISTICS = 1
+#: ``--workers 0`` copies the blocks on one feeding thread
+FEEDING_THREADS = 1
 
 
 def test_a_run_opens_its_input_once_per_job(tmp_path, monkeypatch):
@@ -43,8 +48,7 @@ def test_a_run_opens_its_input_once_per_job(tmp_path, monkeypatch):
     monkeypatch.setattr(io, "open", counting("io.open", io.open))
     run_one(RunOptions.of(str(src), str(tmp_path / "out.tif"), model=str(model), tile=64,
                           device="cpu"))
-    threads = min(INGEST_THREADS, available_cores())  # 700 rows of 64: more strips than that
-    # planning, one reader per ingest thread (the first is the planning's kind of open), and
-    # the quicklook's look at the input's pyramid (its pixels were kept by the ingest)
-    assert sum(opened.values()) == PLANNING + threads + 1, opened
-    assert opened["rasterio.open"] == 1 + threads + 1, opened
+    # 700 × 600 px in tiles of 64 and blocks of 4 tiles: 12 blocks, all fed by one thread; the
+    # quicklook looks at the input's pyramid once (its pixels were kept by the feed)
+    assert sum(opened.values()) == PLANNING + STATISTICS + FEEDING_THREADS + 1, opened
+    assert opened["rasterio.open"] == 1 + STATISTICS + FEEDING_THREADS + 1, opened

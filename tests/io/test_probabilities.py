@@ -41,7 +41,6 @@ def _job(tmp_path, out, info, *, names=CLASSES, uint8=False, version="0.4", prob
     return ExportJob(
         labels_path=str(tmp_path / "labels.zarr"), out=str(out), info=info,
         class_names=("a", "b"), colors=((0, 0, 0), (255, 255, 255)), nodata=255, tags={},
-        staging_dir=str(tmp_path),
         options=ExportOptions(
             probabilities_dtype="uint8" if uint8 else "float", ngff_version=version
         ),

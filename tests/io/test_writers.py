@@ -85,7 +85,7 @@ def _job(workdir, out, **kw) -> ExportJob:
     defaults = {
         "labels_path": str(workdir / "labels.zarr"), "out": str(out), "info": _info(fmt),
         "class_names": CLASSES, "colors": COLORS, "nodata": NODATA, "tags": TAGS,
-        "staging_dir": str(workdir), "probabilities_path": str(workdir / "probs.zarr"),
+        "probabilities_path": str(workdir / "probs.zarr"),
         "probability_names": CLASSES, "image_path": str(workdir / "image.zarr"),
     }
     return ExportJob(**{**defaults, **kw})

@@ -82,7 +82,7 @@ def write(folder: Path, labels: np.ndarray, tile: int, vectors: Path, info: Rast
           min_area: float = 0.0) -> Path:
     job = ExportJob(
         labels_path=label_zarr(folder, labels, tile), out=str(folder / "mask.tif"), info=info,
-        class_names=CLASSES, colors=COLORS, nodata=NODATA, tags={}, staging_dir=str(folder),
+        class_names=CLASSES, colors=COLORS, nodata=NODATA, tags={},
         options=ExportOptions(vectors=str(vectors), vectors_min_area=min_area),
     )
     assert write_vectors(job) == str(vectors)

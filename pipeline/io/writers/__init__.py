@@ -50,7 +50,6 @@ class ExportJob:
     colors: tuple[tuple[int, int, int], ...]
     nodata: int  # label value of nodata (255 or 65535)
     tags: Mapping[str, str]  # provenance tags
-    staging_dir: str  # scratch folder (the work directory) for COG staging
     options: ExportOptions = field(default_factory=ExportOptions)
     probabilities_path: str | None = None  # (K, H, W) float16 Zarr, or None
     probability_names: tuple[str, ...] | None = None

@@ -7,6 +7,8 @@ function (zarr, rasterio, torch) once that library is imported, never segpipe's 
 ``FAULT_PAUSE_CHUNK=STORE:N``
     before this process writes its N-th chunk file into the Zarr store named STORE (e.g.
     ``image.zarr``), wait until the file ``FAULT_RELEASE`` exists (forever when unset).
+``FAULT_PAUSE_CHUNK_READ=STORE:N``
+    before this process reads its N-th chunk file of the Zarr store STORE, pause (as above).
 ``FAULT_ENOSPC_CHUNK=STORE:N``
     the N-th and later chunk writes into STORE fail with ``OSError(ENOSPC)``.
 ``FAULT_PAUSE_RASTER_WRITE=NAME:N``
@@ -86,6 +88,17 @@ def _patch_zarr(module) -> None:
         return put(path, value, exclusive)
 
     module._put = _put
+    if "FAULT_PAUSE_CHUNK_READ" not in os.environ:
+        return
+    get = module._get
+    read_store, read_n = _spec("FAULT_PAUSE_CHUNK_READ")
+
+    def _get(path, prototype, byte_range):
+        if _chunk_of(Path(path), read_store) and _count("pause-chunk-read") == read_n:
+            _pause(f"read-{read_store}")
+        return get(path, prototype, byte_range)
+
+    module._get = _get
 
 
 def _patch_rasterio_io(module) -> None:
@@ -179,7 +192,8 @@ def _install() -> None:
     if os.environ.get("FAULT_SWALLOW_INTERRUPT") and Path(sys.argv[0]).name == "segpipe":
         _swallow_interrupts()
     hooks = {}
-    if "FAULT_PAUSE_CHUNK" in os.environ or "FAULT_ENOSPC_CHUNK" in os.environ:
+    if any(f in os.environ for f in ("FAULT_PAUSE_CHUNK", "FAULT_PAUSE_CHUNK_READ",
+                                     "FAULT_ENOSPC_CHUNK")):
         hooks["zarr.storage._local"] = _patch_zarr
     if "FAULT_PAUSE_RASTER_WRITE" in os.environ:
         hooks["rasterio.io"] = _patch_rasterio_io
