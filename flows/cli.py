@@ -30,6 +30,7 @@ from segpipe.flows.cmd_inspect import inspect as inspect_command
 from segpipe.flows.cmd_train import train as train_command
 from segpipe.flows.lock import release_all
 from segpipe.models.foundation import SegpipeError, __version__
+from segpipe.models.location import is_url
 from segpipe.pipeline.options import RunOptions
 
 
@@ -151,7 +152,7 @@ def serve(watch: str, pattern: str, output: str | None, cron: str | None,
     Runs until stopped (Ctrl-C), polling the Prefect server (PREFECT_API_URL, else a temporary
     local one with Prefect's scheduler) for scheduled and manually triggered runs.
     """
-    if "://" not in watch and not Path(watch).is_dir():  # a URL is a bucket prefix
+    if not is_url(watch) and not Path(watch).is_dir():  # a URL is a bucket prefix
         raise click.BadParameter(f"{watch} is not a folder", param_hint="--watch")
     if cron and interval:
         raise click.UsageError("give --cron or --interval, not both")

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import s3fs
 
+from .location import scheme
 from .retrypolicy import RetryPolicy, retry_policy
 
 if TYPE_CHECKING:
@@ -123,8 +124,8 @@ def url_to_fs(
     url: str, *, asynchronous: bool = False, **options: Any
 ) -> tuple[AbstractFileSystem, str]:
     """The filesystem for ``url`` and the path inside it (``s3://``: with the retry policy)."""
-    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
-    if scheme not in _S3_SCHEMES:
+    kind = scheme(url)
+    if kind not in _S3_SCHEMES:
         import fsspec.core
 
         return fsspec.core.url_to_fs(url, **options)

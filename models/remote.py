@@ -25,16 +25,12 @@ from pathlib import Path
 from typing import Any
 
 from .foundation import ModelError, file_sha256
+from .location import is_url
 
 __all__ = ["cache_dir", "fetch_model", "is_url"]
 
 _FETCHED: dict[tuple[str, str, int], Path] = {}  # (url, etag, size) → cached file
 _LOCK = threading.Lock()
-
-
-def is_url(path: str | os.PathLike[str]) -> bool:
-    """Whether ``path`` is a URL (``scheme://…``)."""
-    return "://" in os.fspath(path)
 
 
 def cache_dir() -> Path:

@@ -19,6 +19,8 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from segpipe.models.location import is_url
+
 __all__ = ["InputIdentity", "LabelKey", "jsonable", "param_differences"]
 
 # bytes hashed at each of the start, middle and end of an input file
@@ -48,7 +50,7 @@ class InputIdentity:
     def of(cls, path: str | os.PathLike[str]) -> InputIdentity:
         """The identity of the input at ``path`` now (computed once per run by the planner)."""
         text = os.fspath(path)
-        own = _url_identity(cls, text) if "://" in text else _local_identity(cls, Path(text))
+        own = _url_identity(cls, text) if is_url(text) else _local_identity(cls, Path(text))
         from segpipe.pipeline.io.stac import is_stac_item, stacked_hrefs
 
         if not is_stac_item(text):

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from segpipe.models.foundation import InputError, OutputExistsError
+from segpipe.models.location import is_url
 from segpipe.pipeline import storage
 from segpipe.pipeline.keys import LabelKey, jsonable
 
@@ -99,7 +100,7 @@ def check_output_path(options: RunOptions) -> None:
             f"--output {out}: folder {out.parent} is not writable (read-only or no permission); "
             "choose a folder you can write to"
         )
-    if "://" not in options.input and out.absolute() == Path(options.input).absolute():
+    if not is_url(options.input) and out.absolute() == Path(options.input).absolute():
         raise InputError(f"--output {out} is the input itself; choose another output path")
     if out.is_dir() and fmt != "ome-zarr":
         raise InputError(f"--output {out} is a directory; give a file path")
@@ -154,7 +155,7 @@ def check_vectors_path(options: RunOptions) -> None:
     if not os.access(vectors.parent, os.W_OK):
         raise InputError(f"--vectors {vectors}: folder {vectors.parent} is not writable")
     for what, other in (("--output", options.output), ("--input", options.input)):
-        if "://" not in other and vectors.absolute() == Path(other).absolute():
+        if not is_url(other) and vectors.absolute() == Path(other).absolute():
             raise InputError(f"--vectors {vectors} is the same file as {what}; choose another")
     if vectors.is_dir():
         raise InputError(f"--vectors {vectors} is a directory; give a .gpkg or .geojson file")

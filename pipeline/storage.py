@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 from urllib.parse import urlsplit, urlunsplit
 
 from segpipe.models.foundation import InputError, atomic_output, fsync_path, write_text_atomic
+from segpipe.models.location import is_url
 
 if TYPE_CHECKING:
     from fsspec import AbstractFileSystem
@@ -67,11 +68,6 @@ __all__ = [
 
 # query parameters that make a URL a credential (presigned S3/GCS/Azure URLs)
 _SECRET_QUERY = ("signature", "credential", "security-token", "sig=", "token", "key=")
-
-
-def is_url(path: str | os.PathLike[str]) -> bool:
-    """Whether ``path`` is a URL (``scheme://…``) rather than a local path."""
-    return "://" in os.fspath(path)
 
 
 def check_url(url: str, option: str) -> None:

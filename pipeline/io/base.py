@@ -18,6 +18,7 @@ from typing import Any, Protocol, Self
 import numpy as np
 
 from segpipe.models.foundation import RasterError
+from segpipe.models.location import is_url
 from segpipe.pipeline.io.georef import Gcp, scale_gcps, scale_rpcs
 from segpipe.pipeline.tiling import Window
 
@@ -179,7 +180,7 @@ def open_raster(path: str | os.PathLike[str], *, level: int = 0) -> Reader:
     from segpipe.pipeline.io import readers  # noqa: F401  (registers the reader families)
 
     text = os.fspath(path)
-    if "://" not in text and not Path(text).exists():
+    if not is_url(text) and not Path(text).exists():
         raise RasterError(f"input not found: {text}")
     family = _family(text, file_signature(text))
     if family is None:
@@ -189,7 +190,7 @@ def open_raster(path: str | os.PathLike[str], *, level: int = 0) -> Reader:
 
 def file_signature(path: str) -> tuple[int, ...]:
     """What changes when a local file is replaced (size, mtime); an object's URL: nothing."""
-    if "://" in path:
+    if is_url(path):
         return ()
     st = os.stat(path)
     return (st.st_size, st.st_mtime_ns, st.st_ino)

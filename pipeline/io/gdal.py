@@ -19,6 +19,7 @@ from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 from rasterio.windows import Window as RioWindow
 
 from segpipe.models.foundation import RasterError
+from segpipe.models.location import is_url
 from segpipe.pipeline.io.base import MaskKind, RasterInfo, ReaderBase
 from segpipe.pipeline.io.georef import read_gcps, read_rpcs
 from segpipe.pipeline.io.pyramid import info_at_level
@@ -91,7 +92,7 @@ class GdalReader(ReaderBase):
         try:
             base = _open(path)
         except RasterioIOError as exc:
-            if "://" not in path and os.path.isfile(path) and os.path.getsize(path) == 0:
+            if not is_url(path) and os.path.isfile(path) and os.path.getsize(path) == 0:
                 raise RasterError(
                     f"{path} is empty (0 bytes): check the path, or copy the file again"
                 ) from None

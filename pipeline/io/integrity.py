@@ -25,6 +25,7 @@ import numpy as np
 import tifffile
 
 from segpipe.models.foundation import RasterError
+from segpipe.models.location import is_url
 
 __all__ = ["check_tiff_holds_data"]
 
@@ -39,7 +40,7 @@ def check_tiff_holds_data(path: str) -> None:
     """
     from segpipe.pipeline.io.tiff import tiff_header
 
-    if "://" in path:
+    if is_url(path):
         return
     defect = tiff_header(path).defect
     if defect is not None:

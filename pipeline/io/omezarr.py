@@ -21,6 +21,7 @@ import numpy as np
 import zarr
 
 from segpipe.models.foundation import RasterError
+from segpipe.models.location import is_url
 from segpipe.pipeline import storage
 from segpipe.pipeline.io.base import RasterInfo, ReaderBase
 from segpipe.pipeline.io.pyramid import check_level, info_at_level
@@ -57,7 +58,7 @@ def is_ome_zarr(path: str) -> bool:
 
     Local paths are recognised by their metadata; URLs (``s3://…``) by a ``.ome.zarr`` name.
     """
-    if "://" in path:
+    if is_url(path):
         return path.rstrip("/").lower().endswith(".ome.zarr")
     p = Path(path)
     if not p.is_dir():

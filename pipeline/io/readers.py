@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from segpipe.models.location import is_url
 from segpipe.pipeline.io import ometiff, slide, stac, tiff
 from segpipe.pipeline.io.base import register_reader
 from segpipe.pipeline.io.gdal import GdalReader
@@ -18,7 +19,7 @@ from segpipe.pipeline.io.zarrstore import ZarrReader, is_zarr
 
 
 def _any(path: str) -> bool:
-    return Path(path).is_file() or "://" in path
+    return Path(path).is_file() or is_url(path)
 
 
 register_reader(stac.is_stac_item, stac.StacReader)

@@ -29,6 +29,7 @@ import tifffile
 import zarr
 
 from segpipe.models.foundation import RasterError
+from segpipe.models.location import is_url
 from segpipe.pipeline import storage
 from segpipe.pipeline.io.base import RasterInfo, ReaderBase, file_signature
 from segpipe.pipeline.io.pyramid import check_level, info_at_level
@@ -70,7 +71,7 @@ class TiffHeader:
 
 def tiff_header(path: str) -> TiffHeader:
     """The header of the TIFF at ``path``, read once per file version (size, mtime, inode)."""
-    return _read_header(path, file_signature(path) if "://" in path or os.path.exists(path)
+    return _read_header(path, file_signature(path) if is_url(path) or os.path.exists(path)
                         else ())
 
 
@@ -95,7 +96,7 @@ def _read_header(path: str, signature: tuple[int, ...]) -> TiffHeader:
             f.seek(0)
             with tifffile.TiffFile(f) as tif:
                 family = _family(tif)
-                local = "://" not in path
+                local = not is_url(path)
                 return TiffHeader(family, header_defect(path, tif) if local else None)
     except Exception:  # unreadable (a store's errors vary) or broken (tifffile's vary): not ours
         return TiffHeader(None)

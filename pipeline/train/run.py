@@ -20,6 +20,7 @@ import torch
 
 from segpipe.models.card import ModelCard
 from segpipe.models.foundation import InputError, OutputExistsError, resolve_device
+from segpipe.models.location import is_url
 from segpipe.models.registry import create_model, default_card, list_models, resolve_config
 from segpipe.pipeline.io.base import open_raster
 from segpipe.pipeline.plan import DEFAULT_SAME_HALO
@@ -94,7 +95,7 @@ def _check_output(options: TrainOptions) -> None:
                                 "--resume to continue its training")
     for pair in options.pairs:
         for path in (pair.image, pair.labels, pair.instances):
-            if path and "://" not in path and not Path(path).exists():
+            if path and not is_url(path) and not Path(path).exists():
                 raise InputError(f"{path}: file not found; check the path")
 
 
