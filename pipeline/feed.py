@@ -36,6 +36,7 @@ from segpipe.pipeline.io.gdal import streaming_env
 from segpipe.pipeline.io.preview import Preview
 from segpipe.pipeline.io.zarrstore import open_array
 from segpipe.pipeline.tiling import TilePlan, Window, mirror_indices
+from segpipe.pipeline.workdir import block_index
 
 __all__ = [
     "Feed", "assemble_preview", "close_thread_reader", "fed_blocks", "fed_in_order", "feed_block",
@@ -110,13 +111,9 @@ def is_fed(feed: Feed, index: tuple[int, int]) -> bool:
 
 
 def fed_blocks(feed: Feed) -> set[tuple[int, int]]:
-    """The blocks whose copy is complete."""
-    out = set()
-    for name in storage.list_texts(feed.markers):
-        parts = storage.basename(name).split("_")
-        if len(parts) == 2 and all(p.isdigit() for p in parts):
-            out.add((int(parts[0]), int(parts[1])))
-    return out
+    """The blocks whose copy is complete (their markers' names are listed; nothing is read)."""
+    found = (block_index(name) for name in storage.list_names(feed.markers))
+    return {index for index in found if index is not None}
 
 
 def feed_block(feed: Feed, tiles: TilePlan, index: tuple[int, int]) -> None:

@@ -52,6 +52,7 @@ __all__ = [
     "filesystem",
     "is_url",
     "join",
+    "list_names",
     "list_texts",
     "local_scratch",
     "makedirs",
@@ -259,6 +260,25 @@ def list_texts(folder: str) -> dict[str, str]:
         for path, blob in data.items()
         if isinstance(blob, bytes)
     }
+
+
+def list_names(folder: str) -> list[str]:
+    """The names of the files directly in ``folder`` (hidden ones left out); nothing is read.
+
+    A missing folder is empty. On an object store the objects are listed once (no cache).
+    """
+    if is_url(folder):
+        fs, inner = filesystem(folder)
+        try:
+            names = [p.rsplit("/", 1)[-1] for p in fs.find(inner)]
+        except FileNotFoundError:
+            return []
+    else:
+        try:
+            names = [e.name for e in os.scandir(folder) if e.is_file()]
+        except FileNotFoundError:
+            return []
+    return [n for n in names if not n.startswith(".")]
 
 
 def _local_texts(folder: Path) -> dict[str, str]:

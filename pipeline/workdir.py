@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import time
 import zlib
 from collections.abc import Iterator, Mapping
@@ -368,30 +367,17 @@ class WorkDir:
 
 
 def _marker_names(folder: str) -> dict[tuple[int, int], str]:
-    """The names of the markers directly in ``folder`` by block index (hidden names left out).
-
-    Only the names are listed (an object store once, without a cache); nothing is read.
-    """
-    if storage.is_url(folder):
-        fs, inner = storage.filesystem(folder)
-        try:
-            names = [p.rsplit("/", 1)[-1] for p in fs.find(inner)]
-        except FileNotFoundError:
-            names = []
-    else:
-        try:
-            names = [e.name for e in os.scandir(folder) if e.is_file()]
-        except FileNotFoundError:
-            names = []
+    """The names of the markers directly in ``folder`` by block index; nothing is read."""
     out: dict[tuple[int, int], str] = {}
-    for name in names:
-        index = _block_index(name)
-        if index is not None and not name.startswith("."):
+    for name in storage.list_names(folder):
+        index = block_index(name)
+        if index is not None:
             out[index] = name
     return out
 
 
-def _block_index(name: str) -> tuple[int, int] | None:
+def block_index(name: str) -> tuple[int, int] | None:
+    """The block index a marker is named by (``<row>_<col>``), or None for another name."""
     row, _, col = name.partition("_")
     return (int(row), int(col)) if row.isdigit() and col.isdigit() else None
 
