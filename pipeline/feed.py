@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from segpipe.pipeline import storage
-from segpipe.pipeline.io.base import Reader, open_raster
+from segpipe.pipeline.io.base import Reader, file_signature, open_raster
 from segpipe.pipeline.io.durable import sync_region
 from segpipe.pipeline.io.gdal import streaming_env
 from segpipe.pipeline.io.preview import Preview
@@ -189,9 +189,10 @@ def _thread_reader(source: str, level: int) -> Reader:
     """The open reader of ``source`` at ``level`` kept by the calling thread (opened once).
 
     Readers are not shared across threads. A thread keeps one input open: a new source closes
-    the previous one (a worker moves to the next input of a batch).
+    the previous one (a worker moves to the next input of a batch), and so does a new version
+    of the same file (``serve`` segments a path again when it is replaced).
     """
-    key = (source, level)
+    key = (source, level, file_signature(source))
     held = getattr(_LOCAL, "reader", None)
     if held is not None and held[0] == key:
         return held[1]

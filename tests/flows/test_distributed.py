@@ -8,6 +8,7 @@ import signal
 import subprocess
 
 import numpy as np
+import pytest
 
 from segpipe.flows.cli import main
 from segpipe.pipeline.workdir import WorkDir
@@ -83,3 +84,27 @@ def test_a_worker_killed_mid_run_gives_identical_output(
         by_pid[r.pid] = by_pid.get(r.pid, 0) + 1
     # the survivor did the rest, including what was in flight on the victim
     assert len(by_pid) == 2 and by_pid[victim.pid] < 256 - by_pid[victim.pid]
+
+
+@pytest.mark.slow
+def test_workers_read_a_replaced_input_anew(prefect_api, dask_processes, tmp_path, capsys):
+    """The workers' feed threads keep the input open between blocks; a file replaced at the
+    same path (as ``serve`` meets it) is read anew, never through the old file's handle. The
+    model's labels are the argmax of the bands, so each image's labels are known from numpy."""
+    from tests.conftest import smooth_image, write_geotiff
+    from tests.pipeline.labelmodel import argmax_model
+
+    model = argmax_model(tmp_path / "argmax.pt2", 3)
+    first = smooth_image((3, 96, 130), "uint8", seed=5)
+    second = smooth_image((3, 96, 130), "uint8", seed=6)
+    assert not np.array_equal(first.argmax(0), second.argmax(0))
+    scene = write_geotiff(tmp_path / "scene.tif", first)
+    cluster = dask_processes(workers=2)
+    out = tmp_path / "labels.tif"
+    run = ["run", "--input", str(scene), "--output", str(out), "--model", str(model), *SMALL_ARGS,
+           "--scheduler", cluster.address, "--quiet", "--overwrite"]
+    assert main(run) == 0, capsys.readouterr().err
+    np.testing.assert_array_equal(read_labels(out), first.argmax(0))
+    os.replace(write_geotiff(tmp_path / "next.tif", second), scene)
+    assert main(run) == 0, capsys.readouterr().err
+    np.testing.assert_array_equal(read_labels(out), second.argmax(0))
