@@ -1,7 +1,8 @@
 """Command-line options built from the option dataclasses, so no default is written twice.
 
 Every field of :class:`~segpipe.pipeline.options.SourceOptions`, ``TilingOptions``,
-``InferenceOptions``, ``ExportOptions`` and :class:`~segpipe.flows.execution.Execution` becomes
+``InferenceOptions``, ``ExportOptions``, :class:`~segpipe.pipeline.instances.request.
+InstanceRequest` and :class:`~segpipe.flows.execution.Execution` becomes
 ``--field-name`` with the field's default and the help text in its metadata. Closed choices
 (StrEnums) are checked by the dataclasses, which name the choices and suggest the nearest one.
 """
@@ -18,6 +19,7 @@ from typing import Any
 import click
 
 from segpipe.flows.execution import Execution
+from segpipe.pipeline.instances.request import InstanceRequest
 from segpipe.pipeline.options import (
     ExportOptions,
     InferenceOptions,
@@ -33,6 +35,7 @@ GROUPS: dict[str, type] = {
     "tiling": TilingOptions,
     "inference": InferenceOptions,
     "export": ExportOptions,
+    "instances": InstanceRequest,
 }
 
 

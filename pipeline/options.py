@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 
 from segpipe.models.card import NormMethod
 from segpipe.models.foundation import InputError, Precision
+from segpipe.pipeline.instances.request import InstanceRequest
 
 __all__ = [
     "DEFAULT_TILE",
@@ -357,6 +358,7 @@ class RunOptions:
     tiling: TilingOptions = field(default_factory=TilingOptions)
     inference: InferenceOptions = field(default_factory=InferenceOptions)
     export: ExportOptions = field(default_factory=ExportOptions)
+    instances: InstanceRequest = field(default_factory=InstanceRequest)
     workdir: str | None = None
     overwrite: bool = False
     resume: bool = False
@@ -405,7 +407,7 @@ class RunOptions:
 
 _GROUPS: dict[str, type] = {
     "source": SourceOptions, "tiling": TilingOptions, "inference": InferenceOptions,
-    "export": ExportOptions,
+    "export": ExportOptions, "instances": InstanceRequest,
 }
 
 

@@ -12,7 +12,7 @@ values only (paths, the tile plan, the card), never the model or arrays.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -163,6 +163,8 @@ class RunPlan:
             "probabilities_dtype": e.probabilities_dtype,
             **({"vectors": e.vectors if is_url(e.vectors) else str(Path(e.vectors).absolute()),
                 "vectors_min_area": e.vectors_min_area} if e.vectors else {}),
+            **({"instances": asdict(self.options.instances)}  # never in the label key
+               if self.options.instances.wanted else {}),
         }
 
     def with_normalizer(self, normalizer: Normalizer) -> RunPlan:

@@ -6,7 +6,9 @@ geodesic m² from per-row counts for a geographic one, µm² for a physical pixe
 counts only, and ``summary["areas"]["note"]`` says which) and objects, 4-connected regions
 merged across block edges (:mod:`segpipe.pipeline.objects`), with their density per km² or mm²
 of the area that has a class (nodata excluded). The same table goes to a CSV beside the output
-(:func:`write_areas_csv`) and to the Markdown report.
+(:func:`write_areas_csv`) and to the Markdown report. With an instance output,
+``summary["instances"]`` adds the instances per class after separation
+(:mod:`segpipe.pipeline.instances.summary`).
 """
 
 from __future__ import annotations
@@ -203,11 +205,24 @@ def summarize(plan: RunPlan, outcome: SegmentOutcome, stage_seconds: dict[str, f
         "nodata_pixels": tally.counts.get(plan.nodata, 0) + outcome.failed_pixels,
         "areas": tally.basis.to_dict(),
         "classes": classes,
+        "instances": _instances(plan, classes),
         "stage_seconds": stage_seconds,
         "megapixels": outcome.megapixels,
         "megapixels_per_second": outcome.megapixels / seconds if seconds else None,
         "warnings": list(plan.warnings),
     }
+
+
+def _instances(plan: RunPlan, classes: Sequence[Mapping[str, Any]]) -> dict | None:
+    """Instance counts per class with an instance output, else None.
+
+    :mod:`segpipe.pipeline.instances.summary` says how they differ from ``objects``.
+    """
+    if not plan.options.instances.wanted:
+        return None
+    from segpipe.pipeline.instances.summary import instance_summary
+
+    return instance_summary(plan, classes)
 
 
 def summary_markdown(summary: dict) -> str:
@@ -240,8 +255,19 @@ def summary_markdown(summary: dict) -> str:
         lines.append(f"| {c['label']} | {c['name']} | {c['pixels']} | {_area_text(c)} | "
                      f"{objects} | {density} |")
     lines.append(f"| nodata | | {summary['nodata_pixels']} | | | |")
+    lines += _instance_lines(summary.get("instances"))
     lines += [f"\n> warning: {w}" for w in summary["warnings"]]
     return "\n".join(lines) + "\n"
+
+
+def _instance_lines(instances: Mapping[str, Any] | None) -> list[str]:
+    """The instance counts (after separation), when the run made instances."""
+    if not instances:
+        return []
+    counts = ", ".join(f"{c['name']} {c['instances']}" for c in instances["classes"])
+    return ["", f"Instances ({instances['method']}, after separation and minimum area; the "
+                f"objects column counts regions before separation): {instances['total']} "
+                f"({counts}); {instances['clipped']} larger than the halo."]
 
 
 _UNITS = {"m2": "m²", "um2": "µm²", "per km2": "per km²", "per mm2": "per mm²"}

@@ -1,5 +1,8 @@
 """The stage sequence of a run, defined once: plan → ingest → stats → segment → export → report.
 
+With an instance output asked for (``--instance-labels``, ``--measurements``, ``--detections``)
+the instance pass (:mod:`segpipe.pipeline.instances.stage`) runs between segment and export.
+
 :func:`run_one` runs the stages for one input over its work directory; where the blocks run is
 the :class:`~segpipe.pipeline.executor.BlockExecutor`'s business (in-process or Dask). Every
 caller goes through here: ``segpipe run`` (inside the Prefect flow, with ``--workers 0`` too),
@@ -61,6 +64,7 @@ class Stage(StrEnum):
     INGEST = "ingest"
     STATS = "stats"
     SEGMENT = "segment"
+    INSTANCES = "instances"  # only when an instance output is asked for
     EXPORT = "export"
     REPORT = "report"
 
@@ -113,6 +117,10 @@ class RunContext:
 def plan_stage(options: RunOptions, preflighted: bool = False) -> RunPlan | None:
     """Check everything and open the work directory; None when the output is up to date."""
     plan = plan_run(options, preflighted=preflighted)
+    if options.instances.wanted:  # refuse bad instance settings before any block runs
+        from segpipe.pipeline.instances.stage import instance_options
+
+        instance_options(plan)
     if not options.overwrite and output_is_current(
         options.output, plan.label_key(), plan.export_key()
     ):
@@ -288,6 +296,10 @@ def export_stage(plan: RunPlan) -> list[str]:
         from segpipe.pipeline.vectors import write_vectors
 
         written.append(write_vectors(job))
+    if plan.options.instances.wanted:
+        from segpipe.pipeline.instances.tables import write_instance_tables
+
+        written += write_instance_tables(plan)
     plan.workdir.record_stage(Stage.EXPORT, time.perf_counter() - start)
     return written
 
@@ -303,7 +315,24 @@ def export_job(plan: RunPlan) -> ExportJob:
         options=plan.options.export, probabilities_path=plan.probabilities_path,
         probability_names=names[-1:] if one else names,
         image_path=plan.workdir.image if storage.exists(plan.workdir.image) else None,
+        instances_path=_instances_path(plan),
     )
+
+
+def _instances_path(plan: RunPlan) -> str | None:
+    """The instance id array the export writes, when the run asks for instances."""
+    if not plan.options.instances.wanted:
+        return None
+    from segpipe.pipeline.instances.stage import instances_path
+
+    return instances_path(plan.workdir)
+
+
+def instance_stage(plan: RunPlan) -> None:
+    """The instance pass (``instances.zarr``), unless a finished one has the same settings."""
+    from segpipe.pipeline.instances.stage import instance_stage as run_pass
+
+    run_pass(plan)
 
 
 def provenance_tags(plan: RunPlan) -> dict[str, str]:
@@ -378,5 +407,7 @@ def run_one(options: RunOptions, ctx: RunContext | None = None) -> dict:
     if outcome.failed:
         timed(Stage.REPORT, report_stage, plan, outcome, times)
         raise BlocksFailedError(failure_message(plan, dict(outcome.failed)))
+    if plan.options.instances.wanted:
+        timed(Stage.INSTANCES, instance_stage, plan)
     timed(Stage.EXPORT, export_stage, plan)
     return timed(Stage.REPORT, report_stage, plan, outcome, times)

@@ -8,4 +8,9 @@ first pixel: :mod:`.canonical`), the exact relabelling of plain components from 
 offsets and union pairs (:mod:`.relabel`), per-instance measurements with the definitions of
 ``skimage.measure.regionprops`` (:mod:`.measure`) and QuPath detections as GeoJSON
 (:mod:`.detections`).
+
+A run wires them together: the flags (:mod:`.request`, ``RunOptions.instances``), the instance
+pass between the segment and export stages writing ``instances.zarr`` in the work directory
+(:mod:`.stage`), the measurements CSV and detections GeoJSON of the export (:mod:`.tables`)
+and the counts in the summary (:mod:`.summary`).
 """

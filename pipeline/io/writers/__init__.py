@@ -6,7 +6,10 @@ in the work directory to the files the output extension asks for, each published
 * the labels at ``job.out``: GeoTIFF/COG (:mod:`.geotiff`), OME-TIFF (:mod:`.ometiff`) or
   OME-Zarr (:mod:`.omezarr`), chosen by :meth:`OutputFormat.from_path`;
 * the probabilities, when ``job.probabilities_path`` is set, beside it in the same format
-  (``mask.tif`` → ``mask.probabilities.tif``, see :func:`.common.probabilities_path`).
+  (``mask.tif`` → ``mask.probabilities.tif``, see :func:`.common.probabilities_path`);
+* the instance ids, when ``job.instances_path`` is set (``--instance-labels``), beside it in
+  the same format (``mask.tif`` → ``mask.instances.tif``; a GeoTIFF/OME-TIFF module's
+  ``write_instances(job)``), or for OME-Zarr as a second label image ``labels/instances``.
 
 The quicklook PNG and the HTML report are written later, by the report stage, once the summary
 (class areas) exists: see :mod:`segpipe.pipeline.visuals`.
@@ -54,6 +57,7 @@ class ExportJob:
     probabilities_path: str | None = None  # (K, H, W) float16 Zarr, or None
     probability_names: tuple[str, ...] | None = None
     image_path: str | None = None  # the ingested image Zarr (OME-Zarr output writes it too)
+    instances_path: str | None = None  # (H, W) uint32 instance ids (--instance-labels)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "class_names", tuple(str(n) for n in self.class_names))
@@ -91,4 +95,10 @@ def write_outputs(job: ExportJob) -> list[str]:
 
     write = format_writer(job.format)
     with streaming_env():
-        return write(job)
+        written = write(job)  # an OME-Zarr output holds the instances in its labels/ group
+        if job.instances_path is not None and job.format is not OutputFormat.OME_ZARR:
+            from segpipe.pipeline.io.writers.common import instances_target
+
+            import_module(f"{__name__}.{_MODULES[job.format]}").write_instances(job)
+            written.append(instances_target(job.out))
+        return written

@@ -23,6 +23,7 @@ __all__ = [
     "class_channel_names",
     "companion_path",
     "companion_target",
+    "instances_target",
     "open_probabilities",
     "probabilities_path",
     "probabilities_target",
@@ -56,6 +57,11 @@ def companion_target(out: str, what: str, ext: str | None = None) -> str:
     if not storage.is_url(out):
         return str(companion_path(out, what, ext))
     return storage.with_name(out, _companion_name(storage.basename(out), what, ext))
+
+
+def instances_target(out: str) -> str:
+    """Where the instance ids go: ``mask.tif`` → ``mask.instances.tif`` and so on."""
+    return companion_target(out, "instances")
 
 
 def probabilities_path(out_path: str | os.PathLike[str]) -> Path:

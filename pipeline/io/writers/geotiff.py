@@ -15,6 +15,7 @@ beside the output and moved into place only when complete
 (:func:`~segpipe.models.foundation.atomic_output`); an object-store output is uploaded from local
 scratch when complete (:func:`segpipe.pipeline.storage.publish`).
 
+Instances (``--instance-labels``): one uint32 band named ``instances``, overviews ``nearest``.
 Labels: one band named ``labels`` with the nodata value, a colour table (uint8 labels), the
 provenance tags, ``CLASS_NAMES`` (JSON) and a ``CLASS_<i>`` band tag per class. Probabilities:
 one band per class (named after it), float32 (GDAL has no float16) or ``round(p * 255)`` uint8,
@@ -44,6 +45,7 @@ from segpipe.pipeline.io.georef import rasterio_georef
 from segpipe.pipeline.io.pyramid import open_stored
 from segpipe.pipeline.io.writers.common import (
     as_uint8,
+    instances_target,
     open_probabilities,
     probabilities_target,
     probability_names,
@@ -55,7 +57,8 @@ if TYPE_CHECKING:
 
     from segpipe.pipeline.io.writers import ExportJob
 
-__all__ = ["COG_BLOCK", "cog_options", "write", "write_labels", "write_probabilities"]
+__all__ = ["COG_BLOCK", "cog_options", "write", "write_instances", "write_labels",
+           "write_probabilities"]
 
 COG_BLOCK = 512
 
@@ -162,6 +165,25 @@ def write_probabilities(job: ExportJob) -> Path:
         profile=_profile(job.info, len(names), "uint8" if uint8 else "float32"),
         convert=Convert.UINT8 if uint8 else Convert.FLOAT32, resampling="nearest",
         predictor=True,
+    )
+    return _copy(cog, describe)
+
+
+def write_instances(job: ExportJob) -> Path:
+    """Write the instance ids as a uint32 COG at ``instances_target(job.out)``; that path.
+
+    One band ``instances`` (0 background, no nodata value: every pixel is an id or 0), the
+    provenance tags, overviews by ``nearest`` (ids are never averaged).
+    """
+    open_stored(str(job.instances_path), job.info, "instances", 2)  # checks the grid
+
+    def describe(dst: DatasetWriter) -> None:
+        dst.set_band_description(1, "instances")
+        dst.update_tags(**job.tags)
+
+    cog = _Cog(
+        out=instances_target(job.out), array=str(job.instances_path),
+        profile=_profile(job.info, 1, "uint32"), convert=Convert.NONE, resampling="nearest",
     )
     return _copy(cog, describe)
 

@@ -6,6 +6,7 @@ downsamplings of level 0 (``array[::2**i, ::2**i]``, see :mod:`segpipe.pipeline.
 halving until a level fits in one tile. The OME-XML carries the input's physical pixel size and
 unit when it has one (absent otherwise); TIFF resolution tags repeat it for non-OME readers.
 
+Instances (``--instance-labels``): one uint32 channel ``instances``, beside the output.
 Labels: one channel named ``labels`` and MapAnnotations in the ``segpipe/classes`` (label value
 → class name), ``segpipe/colors`` (label value → ``#rrggbb``) and ``segpipe/provenance`` (tags,
 nodata) namespaces. Probabilities: one channel per class (named after it), float32 (OME has no
@@ -32,6 +33,7 @@ from segpipe.pipeline.io.units import LENGTH_UNITS, normalize_unit, unit_in_mete
 from segpipe.pipeline.io.writers.common import (
     PYRAMID_METHOD,
     as_uint8,
+    instances_target,
     open_probabilities,
     probabilities_target,
     probability_block,
@@ -48,6 +50,7 @@ __all__ = [
     "NS_PROVENANCE",
     "TILE",
     "write",
+    "write_instances",
     "write_labels",
     "write_probabilities",
 ]
@@ -175,6 +178,29 @@ def write_labels(job: ExportJob, *, tile: int = TILE) -> Path:
         return iter_tiles(labels, 2**level, pyramid.shapes[level], pyramid.tile)
 
     return _write_pyramid(job.out, pyramid, tiles)
+
+
+def write_instances(job: ExportJob, *, tile: int = TILE) -> Path:
+    """Write the (H, W) uint32 instance ids as a pyramidal OME-TIFF beside the output.
+
+    At ``instances_target(job.out)``; returns that path. One channel ``instances``, the same
+    layout and physical sizes as :func:`write_labels`, provenance in a MapAnnotation.
+    """
+    ids = open_stored(str(job.instances_path), job.info, "instances", 2)
+    source = os.path.basename(job.info.path)
+    metadata: dict[str, Any] = {
+        "axes": "YX", "Name": f"{source} instances", "Channel": {"Name": ["instances"]},
+        **_physical(job.info),
+        "MapAnnotation": [{"Namespace": NS_PROVENANCE, "source": source,
+                           "pyramid": PYRAMID_METHOD, "background": "0",
+                           **{str(k): str(v) for k, v in job.tags.items()}}],
+    }
+    pyramid = _Pyramid.of(job.info, tile, 1, ids.dtype, metadata=metadata)
+
+    def tiles(level: int) -> Iterator[np.ndarray]:
+        return iter_tiles(ids, 2**level, pyramid.shapes[level], pyramid.tile)
+
+    return _write_pyramid(instances_target(job.out), pyramid, tiles)
 
 
 class _Plane:

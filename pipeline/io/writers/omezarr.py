@@ -60,9 +60,10 @@ from segpipe.pipeline.options import NgffVersion
 if TYPE_CHECKING:
     from segpipe.pipeline.io.writers import ExportJob
 
-__all__ = ["LABEL_NAME", "write", "write_labels", "write_probabilities"]
+__all__ = ["INSTANCE_NAME", "LABEL_NAME", "write", "write_labels", "write_probabilities"]
 
 LABEL_NAME = "labels"
+INSTANCE_NAME = "instances"
 
 
 def _ome_zarr_writer() -> Any:
@@ -250,9 +251,29 @@ def write_labels(job: ExportJob) -> Path:
             root["labels"], LABEL_NAME, colors=colors, properties=properties, fmt=grid.fmt,
             source={"image": "../../"},
         )
+        if job.instances_path is not None:
+            _write_instances(root, job, grid)
         if grid.fmt.zarr_format == 3:  # NGFF 0.5: every OME group carries the version
             writer.add_metadata(root["labels"], {"version": grid.fmt.version}, fmt=grid.fmt)
     return Path(job.out)
+
+
+def _write_instances(root: zarr.Group, job: ExportJob, grid: _Grid) -> None:
+    """The instance ids as a second label image, ``labels/instances`` (uint32, 0 background).
+
+    Its ``image-label`` metadata names the image it belongs to and no colours (one per id
+    would grow with the objects): viewers colour label images by id themselves. The
+    ``labels`` group's list then names both label images.
+    """
+    writer = _ome_zarr_writer()
+    ids = open_stored(str(job.instances_path), job.info, "instances", 2)
+    labels = root["labels"]
+    assert isinstance(labels, zarr.Group)  # write_labels created it
+    group = labels.create_group(INSTANCE_NAME)
+    _write_pyramid(group, _Labels2D(ids), grid, ids.dtype)
+    grid.write_multiscales(group, INSTANCE_NAME)
+    writer.write_label_metadata(labels, INSTANCE_NAME, fmt=grid.fmt,
+                                source={"image": "../../"})
 
 
 def write_probabilities(job: ExportJob) -> Path:
