@@ -228,3 +228,54 @@ def test_bad_instance_settings_are_refused_before_any_block(tmp_path):
         RunOptions.of(str(src), str(out), instance_min_distance=0)
     with pytest.raises(InputError, match="--instance-method 'blobs'"):
         RunOptions.of(str(src), str(out), instance_method="blobs")
+
+
+def test_an_interrupted_instance_pass_runs_again_to_the_same_bytes(tmp_path):
+    """A pass killed part way leaves no ``instances.json``: the next run redoes it whole."""
+    labels = nuclei()
+    src, model = scene(tmp_path, labels)
+    out, workdir = tmp_path / "out.tif", tmp_path / "wd"
+    common = {"model": str(model), **GRID, "instance_labels": True, "keep_workdir": True,
+              "instance_min_distance": 3, "instance_max_diameter": 32, "workdir": str(workdir)}
+    run_one(RunOptions.of(str(src), str(out), **common))
+    first = (tmp_path / "out.instances.tif").read_bytes()
+    # what a kill part way through the pass leaves: its state gone, its array half rewritten
+    (workdir / "instances.json").unlink()
+    ids = zarr.open_array(str(workdir / "instances.zarr"), mode="r+")
+    ids[:40] = 7
+    again = run_one(RunOptions.of(str(src), str(out), overwrite=True, **common))
+    assert again["blocks_computed"] == 0
+    assert (tmp_path / "out.instances.tif").read_bytes() == first
+    np.testing.assert_array_equal(
+        read_tif(tmp_path / "out.instances.tif"),
+        oracle_instances(labels, (1, 2), separate=True, min_distance=3))
+
+
+def test_microscopy_areas_in_square_micrometres_and_density_per_mm2(tmp_path):
+    from tests.io.iohelpers import write_ome_tiff
+
+    labels = nuclei()
+    src = write_ome_tiff(tmp_path / "cells.ome.tif", one_hot(labels, CLASSES), "CYX",
+                         pixel_size=(0.5, 0.5), tile=16)
+    model = argmax_model(tmp_path / "argmax.pt2", CLASSES)
+    out = tmp_path / "cells.labels.ome.tif"
+    summary = run_one(RunOptions.of(
+        str(src), str(out), model=str(model), **GRID, measurements=True, detections=True,
+        instance_min_distance=3, instance_max_diameter=32, instance_min_area=6 * 0.25))
+    expected = oracle_instances(labels, (1, 2), separate=True, min_distance=3, min_area=6)
+    got = tifffile.imread(tmp_path / "cells.labels.instances.ome.tif").astype(np.int64)
+    np.testing.assert_array_equal(got, expected)
+    image_mm2 = labels.size * 0.25 / 1e6
+    rows = summary["instances"]["classes"]
+    assert [r["density_unit"] for r in rows] == ["per mm2", "per mm2"]
+    assert sum(r["density"] for r in rows) == pytest.approx(expected.max() / image_mm2)
+    with open(tmp_path / "cells.labels.measurements.csv", newline="") as handle:
+        table = list(csv.DictReader(handle))
+    areas = np.bincount(expected.ravel())[1:]
+    np.testing.assert_allclose([float(r["area"]) for r in table], areas * 0.25, rtol=1e-12)
+    oracle = regionprops_table(expected, properties=["centroid"])
+    np.testing.assert_allclose([float(r["centroid_x"]) for r in table],
+                               (oracle["centroid-1"] + 0.5) * 0.5, rtol=1e-12)
+    features = json.loads((tmp_path / "cells.labels.detections.geojson").read_text())["features"]
+    # level-0 pixel coordinates (QuPath's), not micrometres
+    assert [shapely.geometry.shape(f["geometry"]).area for f in features] == areas.tolist()
