@@ -279,3 +279,51 @@ def test_microscopy_areas_in_square_micrometres_and_density_per_mm2(tmp_path):
     features = json.loads((tmp_path / "cells.labels.detections.geojson").read_text())["features"]
     # level-0 pixel coordinates (QuPath's), not micrometres
     assert [shapely.geometry.shape(f["geometry"]).area for f in features] == areas.tolist()
+
+
+def test_detections_of_a_coarser_level_are_in_level0_pixels(tmp_path):
+    from tests.io.iohelpers import write_ome_tiff
+
+    full = blobs((96, 128), CLASSES, seed=2, sigma=3.0)
+    src = write_ome_tiff(tmp_path / "slide.ome.tif", one_hot(full, CLASSES), "CYX",
+                         pixel_size=(0.25, 0.25), sublevels=1, tile=16)
+    model = argmax_model(tmp_path / "argmax.pt2", CLASSES)
+    out = tmp_path / "slide.labels.ome.tif"
+    run_one(RunOptions.of(str(src), str(out), model=str(model), **GRID, level=1,
+                          detections=True, instance_method="components"))
+    expected = oracle_instances(full[::2, ::2], (1, 2), separate=False)  # level 1's labels
+    got = tifffile.imread(tmp_path / "slide.labels.instances.ome.tif").astype(np.int64)
+    np.testing.assert_array_equal(got, expected)
+    features = json.loads((tmp_path / "slide.labels.detections.geojson").read_text())["features"]
+    assert len(features) == expected.max()
+    for f in features:
+        gid = int(f["properties"]["measurements"]["id"])
+        rows, cols = np.nonzero(expected == gid)
+        polygon = shapely.geometry.shape(f["geometry"])
+        assert polygon.area == 4 * len(rows)  # one level-1 pixel is 2 × 2 level-0 pixels
+        assert polygon.bounds == (2 * cols.min(), 2 * rows.min(), 2 * cols.max() + 2,
+                                  2 * rows.max() + 2)
+
+
+def test_with_probabilities_the_watershed_floods_the_class_probability(tmp_path):
+    from scipy.ndimage import gaussian_filter
+
+    labels = nuclei()
+    rng = np.random.default_rng(1)
+    field = gaussian_filter(rng.random(labels.shape), 2.0)
+    strength = 1 + 3 * (field - field.min()) / np.ptp(field)  # logits 1 … 4: a varied surface
+    bands = one_hot(labels, CLASSES).astype(np.float32) * strength.astype(np.float32)
+    src = write_geotiff(tmp_path / "scene.tif", bands)
+    model = argmax_model(tmp_path / "argmax.pt2", CLASSES)
+    out = tmp_path / "out.tif"
+    run_one(RunOptions.of(str(src), str(out), model=str(model), **GRID, probabilities=True,
+                          instance_labels=True, instance_min_distance=2,
+                          instance_max_diameter=32))
+    with rasterio.open(tmp_path / "out.probabilities.tif") as ds:
+        probabilities = ds.read().astype(np.float32)
+    expected = oracle_instances(labels, (1, 2), separate=True, min_distance=2,
+                                elevation=probabilities)
+    got = read_tif(tmp_path / "out.instances.tif")
+    np.testing.assert_array_equal(got, expected)
+    distance = oracle_instances(labels, (1, 2), separate=True, min_distance=2)
+    assert not np.array_equal(got, distance)  # the surface made a difference
