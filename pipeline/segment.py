@@ -10,6 +10,11 @@ A :class:`SegmentJob` holds everything a worker needs as small picklable values 
 plan, the normalizer); tasks carry the job and a block index, never arrays or models. Each worker
 process loads the model once (:func:`segpipe.models.loading.load_model_cached`, verified by its
 sha256) and reuses it.
+
+The part that turns a block's pixels into labels, :func:`label_block` with a :class:`Labeller`
+(the job less its paths), reads and writes nothing: the run's blocks call it between their Zarr
+read and write, and the Python API (``segpipe.segment``) calls it on pixels read from arrays, so
+both give the same labels.
 """
 
 from __future__ import annotations
@@ -38,7 +43,49 @@ from segpipe.pipeline.stitch import Merger, Stitched
 from segpipe.pipeline.tiling import Block, TilePlan, read_mirrored
 from segpipe.pipeline.workdir import BlockRecord, WorkDir, pack_array
 
-__all__ = ["SegmentJob", "segment_and_record", "segment_block", "sync_block", "write_nodata"]
+__all__ = [
+    "Labelled",
+    "Labeller",
+    "SegmentJob",
+    "label_block",
+    "segment_and_record",
+    "segment_block",
+    "sync_block",
+    "write_nodata",
+]
+
+
+@dataclass(frozen=True)
+class Labeller:
+    """How a block's pixels become labels, with no paths: the model, the tiles, the normalizer."""
+
+    model: str
+    model_sha256: str
+    device: str
+    precision: Precision
+    tiles: TilePlan
+    margin: int
+    num_classes: int
+    normalizer: Normalizer
+    nodata: float | None
+    blend: Blend
+    batch_size: int | None
+    compiled: bool = False
+    probabilities: bool = False
+
+    def load(self) -> LoadedModel:
+        """The model, loaded once per process and checked against the planned hash."""
+        return load_model_cached(self.model, self.device, self.model_sha256,
+                                 compiled=self.compiled)
+
+
+@dataclass(frozen=True)
+class Labelled:
+    """A block core's labels (nodata where ``missing``) and probabilities (0 there), if asked."""
+
+    labels: np.ndarray
+    missing: np.ndarray
+    probabilities: np.ndarray | None
 
 
 @dataclass(frozen=True)
@@ -66,6 +113,17 @@ class SegmentJob:
     compiled: bool = False
     valid_path: str | None = None  # the input's mask band, ingested (True where valid)
     feed: Feed | None = None  # the input, copied block by block ahead (None: read in place)
+
+    @property
+    def labeller(self) -> Labeller:
+        """The part of the job that labels pixels (no paths)."""
+        return Labeller(
+            model=self.model, model_sha256=self.model_sha256, device=self.device,
+            precision=self.precision, tiles=self.tiles, margin=self.margin,
+            num_classes=self.num_classes, normalizer=self.normalizer, nodata=self.nodata,
+            blend=self.blend, batch_size=self.batch_size, compiled=self.compiled,
+            probabilities=self.probabilities_path is not None,
+        )
 
 
 @dataclass(frozen=True)
@@ -111,28 +169,47 @@ def segment_block(job: SegmentJob, index: tuple[int, int]) -> BlockResult:
     inside = job.mask.inside(block.core) if job.mask is not None else None
     if inside is not None and not inside.any():
         return _skip(job, block)
-    model = load_model_cached(job.model, job.device, job.model_sha256, compiled=job.compiled)
+    labeller = job.labeller
+    model = labeller.load()
     with open_raster(job.image_path) as reader:
         bands = list(job.bands)
         pixels = read_mirrored(
             lambda w: reader.read(w)[bands], block.read, job.tiles.height, job.tiles.width
         )
-    x, nodata_mask = job.normalizer.apply(pixels, job.nodata, _read_valid(job, block))
-    if nodata_mask.all():
+    done = label_block(labeller, block, pixels, model, _read_valid(job, block), inside)
+    if done is None:
         return _skip(job, block)
-    stitched = _run_tiles(job, block, x, model)
-    core = block.core.relative_to(block.read).slices
-    labels = stitched.labels.astype(label_dtype(job.num_classes))
-    missing = nodata_mask[core] if inside is None else nodata_mask[core] | ~inside
-    labels[missing] = nodata_label(job.num_classes)
+    labels = done.labels
     rows, cols = block.core.slices
     open_array(job.labels_path)[rows, cols] = labels
-    if job.probabilities_path is not None and stitched.probabilities is not None:
-        probs = stitched.probabilities
-        probs[:, missing] = 0
-        open_array(job.probabilities_path)[:, rows, cols] = probs.astype(np.float16)
+    if job.probabilities_path is not None and done.probabilities is not None:
+        open_array(job.probabilities_path)[:, rows, cols] = done.probabilities.astype(np.float16)
     summaries = LabelSummaries.of(labels, nodata_label(job.num_classes), rows=job.row_counts)
     return BlockResult(block.id, labels.size, _counts(labels), summaries)
+
+
+def label_block(
+    labeller: Labeller, block: Block, pixels: np.ndarray, model: LoadedModel,
+    valid: np.ndarray | None = None, inside: np.ndarray | None = None,
+) -> Labelled | None:
+    """The labels of ``block``'s core from its mirrored read window ``pixels`` (bands, h, w).
+
+    Normalize, run the model per tile, stitch, set nodata where every band is nodata (or
+    ``valid`` is False, or outside ``inside``, the core's region mask). None when every pixel of
+    the read window is nodata: the model is not run.
+    """
+    x, nodata_mask = labeller.normalizer.apply(pixels, labeller.nodata, valid)
+    if nodata_mask.all():
+        return None
+    stitched = _run_tiles(labeller, block, x, model)
+    core = block.core.relative_to(block.read).slices
+    labels = stitched.labels.astype(label_dtype(labeller.num_classes))
+    missing = nodata_mask[core] if inside is None else nodata_mask[core] | ~inside
+    labels[missing] = nodata_label(labeller.num_classes)
+    probs = stitched.probabilities if labeller.probabilities else None
+    if probs is not None:
+        probs[:, missing] = 0
+    return Labelled(labels, missing, probs)
 
 
 def _read_valid(job: SegmentJob, block: Block) -> np.ndarray | None:
@@ -160,13 +237,15 @@ def _counts(labels: np.ndarray) -> dict[int, int]:
     return {int(i): int(c) for i, c in enumerate(counts) if c}
 
 
-def _run_tiles(job: SegmentJob, block: Block, x: np.ndarray, model: LoadedModel) -> Stitched:
+def _run_tiles(
+    labeller: Labeller, block: Block, x: np.ndarray, model: LoadedModel
+) -> Stitched:
     merger = Merger(
-        block.core, blend=job.blend, margin=job.margin,
-        probabilities=job.probabilities_path is not None,
+        block.core, blend=labeller.blend, margin=labeller.margin,
+        probabilities=labeller.probabilities,
     )
-    size = job.tiles.input_size
-    runner = runner_for(model, job.batch_size, job.precision, (x.shape[0], size, size))
+    size = labeller.tiles.input_size
+    runner = runner_for(model, labeller.batch_size, labeller.precision, (x.shape[0], size, size))
     pinned = model.device.type == "cuda"
     with Prefetcher(x, block.read, block.tiles, runner.batch_size, pinned=pinned) as batches:
         for batch in batches:

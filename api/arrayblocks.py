@@ -1,0 +1,62 @@
+"""One block's labels and the normalization statistics, from pixels read through a function.
+
+``read(window) -> (selected bands, h, w)`` reads image pixels inside the array; everything
+else is the run's own code: the statistics from the run's sampled windows
+(:func:`~segpipe.pipeline.normalize.compute_normalizer`), the mirror padding
+(:func:`~segpipe.pipeline.tiling.read_mirrored`) and the block's labels
+(:func:`~segpipe.pipeline.segment.label_block`). The eager and the lazy API share these.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from segpipe.arrayplan import ArrayPlan
+from segpipe.models.card import NormMethod
+from segpipe.pipeline.labels import label_dtype, nodata_label
+from segpipe.pipeline.normalize import Normalizer, compute_normalizer
+from segpipe.pipeline.segment import Labeller, label_block
+from segpipe.pipeline.tiling import Window, mirror_indices, read_mirrored
+
+__all__ = ["block_labels", "needs_statistics", "normalizer", "source_box"]
+
+Read = Callable[[Window], np.ndarray]
+
+
+def needs_statistics(plan: ArrayPlan) -> bool:
+    """Whether the normalization is computed from the image (else it reads no pixel)."""
+    norm = plan.normalization
+    return norm.method is NormMethod.PERCENTILE or (
+        norm.method is NormMethod.MEANSTD and norm.mean is None
+    )
+
+
+def normalizer(plan: ArrayPlan, read: Read | None) -> Normalizer:
+    """The run's normalizer for the array; ``read`` is called on the sampled windows only."""
+    return compute_normalizer(
+        plan.normalization, dtype=plan.dtype, bands=len(plan.bands), nodata=plan.nodata,
+        read=read, shape=(plan.tiles.height, plan.tiles.width),
+    )
+
+
+def source_box(window: Window, height: int, width: int) -> Window:
+    """The image pixels the mirror-extended ``window`` reads: what ``read_mirrored`` asks for."""
+    rows = mirror_indices(window.row, window.row_stop, height)
+    cols = mirror_indices(window.col, window.col_stop, width)
+    r0, c0 = int(rows.min()), int(cols.min())
+    return Window(r0, c0, int(rows.max()) + 1 - r0, int(cols.max()) + 1 - c0)
+
+
+def block_labels(labeller: Labeller, index: tuple[int, int], read: Read) -> np.ndarray:
+    """Labels of block ``index``'s core; all nodata when its read window is (no model run)."""
+    tiles = labeller.tiles
+    block = tiles.block_at(*index)
+    model = labeller.load()
+    pixels = read_mirrored(read, block.read, tiles.height, tiles.width)
+    done = label_block(labeller, block, pixels, model)
+    if done is not None:
+        return done.labels
+    shape = (block.core.height, block.core.width)
+    return np.full(shape, nodata_label(labeller.num_classes), label_dtype(labeller.num_classes))

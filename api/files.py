@@ -1,0 +1,147 @@
+"""``segpipe.open``, ``segpipe.write`` and ``segpipe.run``: files in and out from Python.
+
+:func:`open` reads any input a run reads (GeoTIFF/COG, OME-TIFF, OME-Zarr, slides) through the
+run's own readers (:func:`~segpipe.pipeline.io.base.open_raster`), lazily: a Dask array whose
+chunks each open the file and read one window, wrapped as a DataArray with the file's grid.
+:func:`write` writes labels with the run's own writers (:func:`~segpipe.pipeline.io.writers.
+write_outputs`: COG, OME-TIFF, OME-Zarr by the extension) from a Zarr array that the labels are
+stored into chunk by chunk; with ``compute=False`` it returns the delayed work, as
+ome-zarr-py's writers do. :func:`run` is ``segpipe run`` on one input.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from segpipe.models.foundation import InputError
+from segpipe.pipeline.io.base import RasterInfo
+from segpipe.pipeline.options import RunOptions
+
+__all__ = ["lazy_raster", "open", "run", "write"]
+
+CHUNK = 1024  # spatial chunk side of an opened raster (all bands in every chunk)
+
+
+@dataclass(frozen=True)
+class _Source:
+    """A raster level as an array-like for ``dask.array.from_array``: each read opens it."""
+
+    path: str
+    level: int
+    shape: tuple[int, int, int]
+    dtype: np.dtype
+
+    @property
+    def ndim(self) -> int:
+        return 3
+
+    def __getitem__(self, key: tuple[slice, slice, slice]) -> np.ndarray:
+        from segpipe.pipeline.io.base import open_raster
+        from segpipe.pipeline.tiling import Window
+
+        bands, rows, cols = (k.indices(n) for k, n in zip(key, self.shape))
+        window = Window(rows[0], cols[0], rows[1] - rows[0], cols[1] - cols[0])
+        with open_raster(self.path, level=self.level) as reader:
+            return reader.read(window)[slice(*bands)]
+
+
+def raster_info(path: str, level: int = 0) -> RasterInfo:
+    """The metadata of ``path`` at ``level`` (no pixel read)."""
+    from segpipe.pipeline.io.base import open_raster
+
+    with open_raster(path, level=level) as reader:
+        return reader.info
+
+
+def lazy_raster(path: str, level: int = 0) -> Any:
+    """Level ``level`` of ``path`` as a Dask array (bands, H, W); building it reads no pixel."""
+    import dask.array as da
+    from dask.base import tokenize
+
+    info = raster_info(path, level)
+    source = _Source(str(path), level, (info.bands, info.height, info.width), np.dtype(info.dtype))
+    name = "segpipe-open-" + tokenize(str(Path(path).absolute()), level, _mtime(path))
+    return da.from_array(source, chunks=(info.bands, CHUNK, CHUNK), name=name, asarray=False,
+                         meta=np.empty((0, 0, 0), info.dtype), lock=False)
+
+
+def _mtime(path: str) -> int:
+    p = Path(path)
+    return p.stat().st_mtime_ns if p.exists() else 0
+
+
+def open(path: str, level: int = 0) -> Any:
+    """Level ``level`` of ``path`` as a lazy DataArray (band, y, x) with its grid and CRS."""
+    try:
+        import xarray as xr
+    except ImportError:
+        raise InputError("segpipe.open returns an xarray DataArray: install xarray (and "
+                         "rioxarray for the CRS accessor)") from None
+    info = raster_info(path, level)
+    data = lazy_raster(path, level)
+    names = info.channel_names or tuple(range(1, info.bands + 1))
+    coords: dict[str, Any] = {"band": list(names)}
+    attrs: dict[str, Any] = {}
+    if info.transform is not None:
+        a, _, c, _, e, f = info.transform[:6]
+        coords["x"] = c + a * (np.arange(info.width) + 0.5)
+        coords["y"] = f + e * (np.arange(info.height) + 0.5)
+        attrs["transform"] = tuple(info.transform[:6])
+    if info.crs_wkt:
+        attrs["crs_wkt"] = info.crs_wkt
+    if info.nodata is not None:
+        attrs["nodata"] = info.nodata
+    out = xr.DataArray(data, dims=("band", "y", "x"), coords=coords, attrs=attrs)
+    if info.crs_wkt and _has_rioxarray():
+        out = out.rio.write_crs(info.crs_wkt)
+    return out
+
+
+def _has_rioxarray() -> bool:
+    try:
+        import rioxarray  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def run(input: str, output: str, **options: Any) -> dict[str, Any]:
+    """``segpipe run --input INPUT --output OUTPUT`` with ``options`` by their flat names.
+
+    The whole run (work directory, ``resume=True``, the report beside the output), in this
+    process; returns the run's summary.
+    """
+    from segpipe.pipeline.stages import run_one
+
+    return run_one(RunOptions.of(input, output, **options))
+
+
+def write(
+    labels: Any, path: str, *, compute: bool = True, crs: str | None = None,
+    transform: tuple[float, ...] | None = None, class_names: tuple[str, ...] | None = None,
+    colors: tuple[tuple[int, int, int], ...] | None = None,
+) -> Any:
+    """Write ``labels`` (H, W) to ``path`` in the format its extension names, as a run does.
+
+    A DataArray from :func:`segpipe.segment` carries its CRS, transform, class names and
+    colours; for an array give them here (else the output has no georeferencing and classes
+    named by number). ``compute=False``: the delayed work (its result the paths written).
+    """
+    from segpipe.writing import export_labels, labels_export
+
+    export = labels_export(labels, path, crs, transform, class_names, colors)
+    folder = Path(tempfile.mkdtemp(prefix="segpipe-write-"))
+    try:
+        work = export_labels(export, str(folder / "labels.zarr"))
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    if compute:
+        return work.compute()
+    return work
