@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import cloudpickle
 import dask
 import dask.array as da
 import numpy as np
@@ -68,6 +69,8 @@ def test_building_the_graph_reads_no_pixels(tmp_path):
     stats = [k for k in deps if isinstance(k, str) and k.startswith("segpipe-statistics-")]
     assert len(blocks) == 3 * 3 and len(stats) == 1  # 90x70 in blocks of 32 px
     assert all(stats[0] in _ancestors(deps, b) for b in blocks)
+    shipped = cloudpickle.loads(cloudpickle.dumps(dict(graph)))  # as to distributed workers
+    assert set(shipped) == set(dict(graph))
     try:
         labels.compute(scheduler="sync")
     except PixelsRead:
