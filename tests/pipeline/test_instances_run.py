@@ -327,3 +327,13 @@ def test_with_probabilities_the_watershed_floods_the_class_probability(tmp_path)
     np.testing.assert_array_equal(got, expected)
     distance = oracle_instances(labels, (1, 2), separate=True, min_distance=2)
     assert not np.array_equal(got, distance)  # the surface made a difference
+
+
+def test_serve_never_takes_the_instance_files_as_inputs(watershed_run):
+    folder = watershed_run[0]
+    names = {p.name for p in folder.iterdir()}
+    companions = {"out.instances.tif", "out.measurements.csv", "out.detections.geojson"}
+    assert companions <= names
+    ours = segpipe_files(folder, names)
+    assert companions <= ours
+    assert "scene.tif" not in ours
