@@ -15,8 +15,9 @@ import numpy as np
 
 from segpipe.arrayplan import ArrayPlan
 from segpipe.models.card import NormMethod
+from segpipe.models.foundation import InputError
 from segpipe.pipeline.labels import label_dtype, nodata_label
-from segpipe.pipeline.normalize import Normalizer, compute_normalizer
+from segpipe.pipeline.normalize import Normalizer, compute_normalizer, invalid_values
 from segpipe.pipeline.segment import Labeller, label_block
 from segpipe.pipeline.tiling import Window, mirror_indices, read_mirrored
 
@@ -34,11 +35,53 @@ def needs_statistics(plan: ArrayPlan) -> bool:
 
 
 def normalizer(plan: ArrayPlan, read: Read | None) -> Normalizer:
-    """The run's normalizer for the array; ``read`` is called on the sampled windows only."""
-    return compute_normalizer(
+    """The run's normalizer for the array; ``read`` is called on the sampled windows only.
+
+    ``meanstd`` from image statistics refuses a constant band, as a run's plan does
+    (:func:`~segpipe.pipeline.inputchecks.check_meanstd_bands`), from the same windows.
+    """
+    ranges = _Ranges(read, plan.nodata) if read is not None else None
+    result = compute_normalizer(
         plan.normalization, dtype=plan.dtype, bands=len(plan.bands), nodata=plan.nodata,
-        read=read, shape=(plan.tiles.height, plan.tiles.width),
+        read=ranges, shape=(plan.tiles.height, plan.tiles.width),
     )
+    if ranges is not None and plan.normalization.method is NormMethod.MEANSTD:
+        ranges.refuse_constant(plan.bands)
+    return result
+
+
+class _Ranges:
+    """A ``read`` that also keeps each band's lowest and highest valid value."""
+
+    def __init__(self, read: Read, nodata: float | None) -> None:
+        self.read, self.nodata = read, nodata
+        self.low: np.ndarray | None = None
+        self.high: np.ndarray | None = None
+
+    def __call__(self, window: Window) -> np.ndarray:
+        x = self.read(window)
+        invalid = invalid_values(x, self.nodata)
+        if self.low is None or self.high is None:
+            self.low, self.high = np.full(len(x), np.inf), np.full(len(x), -np.inf)
+        for b in range(len(x)):
+            values = x[b] if invalid is None else x[b][~invalid[b]]
+            if values.size:
+                self.low[b] = min(self.low[b], float(values.min()))
+                self.high[b] = max(self.high[b], float(values.max()))
+        return x
+
+    def refuse_constant(self, bands: tuple[int, ...]) -> None:
+        if self.low is None or self.high is None:
+            return
+        constant = [b for b in range(len(bands)) if self.low[b] == self.high[b]]
+        if constant:
+            b = constant[0]
+            raise InputError(
+                f"normalize='meanstd': band {bands[b] + 1} of the array is constant (every "
+                f"valid pixel is {self.low[b]:g}), so its standard deviation is 0 and meanstd "
+                "cannot scale it; use normalize='scale' or 'none', or leave the band out with "
+                "bands="
+            )
 
 
 def source_box(window: Window, height: int, width: int) -> Window:

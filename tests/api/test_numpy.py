@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import dask.array as da
 import numpy as np
 import pytest
 import torch
@@ -13,6 +14,7 @@ import segpipe
 from segpipe.models import create_model, default_card, save_checkpoint
 from segpipe.models.foundation import InputError
 from tests.api.helpers import cli_labels, read_image, summary_normalizer
+from tests.conftest import write_geotiff
 from tests.pipeline.oracles import assert_labels_match, whole_image_logits
 from tests.pipeline.test_exactness import oracle_labels, spread_weights, tiny_unet
 
@@ -80,6 +82,22 @@ def test_any_module_is_segmented_as_its_whole_image_forward_pass(geotiff):
     logits = whole_image_logits(net.eval(), image, margin=2, period=1)  # raw float32 pixels
     assert_labels_match(labels, logits)
     assert len(np.unique(labels)) > 1
+
+
+def test_constant_band_under_meanstd_is_refused_as_by_the_cli(tmp_path, geotiff):
+    image = read_image(geotiff((2, 40, 40), "uint8", seed=8))
+    image[1] = 7
+    model = tiny_unet(tmp_path / "unet.pt", 2, "valid")
+    src = write_geotiff(tmp_path / "constant.tif", image)
+    with pytest.raises(InputError, match=r"band 2 .*is constant") as cli:
+        cli_labels(src, model, tmp_path / "cli.tif", normalize="meanstd")
+    with pytest.raises(InputError, match="band 2 of the array is constant"):
+        segpipe.segment(image, str(model), normalize="meanstd", device="cpu")
+    assert "every valid pixel is 7" in str(cli.value)
+    lazy = segpipe.segment(da.from_array(image, chunks=(2, 20, 20)), str(model),
+                           normalize="meanstd", device="cpu")  # the statistics are a task
+    with pytest.raises(InputError, match="band 2 of the array is constant"):
+        lazy.compute(scheduler="sync")
 
 
 def test_bare_array_without_model_is_refused():
