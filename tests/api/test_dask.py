@@ -101,3 +101,20 @@ def test_numpy_and_dask_give_the_same_labels_on_a_big_block_grid(tmp_path, geoti
                              **{k: v for k, v in options.items() if k != "device"})
     np.testing.assert_array_equal(eager, expected)
     np.testing.assert_array_equal(lazy.compute(), expected)
+
+
+def test_lazy_labels_compute_on_a_distributed_cluster(tmp_path, geotiff):
+    from distributed import Client, LocalCluster
+
+    src = geotiff((3, 130, 110), "uint8", seed=12)
+    model = tiny_unet(tmp_path / "unet.pt", 3, "valid")
+    expected, _ = cli_labels(src, model, tmp_path / "cli.tif", **OPTIONS)
+    lazy = segpipe.segment(da.from_array(read_image(src), chunks=(3, 64, 64)), str(model),
+                           device="cpu", **OPTIONS)
+    with (
+        LocalCluster(n_workers=1, threads_per_worker=2, processes=True,
+                     dashboard_address=None) as cluster,
+        Client(cluster),
+    ):
+        labels = lazy.compute()  # the worker process loads the model by its path
+    np.testing.assert_array_equal(labels, expected)
