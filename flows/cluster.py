@@ -22,8 +22,9 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from itertools import groupby
 from typing import TYPE_CHECKING
 
 from segpipe.flows.security import TlsFiles, is_tls, warn_if_exposed
@@ -100,7 +101,9 @@ class LocalLayout:
         return cls(workers, max(1, cores // (workers * threads)), gpus, threads)
 
 
-def run_block(job: SegmentJob, index: tuple[int, int], run_id: str, *fed: None) -> BlockRecord:
+def run_block(
+    job: SegmentJob, index: tuple[int, int], run_id: str, fed: Sequence[None] = ()
+) -> BlockRecord:
     """The Dask task of one block: segment it, write its chunks, then its ``done`` marker.
 
     ``fed``: the results of the feed tasks the block depends on (none of them is used; they
@@ -262,28 +265,37 @@ def submit_blocks(
     task whose worker dies is rescheduled by Dask on another worker. Keys name the run attempt
     and the block, so attempts never collide on a shared scheduler.
     """
-    if job.feed is None:
-        order: Iterable[tuple[list[tuple[int, int]], tuple[int, int]]] = (
-            ([], index) for index in indices)
-    else:
-        order = wavefront(job.tiles, indices, fed_blocks(job.feed))
     resources = {"GPU": 1} if gpu else None
     fed: dict[tuple[int, int], Future] = {}
-    futures, by_key = [], {}
-    for new, index in order:
-        for n in new:  # copies submitted just before the first block that needs them
-            fed[n] = client.submit(
-                feed_block, job.feed, job.tiles, n, key=f"segpipe-{run_id}-feed-{n[0]}_{n[1]}",
+    futures: list[Future] = []
+    by_key: dict[str, tuple[int, int]] = {}
+    for new, row in _rows(job, indices):  # one map call each: Dask runs earlier calls first
+        if new:  # the copies the row's blocks need first, submitted just before them
+            keys = [f"segpipe-{run_id}-feed-{i}_{j}" for i, j in new]
+            fed.update(zip(new, client.map(
+                feed_block, [job.feed] * len(new), [job.tiles] * len(new), new, key=keys,
                 retries=RETRIES, pure=False,
-            )
-        ready = [fed[n] for n in needs(job.tiles, index) if n in fed]
-        key = f"segpipe-{run_id}-{index[0]}_{index[1]}"
-        futures.append(client.submit(
-            run_block, job, index, run_id, *ready, key=key, retries=RETRIES, pure=False,
-            resources=resources,
-        ))
-        by_key[key] = index
+            )))
+        keys = [f"segpipe-{run_id}-{i}_{j}" for i, j in row]
+        ready = [[fed[n] for n in needs(job.tiles, index) if n in fed] for index in row]
+        futures += client.map(
+            run_block, [job] * len(row), row, [run_id] * len(row), ready, key=keys,
+            retries=RETRIES, pure=False, resources=resources,
+        )
+        by_key.update(zip(keys, row))
     return futures, by_key
+
+
+def _rows(
+    job: SegmentJob, indices: Sequence[tuple[int, int]]
+) -> Iterator[tuple[list[tuple[int, int]], list[tuple[int, int]]]]:
+    """The blocks by block row, each row with the feed tasks its blocks need first."""
+    fed = fed_blocks(job.feed) if job.feed is not None else set()
+    order = (wavefront(job.tiles, indices, fed) if job.feed is not None
+             else (([], index) for index in indices))
+    for _, group in groupby(order, key=lambda step: step[1][0]):
+        steps = list(group)
+        yield [n for new, _ in steps for n in new], [index for _, index in steps]
 
 
 def gather_blocks(

@@ -124,7 +124,10 @@ def test_disk_full_mid_segment_is_one_clear_error_and_the_run_resumes_identicall
 def test_disk_full_during_ingest_in_the_driver_is_one_clear_error_and_resumable(
     prefect_api, fault_assets, tmp_path
 ):
-    """ENOSPC in the driver's ingest: one 'the disk is full' line, exit 1; resume is identical."""
+    """ENOSPC while the input is copied: one 'the disk is full' line, exit 1; resume is identical.
+
+    The copy is made block by block by the feed thread, ahead of the blocks (segment stage).
+    """
     out = tmp_path / "labels.tif"
     workdir = WorkDir(str(tmp_path / ".labels.tif.segpipe"))
     base = segpipe_cmd("run", "--input", fault_assets["scene"], "--output", out, "--model",
@@ -135,7 +138,7 @@ def test_disk_full_during_ingest_in_the_driver_is_one_clear_error_and_resumable(
     error = the_error(failed.stderr)
     assert error.startswith(f"error: the disk is full: no space left on the device under "
                             f"{workdir.path} ("), error
-    assert not out.exists() and stages(workdir) == set()
+    assert not out.exists() and stages(workdir) == {"ingest", "stats"}  # the copy failed after
     resumed = subprocess.run([*base, "--resume"], env=fault_env(prefect_api),
                              capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr

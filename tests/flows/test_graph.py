@@ -81,13 +81,25 @@ def test_100k_square_plan_and_submissions_compute_nothing(tmp_path, assets, monk
     assert calls == {"segment": 0, "read": 0}  # no pixel read, no block run
     per_side = -(-100_000 // 1024)  # default blocks of 1024 px (two 512 px tiles)
     assert plan.tiles.n_blocks == len(todo) == len(futures) == len(by_key) == per_side**2
-    ((func, iterables, keys, kw),) = client.calls
-    assert func.__name__ == "run_block" and kw["retries"] == 2 and kw["pure"] is False
-    jobs, indices = iterables[0], iterables[1]
+    # per block row: one call for the copies it needs first (the first row: its own and the
+    # next row's; then the next row's; the last row: none), one for its blocks
+    blocks = [c for c in client.calls if c[0].__name__ == "run_block"]
+    feeds = [c for c in client.calls if c[0].__name__ == "feed_block"]
+    assert len(blocks) == per_side and len(feeds) == per_side - 1
+    assert [c[0].__name__ for c in client.calls[:3]] == ["feed_block", "run_block", "feed_block"]
+    assert sorted(i for c in blocks for i in c[1][1]) == sorted(todo)
+    assert sorted(i for c in feeds for i in c[1][2]) == sorted(todo)  # each block copied once
+    _, iterables, _, kw = blocks[0]
+    assert kw["retries"] == 2 and kw["pure"] is False
+    jobs, indices, ready = iterables[0], iterables[1], iterables[3]
     assert all(j is plan.job() or j == plan.job() for j in jobs[:3])
+    # block 0_0 waits for the copies of the four blocks its halo reads
+    assert sorted(h.key for h in ready[0]) == [f"segpipe-run-feed-{i}_{j}"
+                                               for i in (0, 1) for j in (0, 1)]
     # tasks carry a small job and a block index, never arrays
     assert len(pickle.dumps((jobs[0], indices[0]))) < 4096
     assert not any(isinstance(x, np.ndarray) for x in vars(jobs[0]).values())
+    keys = [k for c in client.calls for k in c[2]]
     assert len(set(keys)) == len(keys)
 
 

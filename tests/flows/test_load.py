@@ -175,9 +175,9 @@ def test_a_second_batch_against_a_held_output_folder_exits_2_naming_the_holder(
         names.append(output_name(src.name))
     args = segpipe_cmd("run", "--input", inputs, "--output", out, "--model", batch["model"],
                        *SMALL_ARGS, "--workers", "0", "--quiet")
-    # the first batch is held (an injected pause) as its first export opens its staging file
+    # the first batch is held (an injected pause) as its first export reads the label store
     first = subprocess.Popen(args, env=fault_env(prefect_api,
-                                                 pause_raster_write="labels.staging.tif:1",
+                                                 pause_chunk_read="labels.zarr:1",
                                                  release=release, log=tmp_path / "faults.log"),
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     lock = out / LOCK_NAME
@@ -191,8 +191,8 @@ def test_a_second_batch_against_a_held_output_folder_exits_2_naming_the_holder(
     wait_for(lambda: (holder() or {}).get("pid") == first.pid or first.poll() is not None, 120,
              "the first batch to hold the output folder")
     paused = tmp_path / "faults.log"
-    wait_for(lambda: list(out.glob(".*.segpipe/labels.staging.tif")) and paused.exists()
-             and "pause-" in paused.read_text(), 120, "the first batch held in its export")
+    wait_for(lambda: paused.exists() and "pause-read-labels.zarr" in paused.read_text(), 120,
+             "the first batch held in its export")
     before = folder_state(out)
 
     second = subprocess.run(args, env=cli_env(prefect_api), capture_output=True, text=True,
