@@ -180,12 +180,31 @@ def write_sidecar(
     storage.write_text(sidecar(output), json.dumps(data, indent=2, default=str))
 
 
+def _companions(output: str, export: Mapping[str, Any]) -> list[str]:
+    """The files a run with ``export`` writes beside the output: vectors, instance outputs."""
+    from segpipe.pipeline.instances.tables import detections_target, measurements_target
+    from segpipe.pipeline.io.writers.common import instances_target
+
+    paths = [str(export["vectors"])] if export.get("vectors") else []
+    asked = export.get("instances") or {}
+    if asked and not output.lower().endswith(".zarr"):  # OME-Zarr: inside the output
+        paths.append(instances_target(output))
+    if asked.get("measurements"):
+        paths.append(measurements_target(output))
+    if asked.get("detections"):
+        paths.append(detections_target(output))
+    return paths
+
+
 def output_is_current(output: str, key: LabelKey, export: Mapping[str, Any]) -> bool:
-    """Whether ``output`` (and its ``--vectors`` file) exists, made with these keys."""
+    """Whether ``output`` and the files ``export`` asks for beside it exist, made with these keys.
+
+    A deleted companion file (vectors, instances, measurements, detections) makes it out of date.
+    """
     side = sidecar(output)
     if not output_exists(output):
         return False
-    if export.get("vectors") and not Path(str(export["vectors"])).exists():
+    if not all(storage.exists(path) for path in _companions(output, export)):
         return False
     try:
         data = json.loads(storage.read_text(side))

@@ -25,7 +25,7 @@ import zarr
 from skimage.measure import regionprops_table
 
 from segpipe.flows.inputs import segpipe_files
-from segpipe.models.foundation import InputError
+from segpipe.models.foundation import InputError, OutputExistsError
 from segpipe.pipeline.options import RunOptions
 from segpipe.pipeline.stages import run_one
 from tests.conftest import write_geotiff
@@ -184,6 +184,18 @@ def test_changing_an_instance_setting_on_a_kept_workdir_does_not_rerun_the_model
     third = run_one(RunOptions.of(str(src), str(out), instance_min_distance=3,
                                   instance_max_diameter=32, **common))
     assert third.get("skipped") == "up to date"
+    # the instance file deleted: no longer up to date (the output stands: --overwrite asked
+    # for, never "up to date" with a file missing), then written again without the model
+    (tmp_path / "out.instances.tif").unlink()
+    with pytest.raises(OutputExistsError):
+        run_one(RunOptions.of(str(src), str(out), instance_min_distance=3,
+                              instance_max_diameter=32, **common))
+    fourth = run_one(RunOptions.of(str(src), str(out), instance_min_distance=3,
+                                   instance_max_diameter=32, overwrite=True, **common))
+    assert "skipped" not in fourth and fourth["blocks_computed"] == 0
+    np.testing.assert_array_equal(read_tif(tmp_path / "out.instances.tif"),
+                                  oracle_instances(labels, (1, 2), separate=True,
+                                                   min_distance=3))
 
 
 @pytest.mark.slow  # a CLI process (Prefect's start): about 20 s
