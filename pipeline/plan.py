@@ -19,6 +19,7 @@ from typing import Any
 from segpipe.models.card import ModelCard, Normalization, NormMethod
 from segpipe.models.foundation import InputError, ModelError, RasterError, resolve_device
 from segpipe.models.loading import LoadedModel, load_model_cached
+from segpipe.models.location import is_url
 from segpipe.models.pinning import check_pinned
 from segpipe.models.probe import Geometry, probe_geometry
 from segpipe.pipeline.access import check_run_urls
@@ -53,7 +54,6 @@ from segpipe.pipeline.outputs import (
 from segpipe.pipeline.quicklook import MAX_SIDE as QUICKLOOK_SIDE
 from segpipe.pipeline.segment import SegmentJob
 from segpipe.pipeline.sensor import resolve_normalization
-from segpipe.pipeline.storage import is_url
 from segpipe.pipeline.tiling import TilePlan
 from segpipe.pipeline.workdir import WorkDir
 
@@ -206,7 +206,7 @@ class RunPlan:
 def _absolute_if_file(path: str) -> str:
     """Local files as absolute paths (workers may run elsewhere); names and URLs unchanged."""
     p = Path(path)
-    return str(p.resolve()) if "://" not in path and p.exists() else path
+    return str(p.resolve()) if not is_url(path) and p.exists() else path
 
 
 def preflight(options: RunOptions) -> str:
@@ -218,7 +218,7 @@ def preflight(options: RunOptions) -> str:
     Dask; :func:`plan_run` runs them again.
     """
     check_output_path(options)
-    if "://" not in options.input and not Path(options.input).exists():
+    if not is_url(options.input) and not Path(options.input).exists():
         raise RasterError(f"--input {options.input}: file not found; check the path")
     check_run_urls(options, workdir_of(options))  # buckets, credentials, write permission
     if not options.overwrite and not is_segpipe_output(options.output):
@@ -245,7 +245,7 @@ def check_model_name(inference: InferenceOptions) -> None:
     model = inference.model
     if model is None:  # a bundled model is chosen; --random-weights alone is refused earlier
         return
-    if "://" not in model and Path(model).exists():
+    if not is_url(model) and Path(model).exists():
         if inference.random_weights:
             raise InputError(
                 f"--random-weights applies to architecture names, but --model {model} is a "
