@@ -51,7 +51,7 @@ from segpipe.pipeline.segment import write_nodata
 from segpipe.pipeline.visuals import write_visuals
 from segpipe.pipeline.workdir import BlockRecord, Manifest, WorkState
 
-__all__ = ["Progress", "RunContext", "Stage", "run_one"]
+__all__ = ["Progress", "RunContext", "Stage", "StageCaller", "run_one"]
 
 log = logging.getLogger("segpipe")
 T = TypeVar("T")
@@ -87,6 +87,14 @@ class _Quiet:
         return False
 
 
+class StageCaller(Protocol):
+    """How a stage function is called: directly, or wrapped (the flow: as a Prefect task)."""
+
+    def __call__(self, stage: Stage, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn(*args)`` as stage ``stage``; return its result."""
+        ...
+
+
 def _direct(stage: Stage, fn: Callable[..., T], *args: Any) -> T:
     return fn(*args)
 
@@ -106,7 +114,7 @@ class RunContext:
     """
 
     executor: BlockExecutor = field(default_factory=InProcessExecutor)
-    call: Callable[..., Any] = _direct
+    call: StageCaller = _direct
     progress: Callable[[int, float, str], Progress] = _quiet
     preflighted: bool = False
 
