@@ -23,7 +23,7 @@ from segpipe.models.foundation import InputError, OutputExistsError, resolve_dev
 from segpipe.models.location import is_url
 from segpipe.models.registry import create_model, default_card, list_models, resolve_config
 from segpipe.pipeline.io.base import open_raster
-from segpipe.pipeline.plan import DEFAULT_SAME_HALO
+from segpipe.pipeline.tilechoice import DEFAULT_SAME_HALO
 from segpipe.pipeline.train.backbone import load_backbone_weights
 from segpipe.pipeline.train.checkpoint import build_card, heldout_metrics, write_model
 from segpipe.pipeline.train.classes import parse_classes, resolve_classes
