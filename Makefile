@@ -28,7 +28,7 @@ PYTEST := PREFECT_SERVER_ANALYTICS_ENABLED=false DO_NOT_TRACK=1 $(PY) -m pytest 
 test: lint
 	$(PYTEST) -m "not slow" --timeout 300
 
-# The slow set: about 8-12 minutes on 2 cores; its slowest tests take a few minutes.
+# The slow set: about 18 minutes on 2 cores (106 tests); its slowest take a few minutes.
 test-slow: setup
 	$(PYTEST) -m slow --timeout 900
 
