@@ -13,9 +13,9 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass, replace
 
-from segpipe.models.card import ModelCard, Normalization, NormMethod
+from segpipe.models.card import ModelCard, Normalization
 from segpipe.models.foundation import InputError, resolve_device
-from segpipe.models.probe import Geometry, probe_geometry
+from segpipe.models.probe import Geometry
 from segpipe.pipeline.bands import select_bands
 from segpipe.pipeline.inputchecks import check_pixel_type
 from segpipe.pipeline.io.base import RasterInfo
@@ -24,15 +24,13 @@ from segpipe.pipeline.normalize import Normalizer
 from segpipe.pipeline.options import Backend, RunOptions
 from segpipe.pipeline.plan import (
     check_model_name,
-    check_stride,
-    choose_halo,
-    choose_tile,
     expected_bands,
     model_card,
-    tile_plan,
+    plan_tiles,
+    probe_cached,
+    run_normalization,
 )
 from segpipe.pipeline.segment import Labeller
-from segpipe.pipeline.sensor import resolve_normalization
 from segpipe.pipeline.tiling import TilePlan
 
 __all__ = ["ArrayInput", "ArrayPlan", "plan_array"]
@@ -137,37 +135,16 @@ def plan_array(data: ArrayInput, options: RunOptions) -> ArrayPlan:
     model = load_model_cached(inference.model or "", device, inference.model_sha256)
     bands = select_bands(info, options.source.bands, expected_bands(model))
     stride = model.card.stride if model.card and model.card.stride else None
-    geometry = probe_geometry(model, len(bands), stride=stride, fixed_size=model.fixed_size)
+    geometry = probe_cached(model, len(bands), stride)
     card = model_card(model, options, len(bands), geometry)
     notes: list[str] = []
-    halo = choose_halo(options.tiling.halo, card, geometry, notes)
-    tile = choose_tile(options.tiling.tile, halo, geometry, _name(options), card, notes)
-    check_stride(tile, geometry)
-    tiles = tile_plan(info, options.tiling, tile, halo, geometry)
-    norm = _normalization(card, options, notes)
+    tiles = plan_tiles(options, info, card, geometry, notes)
+    norm = run_normalization(card, options, ARRAY_NAME, notes)
     for note in notes:
         warnings.warn(note, stacklevel=3)
     nodata = data.nodata if options.source.nodata is None else options.source.nodata
     return ArrayPlan(options, model.sha256, device, card, geometry, tiles, bands, norm, nodata,
                      data.dtype)
-
-
-def _name(options: RunOptions) -> str:
-    from pathlib import Path
-
-    return Path(options.inference.model or "model").name
-
-
-def _normalization(card: ModelCard, options: RunOptions, notes: list[str]) -> Normalization:
-    """The card's normalization, or ``normalize=`` (as the run's plan resolves it)."""
-    norm = card.normalization
-    asked = options.inference.normalize
-    if asked is NormMethod.SENSOR and norm.method is not NormMethod.SENSOR:
-        raise InputError("normalize='sensor' needs a model card with a sensors table; this "
-                         "model's card has none")
-    if asked not in (None, NormMethod.SENSOR):
-        norm = Normalization(asked)
-    return resolve_normalization(norm, options.source.sensor, ARRAY_NAME, notes)
 
 
 def with_model(options: RunOptions, model: str) -> RunOptions:

@@ -69,7 +69,10 @@ __all__ = [
     "expected_bands",
     "model_card",
     "plan_run",
+    "plan_tiles",
     "preflight",
+    "probe_cached",
+    "run_normalization",
     "tile_plan",
 ]
 
@@ -289,16 +292,10 @@ def plan_run(options: RunOptions, *, preflighted: bool = False) -> RunPlan:
     info = info_at_level(base, choose_input_level(options.source, base, model.card))
     bands = select_bands(info, options.source.bands, expected_bands(model))
     stride = model.card.stride if model.card and model.card.stride else None
-    geometry = _probe(model, len(bands), stride)
+    geometry = probe_cached(model, len(bands), stride)
     card = model_card(model, options, len(bands), geometry)
-    tiles = _tile_plan(options, info, card, geometry, warnings)
-    norm = card.normalization
-    if options.inference.normalize is NormMethod.SENSOR and norm.method is not NormMethod.SENSOR:
-        raise InputError("--normalize sensor needs a model card with a sensors table; this "
-                         "model's card has none")
-    if options.inference.normalize not in (None, NormMethod.SENSOR):
-        norm = Normalization(options.inference.normalize)
-    norm = resolve_normalization(norm, options.source.sensor, options.input, warnings)
+    tiles = plan_tiles(options, info, card, geometry, warnings)
+    norm = run_normalization(card, options, options.input, warnings)
     check_meanstd_bands(info, bands, norm, [str(b + 1) for b in bands])
     workdir = WorkDir(workdir_of(options))
     mask = region_mask(options.source.mask, info, workdir.path) if options.source.mask else None
@@ -316,7 +313,21 @@ def plan_run(options: RunOptions, *, preflighted: bool = False) -> RunPlan:
 _GEOMETRIES: dict[tuple[str, int, int | None, int | None], Geometry] = {}
 
 
-def _probe(model: LoadedModel, bands: int, stride: int | None) -> Geometry:
+def run_normalization(
+    card: ModelCard, options: RunOptions, name: str, warnings: list[str]
+) -> Normalization:
+    """The card's normalization, or ``--normalize``, resolved for the input's sensor family."""
+    norm = card.normalization
+    asked = options.inference.normalize
+    if asked is NormMethod.SENSOR and norm.method is not NormMethod.SENSOR:
+        raise InputError("--normalize sensor needs a model card with a sensors table; this "
+                         "model's card has none")
+    if asked not in (None, NormMethod.SENSOR):
+        norm = Normalization(asked)
+    return resolve_normalization(norm, options.source.sensor, name, warnings)
+
+
+def probe_cached(model: LoadedModel, bands: int, stride: int | None) -> Geometry:
     """The model's geometry, probed once per process for a model (the inputs of a batch)."""
     key = (model.sha256, bands, stride, model.fixed_size)
     if key not in _GEOMETRIES:
@@ -367,10 +378,11 @@ def model_card(
     return card
 
 
-def _tile_plan(
+def plan_tiles(
     options: RunOptions, info: RasterInfo, card: ModelCard, geometry: Geometry,
     warnings: list[str],
 ) -> TilePlan:
+    """The halo and tile for the model (``--halo``, ``--tile`` or chosen) and their tile plan."""
     halo = choose_halo(options.tiling.halo, card, geometry, warnings)
     tile = choose_tile(options.tiling.tile, halo, geometry, _model_name(options), card, warnings)
     check_stride(tile, geometry)
