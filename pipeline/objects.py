@@ -14,9 +14,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 from skimage.measure import label as label_regions
+
+if TYPE_CHECKING:
+    from segpipe.pipeline.workdir import BlockRecord
 
 __all__ = ["BlockObjects", "Edges", "block_components", "count_objects"]
 
@@ -76,6 +80,11 @@ class BlockObjects:
     index: tuple[int, int]
     components: Mapping[int, int]
     edges: Edges
+
+    @classmethod
+    def of_record(cls, record: BlockRecord) -> BlockObjects:
+        """A finished block's objects, from its marker."""
+        return cls(record.index, record.components, Edges.split(record.edge_ids(), *record.shape))
 
     def classes_of(self, ids: np.ndarray) -> np.ndarray:
         """The class of each component id (ids ≥ 1; see :func:`block_components`)."""

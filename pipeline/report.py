@@ -25,7 +25,7 @@ from segpipe.models.foundation import __version__
 from segpipe.pipeline import storage
 from segpipe.pipeline.areas import AreaBasis, AreaKind, GeodesicAreas, area_basis, class_areas
 from segpipe.pipeline.io.writers.common import companion_target
-from segpipe.pipeline.objects import BlockObjects, Edges
+from segpipe.pipeline.objects import BlockObjects
 from segpipe.pipeline.seamjoin import SeamJoin, SeamWriter
 from segpipe.pipeline.workdir import BlockRecord
 
@@ -149,8 +149,7 @@ class _Tally:
         if self.geodesic is not None:
             self.geodesic.add(self.plan.tiles.block_core(*r.index).row, r.row_classes,
                               r.row_table())
-        self.join.add(BlockObjects(r.index, r.components,
-                                   Edges.split(r.edge_ids(), *r.shape)))
+        self.join.add(BlockObjects.of_record(r))
 
     def classes(self) -> list[dict[str, Any]]:
         """``summary["classes"]``, once every block was added."""

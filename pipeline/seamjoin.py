@@ -186,6 +186,8 @@ class SeamWriter:
         self.chunks += 1
 
     def finish(self, join: SeamJoin) -> None:
+        """Write the offsets, after the join's last union pairs (it is finished here first)."""
+        join.finish()  # flushes the last row's pairs to this sink; finishing again is harmless
         offsets = {f"{r}_{c}": o for (r, c), o in join.offsets.items()}
         storage.write_text(storage.join(self.folder, "offsets"), json.dumps(offsets))
 

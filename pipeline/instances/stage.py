@@ -43,7 +43,7 @@ from segpipe.pipeline.instances.options import InstanceOptions
 from segpipe.pipeline.instances.relabel import BlockFacts, block_facts, table_from_seams
 from segpipe.pipeline.instances.request import InstanceMethod
 from segpipe.pipeline.io.zarrstore import create_array, open_array
-from segpipe.pipeline.objects import BlockObjects, Edges, block_components
+from segpipe.pipeline.objects import BlockObjects, block_components
 from segpipe.pipeline.seamjoin import SeamJoin, SeamWriter
 from segpipe.pipeline.workdir import pack_array, unpack_array
 
@@ -260,9 +260,7 @@ def _components(plan: RunPlan, options: InstanceOptions, out: Any) -> np.ndarray
     writer = SeamWriter(folder)
     join = SeamJoin(sink=writer)
     for record in plan.workdir.finished():
-        join.add(BlockObjects(record.index, record.components,
-                              Edges.split(record.edge_ids(), *record.shape)))
-    join.finish()  # flushes the last union pairs before the offsets are written
+        join.add(BlockObjects.of_record(record))
     writer.finish(join)
     labels = open_array(plan.workdir.labels, mode="r")
     facts: list[BlockFacts] = []
