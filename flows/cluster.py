@@ -150,7 +150,7 @@ class Cluster:
     def _connect(self) -> Client:
         from distributed import Client, LocalCluster
 
-        from segpipe.flows.workerplugin import TorchThreads
+        from segpipe.flows.workerplugin import DriverStops, TorchThreads
 
         if self.spec.scheduler:
             return self._join(self.spec.scheduler)
@@ -168,6 +168,7 @@ class Cluster:
             TorchThreads(layout.torch_threads, gpu_by_name=bool(layout.gpus)),
             name="segpipe-torch",
         )
+        client.register_plugin(DriverStops(), name="segpipe-driver-stops")
         return client
 
     def _join(self, scheduler: str) -> Client:

@@ -1,14 +1,20 @@
-"""The Dask worker plugin that sizes torch's thread pool (and CUDA device) on each worker."""
+"""The Dask worker plugins of segpipe's clusters.
+
+Torch's thread pool (and CUDA device) per worker; Ctrl-C left to the driver on the workers of
+its own LocalCluster.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import signal
+import threading
 
 from distributed.diagnostics.plugin import WorkerPlugin
 
 from segpipe.flows.cluster import available_cores
 
-__all__ = ["TorchThreads"]
+__all__ = ["DriverStops", "TorchThreads"]
 
 
 class TorchThreads(WorkerPlugin):
@@ -44,3 +50,21 @@ class TorchThreads(WorkerPlugin):
         if self.gpu_by_name and torch.cuda.is_available():
             with contextlib.suppress(TypeError, ValueError):
                 torch.cuda.set_device(int(worker.name) % torch.cuda.device_count())
+
+
+class DriverStops(WorkerPlugin):
+    """Workers of the driver's own LocalCluster ignore SIGINT: the driver stops them.
+
+    Ctrl-C reaches the whole foreground process group. A worker process that took it would
+    unwind on its own (asyncio cancels its main task) and print a traceback on the run's stderr
+    while the driver is still closing the cluster; the driver already stops its workers on an
+    interrupt (the cluster's close, else the interrupt watchdog kills them). Not for workers
+    started with ``dask worker``: their own Ctrl-C is their user's.
+    """
+
+    idempotent = True
+
+    def setup(self, worker) -> None:
+        """Ignore SIGINT in the worker process (its event loop runs on the main thread)."""
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -164,3 +164,26 @@ def test_a_gpu_worker_takes_blocks_on_host_threads(scene, tmp_path, monkeypatch,
     normalizer = Normalizer.from_dict(summary["normalizer"])
     expected, _, _ = oracle_labels(scene["model"], scene["image"], HALO, normalizer, NODATA)
     np.testing.assert_array_equal(labels[~nodata], expected[~nodata])
+
+
+def test_local_cluster_workers_leave_ctrl_c_to_the_driver():
+    """Ctrl-C reaches the whole process group; the driver's own workers must not unwind on it
+    (a worker that did printed a traceback on the run's stderr while the driver closed the
+    cluster). Oracle: the signal disposition in the worker processes, and a SIGINT sent to
+    each worker process leaving it alive and answering."""
+    import os
+    import signal
+    import time
+
+    import psutil
+
+    with Cluster(ClusterSpec(workers=2)) as cluster:
+        client = cluster.client()
+        ignored = client.run(lambda: signal.getsignal(signal.SIGINT) == signal.SIG_IGN)
+        assert list(ignored.values()) == [True, True]
+        pids = client.run(os.getpid)
+        for pid in pids.values():
+            os.kill(pid, signal.SIGINT)
+        time.sleep(1.0)
+        assert all(psutil.pid_exists(pid) for pid in pids.values())
+        assert client.run(os.getpid) == pids
