@@ -190,9 +190,9 @@ def _companions(output: str, export: Mapping[str, Any]) -> list[str]:
     if asked and not output.lower().endswith(".zarr"):  # OME-Zarr: inside the output
         paths.append(instances_target(output))
     if asked.get("measurements"):
-        paths.append(measurements_target(output))
+        paths.append(measurements_target(output, asked.get("measurements_format", "csv")))
     if asked.get("detections"):
-        paths.append(detections_target(output))
+        paths.append(detections_target(output, asked.get("detections_format", "geojson")))
     return paths
 
 

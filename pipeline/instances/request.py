@@ -17,11 +17,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
 
 from segpipe.models.foundation import InputError
 
-__all__ = ["DEFAULT_MAX_DIAMETER", "InstanceMethod", "InstanceRequest"]
+__all__ = ["DEFAULT_MAX_DIAMETER", "DetectionsFormat", "InstanceMethod", "InstanceRequest",
+           "MeasurementsFormat"]
 
 #: The halo of the instance pass (``--instance-max-diameter``) when not given: objects up to
 #: this many pixels across are exact with separation (model cards have no field for it yet).
@@ -33,6 +34,23 @@ class InstanceMethod(StrEnum):
 
     WATERSHED = "watershed"
     COMPONENTS = "components"
+
+
+class MeasurementsFormat(StrEnum):
+    """The measurements file: ``csv`` (no dependency) or ``parquet`` (typed columns; pyarrow)."""
+
+    CSV = "csv"
+    PARQUET = "parquet"
+
+
+class DetectionsFormat(StrEnum):
+    """The detections file: QuPath's ``geojson``, or a ``gpkg`` layer (measurements as columns)."""
+
+    GEOJSON = "geojson"
+    GPKG = "gpkg"
+
+
+_E = TypeVar("_E", bound=StrEnum)
 
 
 def _opt(default: Any, help: str) -> Any:  # as segpipe.pipeline.options.opt (no cycle)
@@ -78,16 +96,22 @@ class InstanceRequest:
         False, "Also write <output stem>.detections.geojson: one QuPath detection per "
         "instance with its class and measurements; implies --instance-labels."
     )
+    measurements_format: MeasurementsFormat = _opt(  # noqa: RUF009 (a StrEnum: immutable)
+        MeasurementsFormat.CSV, "The --measurements file: csv, or parquet "
+        "(<output stem>.measurements.parquet; needs pyarrow: pip install 'segpipe[parquet]')."
+    )
+    detections_format: DetectionsFormat = _opt(  # noqa: RUF009 (a StrEnum: immutable)
+        DetectionsFormat.GEOJSON, "The --detections file: geojson (QuPath), or gpkg "
+        "(<output stem>.detections.gpkg: one layer, the measurements as columns)."
+    )
 
     def __post_init__(self) -> None:
-        try:
-            method = InstanceMethod(str(self.instance_method).strip().lower())
-        except ValueError:
-            raise InputError(
-                f"--instance-method {self.instance_method!r} is not one of "
-                f"{', '.join(InstanceMethod)}"
-            ) from None
-        object.__setattr__(self, "instance_method", method)
+        for name, kind in (("instance_method", InstanceMethod),
+                           ("measurements_format", MeasurementsFormat),
+                           ("detections_format", DetectionsFormat)):
+            object.__setattr__(self, name, _choice(name, getattr(self, name), kind))
+        if self.measurements and self.measurements_format is MeasurementsFormat.PARQUET:
+            _check_pyarrow()
         if self.instance_classes is not None:
             classes = self.instance_classes
             classes = (classes,) if isinstance(classes, int | str) else tuple(classes)
@@ -108,6 +132,24 @@ class InstanceRequest:
     def max_diameter(self) -> int:
         """The halo in pixels: ``--instance-max-diameter`` or :data:`DEFAULT_MAX_DIAMETER`."""
         return self.instance_max_diameter or DEFAULT_MAX_DIAMETER
+
+
+def _choice(name: str, value: object, kind: type[_E]) -> _E:
+    try:
+        return kind(str(value).strip().lower())
+    except ValueError:
+        option = "--" + name.replace("_", "-")
+        raise InputError(f"{option} {value!r} is not one of {', '.join(kind)}") from None
+
+
+def _check_pyarrow() -> None:
+    """Parquet needs pyarrow, an optional dependency: say so before any block runs."""
+    try:
+        import pyarrow  # noqa: F401
+    except ImportError:
+        raise InputError("--measurements-format parquet needs pyarrow, which is not installed: "
+                         "pip install 'segpipe[parquet]' (or use --measurements-format csv)"
+                         ) from None
 
 
 def _at_least(option: str, value: float, low: float, example: str) -> None:

@@ -11,9 +11,11 @@ one block row at a time, and memory holds one block row's objects.
 
 Measurements (:func:`~segpipe.pipeline.instances.measure.measure_objects`): regionprops'
 definitions, ``area`` in the output's area unit, centroids also in map coordinates (the input's
-CRS) or in µm (microscopy with a pixel size) or level-0 pixels. Written as CSV (no Parquet:
-pyarrow is not a dependency). Detections (:mod:`~segpipe.pipeline.instances.detections`):
-GeoJSON in level-0 pixel coordinates, as QuPath imports them.
+CRS) or in µm (microscopy with a pixel size) or level-0 pixels. Written as CSV, or as Parquet
+(``--measurements-format parquet``, :mod:`~segpipe.pipeline.instances.parquet`: one row group a
+block row). Detections (:mod:`~segpipe.pipeline.instances.detections`): GeoJSON in level-0
+pixel coordinates, as QuPath imports them, or a GeoPackage layer (``--detections-format gpkg``,
+:mod:`~segpipe.pipeline.instances.gpkg`).
 """
 
 from __future__ import annotations
@@ -31,7 +33,10 @@ from affine import Affine
 from segpipe.pipeline import storage
 from segpipe.pipeline.instances.block import BlockWindow
 from segpipe.pipeline.instances.detections import detection_features, write_detections
+from segpipe.pipeline.instances.gpkg import write_detections_gpkg
 from segpipe.pipeline.instances.measure import Scale, columns, measure_objects
+from segpipe.pipeline.instances.parquet import INTEGER_COLUMNS, write_measurements_parquet
+from segpipe.pipeline.instances.request import DetectionsFormat, MeasurementsFormat
 from segpipe.pipeline.instances.stage import (
     anchors_and_classes,
     instances_path,
@@ -47,14 +52,14 @@ if TYPE_CHECKING:
 __all__ = ["detections_target", "measurements_target", "scale_of", "write_instance_tables"]
 
 
-def measurements_target(output: str) -> str:
-    """``scene.tif`` → ``scene.measurements.csv``."""
-    return companion_target(output, "measurements", ".csv")
+def measurements_target(output: str, fmt: str = MeasurementsFormat.CSV) -> str:
+    """``scene.tif`` → ``scene.measurements.csv`` (or ``.parquet``)."""
+    return companion_target(output, "measurements", f".{MeasurementsFormat(fmt)}")
 
 
-def detections_target(output: str) -> str:
-    """``scene.tif`` → ``scene.detections.geojson``."""
-    return companion_target(output, "detections", ".geojson")
+def detections_target(output: str, fmt: str = DetectionsFormat.GEOJSON) -> str:
+    """``scene.tif`` → ``scene.detections.geojson`` (or ``.gpkg``)."""
+    return companion_target(output, "detections", f".{DetectionsFormat(fmt)}")
 
 
 def scale_of(info: RasterInfo) -> Scale:
@@ -77,15 +82,39 @@ def write_instance_tables(plan: RunPlan) -> list[str]:
     """Write the measurements and/or detections the run asks for; their paths."""
     request = plan.options.instances
     written = []
+    names = columns(_channels(plan))
     if request.measurements:
-        path = measurements_target(plan.options.output)
-        _write_csv(path, _blocks(plan, features=False), _channels(plan))
+        path = measurements_target(plan.options.output, request.measurements_format)
+        if request.measurements_format is MeasurementsFormat.PARQUET:
+            tables = (t for t, _ in _blocks(plan, features=False))
+            write_measurements_parquet(path, tables, names, _metadata(plan.info))
+        else:
+            _write_csv(path, _blocks(plan, features=False), names)
         written.append(path)
     if request.detections:
-        path = detections_target(plan.options.output)
-        write_detections(path, (f for _, f in _blocks(plan, features=True)))
+        path = detections_target(plan.options.output, request.detections_format)
+        features = (f for _, f in _blocks(plan, features=True))
+        if request.detections_format is DetectionsFormat.GPKG:
+            write_detections_gpkg(path, features, names, _metadata(plan.info))
+        else:
+            write_detections(path, features)
         written.append(path)
     return written
+
+
+def _metadata(info: RasterInfo) -> dict[str, str]:
+    """What the measurements' units and coordinates are (as :func:`scale_of` chose them)."""
+    from segpipe.pipeline.io.units import unit_in_meters
+    from segpipe.pipeline.vectors import frame_of
+
+    if info.crs_wkt and info.transform:
+        xy = {"centroid_xy": "map coordinates (crs_wkt)", "crs_wkt": info.crs_wkt}
+    elif info.pixel_size is not None and unit_in_meters(info.pixel_unit) is not None:
+        xy = {"centroid_xy": "micrometres from the top-left image corner"}
+    else:
+        xy = {"centroid_xy": "level-0 pixels"}
+    return {"area_unit": frame_of(info).kind.unit, **xy,
+            "geometry": "level-0 pixels (x = column, y = row, y down)"}
 
 
 def _channels(plan: RunPlan) -> int:
@@ -94,19 +123,15 @@ def _channels(plan: RunPlan) -> int:
 
 
 def _write_csv(path: str, rows: Iterator[tuple[dict[str, np.ndarray], list]],
-               channels: int) -> None:
-    names = columns(channels)
+               names: list[str]) -> None:
     with storage.publish(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle, lineterminator="\n")
         writer.writerow(names)
         for table, _ in rows:
-            values = [table[n].astype(np.int64) if n in _INTEGERS else table[n] for n in names]
+            values = [table[n].astype(np.int64) if n in INTEGER_COLUMNS else table[n]
+                      for n in names]
             for r in range(len(table["id"])):
                 writer.writerow([_cell(v[r]) for v in values])
-
-
-_INTEGERS = frozenset({"id", "class", "area_pixels", "bbox_row_min", "bbox_col_min",
-                       "bbox_row_max", "bbox_col_max"})
 
 
 def _cell(value: Any) -> Any:
