@@ -17,11 +17,11 @@ import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from segpipe.models.location import is_url
 
-__all__ = ["InputIdentity", "LabelKey", "jsonable", "param_differences"]
+__all__ = ["InputIdentity", "LabelKey", "jsonable", "param_differences", "sampled_digest"]
 
 # bytes hashed at each of the start, middle and end of an input file
 SAMPLE_BYTES = 1 << 20
@@ -79,6 +79,17 @@ def _local_identity(cls: type[InputIdentity], p: Path) -> InputIdentity:
     return cls(str(p.resolve()), st.st_size, st.st_mtime_ns, _file_digest(p, st.st_size))
 
 
+def _file_digest(path: Path, size: int) -> str:
+    """A TIFF's digest comes with its header (one open per file version), else is read here."""
+    from segpipe.pipeline.io.tiff import tiff_header
+
+    known = tiff_header(str(path)).sample_sha256
+    if known is not None:
+        return known
+    with path.open("rb") as handle:
+        return sampled_digest(handle, size)
+
+
 def _with_assets(item: InputIdentity, assets: list[InputIdentity]) -> str:
     """One digest of a STAC item's own identity and its stacked assets' (a new COG: a new key)."""
     digest = hashlib.sha256(json.dumps(asdict(item), sort_keys=True).encode())
@@ -106,13 +117,16 @@ def _url_identity(cls: type[InputIdentity], url: str) -> InputIdentity:
     return cls(url, info.get("size"), mtime, f"etag:{str(etag).strip(chr(34))}" if etag else None)
 
 
-def _file_digest(path: Path, size: int) -> str:
+def sampled_digest(handle: BinaryIO, size: int) -> str:
+    """The sha256 of a file's size and ``SAMPLE_BYTES`` at its start, middle and end.
+
+    ``handle``: the file open for reading (binary, seekable) whose size is ``size``.
+    """
     digest = hashlib.sha256(str(size).encode())
     starts = sorted({0, max(0, size // 2 - SAMPLE_BYTES // 2), max(0, size - SAMPLE_BYTES)})
-    with path.open("rb") as handle:
-        for start in starts:
-            handle.seek(start)
-            digest.update(handle.read(SAMPLE_BYTES))
+    for start in starts:
+        handle.seek(start)
+        digest.update(handle.read(SAMPLE_BYTES))
     return digest.hexdigest()
 
 

@@ -28,7 +28,8 @@ from segpipe.pipeline.bands import select_bands
 from segpipe.pipeline.diskspace import check_free_space
 from segpipe.pipeline.feed import Feed
 from segpipe.pipeline.inputchecks import check_meanstd_bands, check_pixel_type
-from segpipe.pipeline.io.base import RasterInfo, open_raster
+from segpipe.pipeline.io.base import RasterInfo
+from segpipe.pipeline.io.heldreader import input_reader
 from segpipe.pipeline.io.integrity import check_tiff_holds_data
 from segpipe.pipeline.io.preview import decimation_step
 from segpipe.pipeline.io.pyramid import choose_input_level, info_at_level
@@ -278,7 +279,7 @@ def plan_run(options: RunOptions, *, preflighted: bool = False) -> RunPlan:
     """
     device = str(resolve_device(options.inference.device)) if preflighted else preflight(options)
     check_tiff_holds_data(options.input)  # before a reader trusts the sizes in its header
-    with open_raster(options.input) as reader:
+    with input_reader(options.input) as reader:  # held for the statistics inside a run
         base = reader.info
     check_pixel_type(base)
     check_output_carries_georeferencing(options, base)

@@ -30,9 +30,9 @@ from segpipe.pipeline import storage
 from segpipe.pipeline.backends import prepare_backend
 from segpipe.pipeline.executor import BlockExecutor, InProcessExecutor, new_run_id
 from segpipe.pipeline.feed import Feed, assemble_preview
-from segpipe.pipeline.io.base import open_raster
 from segpipe.pipeline.io.durable import sync_tree
 from segpipe.pipeline.io.gdal import streaming_env
+from segpipe.pipeline.io.heldreader import holding_readers, input_reader
 from segpipe.pipeline.io.writers import ExportJob, write_outputs
 from segpipe.pipeline.io.zarrstore import create_array, info_attrs
 from segpipe.pipeline.labels import label_dtype
@@ -209,7 +209,7 @@ def image_statistics(plan: RunPlan) -> Normalizer:
     selected = list(plan.bands)
     path, level = ((plan.source_array, 0) if plan.source_array
                    else (plan.options.input, plan.info.level))
-    with open_raster(path, level=level) as reader:
+    with input_reader(path, level=level) as reader:  # planning's, inside a run
         return compute_normalizer(
             plan.normalization, dtype=plan.info.dtype, bands=len(selected),
             nodata=plan.info.nodata, read=lambda w: reader.read(w)[selected],
@@ -397,7 +397,12 @@ def run_one(options: RunOptions, ctx: RunContext | None = None) -> dict:
     nodata in the label array, the summary is in the work directory, and nothing is written at
     the output path.
     """
-    ctx = ctx or RunContext()
+    with holding_readers():  # planning's open of the input serves the statistics
+        return _run_stages(options, ctx or RunContext())
+
+
+def _run_stages(options: RunOptions, ctx: RunContext) -> dict:
+    """:func:`run_one`'s stages, in order."""
     times: dict[str, float] = {}
 
     def timed(stage: Stage, fn: Callable[..., T], *args: Any) -> T:

@@ -189,11 +189,16 @@ def open_raster(path: str | os.PathLike[str], *, level: int = 0) -> Reader:
 
 
 def file_signature(path: str) -> tuple[int, ...]:
-    """What changes when a local file is replaced (size, mtime); an object's URL: nothing."""
+    """What changes when a local file is replaced or rewritten; an object's URL: nothing.
+
+    Size, mtime, inode and the inode's change time: a rewrite in place that keeps the size and
+    sets the mtime back still moves the change time (``os.utime`` cannot set it), so what is
+    cached per signature (a TIFF's header and digest) is read again.
+    """
     if is_url(path):
         return ()
     st = os.stat(path)
-    return (st.st_size, st.st_mtime_ns, st.st_ino)
+    return (st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
 
 
 @functools.lru_cache(maxsize=256)

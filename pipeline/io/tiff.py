@@ -59,14 +59,18 @@ def is_tiff(path: str) -> bool:
 
 @dataclass(frozen=True)
 class TiffHeader:
-    """What one read of a TIFF's header says: its reader family, and a defect if it has one.
+    """What one open of a TIFF says: its reader family, a defect if it has one, its digest.
 
     ``family``: see :func:`classify_tiff`. ``defect``: why a local file cannot hold the data its
     header declares (:func:`segpipe.pipeline.io.integrity.header_defect`), else None.
+    ``sample_sha256``: a local file's sampled digest (:func:`segpipe.pipeline.keys.
+    sampled_digest`, the input identity's), read through the same open, so that planning reads
+    the family, the integrity and the identity of its input with one open.
     """
 
     family: str | None
     defect: str | None = None
+    sample_sha256: str | None = None
 
 
 def tiff_header(path: str) -> TiffHeader:
@@ -86,8 +90,12 @@ def classify_tiff(path: str) -> str | None:
 
 @functools.lru_cache(maxsize=64)
 def _read_header(path: str, signature: tuple[int, ...]) -> TiffHeader:
-    """One open (one request on a bucket) for the family and, for a local file, its integrity."""
+    """The family, and for a local file its integrity and its identity's digest: one open.
+
+    On a bucket, one request (the read-ahead holds the first IFD).
+    """
     from segpipe.pipeline.io.integrity import header_defect
+    from segpipe.pipeline.keys import sampled_digest
 
     try:
         with storage.open_binary(path, READ_AHEAD) as f:
@@ -96,8 +104,10 @@ def _read_header(path: str, signature: tuple[int, ...]) -> TiffHeader:
             f.seek(0)
             with tifffile.TiffFile(f) as tif:
                 family = _family(tif)
-                local = not is_url(path)
-                return TiffHeader(family, header_defect(path, tif) if local else None)
+                if is_url(path):
+                    return TiffHeader(family)
+                defect = header_defect(path, tif)
+            return TiffHeader(family, defect, sampled_digest(f, signature[0]))
     except Exception:  # unreadable (a store's errors vary) or broken (tifffile's vary): not ours
         return TiffHeader(None)
 
