@@ -3,8 +3,9 @@
 - :func:`segment` labels a NumPy array, a Dask array (lazily: a graph whose chunks are the
   run's blocks) or an xarray DataArray, with a model file, a bundled model or a
   ``torch.nn.Module``; the keywords are the run's options.
-- :func:`open` reads an input lazily as a DataArray; :func:`write` writes labels as a run
-  does (COG, OME-TIFF, OME-Zarr), ``compute=False`` giving the delayed work.
+- :func:`open` reads an input lazily as a DataArray, :func:`open_levels` its pyramid levels
+  as a dict of DataArrays; :func:`write` writes labels as a run does (COG, OME-TIFF,
+  OME-Zarr), ``compute=False`` giving the delayed work.
 - :func:`run` is ``segpipe run`` on one input (:class:`RunOptions` by flat names), returning
   its summary.
 
@@ -18,19 +19,20 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from segpipe.files import open, run, write
+    from segpipe.files import open, open_levels, run, write
     from segpipe.pipeline.options import RunOptions
     from segpipe.segmentation import segment
 
 _EXPORTS = {
     "segment": "segpipe.segmentation",
     "open": "segpipe.files",
+    "open_levels": "segpipe.files",
     "write": "segpipe.files",
     "run": "segpipe.files",
     "RunOptions": "segpipe.pipeline.options",
 }
 
-__all__ = ["RunOptions", "open", "run", "segment", "write"]
+__all__ = ["RunOptions", "open", "open_levels", "run", "segment", "write"]
 
 
 def __getattr__(name: str) -> Any:

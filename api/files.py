@@ -2,7 +2,8 @@
 
 :func:`open` reads any input a run reads (GeoTIFF/COG, OME-TIFF, OME-Zarr, slides) through the
 run's own readers (:func:`~segpipe.pipeline.io.base.open_raster`), lazily: a Dask array whose
-chunks each open the file and read one window, wrapped as a DataArray with the file's grid.
+chunks each open the file and read one window, wrapped as a DataArray with the file's grid;
+:func:`open_levels` gives every pyramid level so, as a dict by level.
 :func:`write` writes labels with the run's own writers (:func:`~segpipe.pipeline.io.writers.
 write_outputs`: COG, OME-TIFF, OME-Zarr by the extension) from a Zarr array that the labels are
 stored into chunk by chunk; with ``compute=False`` it returns the delayed work, as
@@ -23,7 +24,7 @@ from segpipe.models.foundation import InputError
 from segpipe.pipeline.io.base import RasterInfo
 from segpipe.pipeline.options import RunOptions
 
-__all__ = ["lazy_raster", "open", "run", "write"]
+__all__ = ["lazy_raster", "open", "open_levels", "run", "write"]
 
 CHUNK = 1024  # spatial chunk side of an opened raster (all bands in every chunk)
 
@@ -77,21 +78,20 @@ def _mtime(path: str) -> int:
 
 
 def open(path: str, level: int = 0) -> Any:
-    """Level ``level`` of ``path`` as a lazy DataArray (band, y, x) with its grid and CRS."""
-    try:
-        import xarray as xr
-    except ImportError:
-        raise InputError("segpipe.open returns an xarray DataArray: install xarray (and "
-                         "rioxarray for the CRS accessor)") from None
+    """Level ``level`` of ``path`` as a lazy DataArray (band, y, x) with its grid and CRS.
+
+    ``y``/``x`` are pixel centres: in CRS units from the transform (then ``.rio.crs`` and
+    ``.rio.transform()`` are the file's, through rioxarray when it is installed; without it
+    the ``crs_wkt`` and ``transform`` attributes hold them), or from a microscopy file's pixel
+    size with its unit as the coordinates' ``units``. ``band`` holds the band names.
+    """
+    xr = _xarray()
     info = raster_info(path, level)
     data = lazy_raster(path, level)
     names = info.channel_names or tuple(range(1, info.bands + 1))
-    coords: dict[str, Any] = {"band": list(names)}
+    coords: dict[str, Any] = {"band": list(names), **_spatial_coords(info)}
     attrs: dict[str, Any] = {}
     if info.transform is not None:
-        a, _, c, _, e, f = info.transform[:6]
-        coords["x"] = c + a * (np.arange(info.width) + 0.5)
-        coords["y"] = f + e * (np.arange(info.height) + 0.5)
         attrs["transform"] = tuple(info.transform[:6])
     if info.crs_wkt:
         attrs["crs_wkt"] = info.crs_wkt
@@ -99,8 +99,31 @@ def open(path: str, level: int = 0) -> Any:
         attrs["nodata"] = info.nodata
     out = xr.DataArray(data, dims=("band", "y", "x"), coords=coords, attrs=attrs)
     if info.crs_wkt and _has_rioxarray():
+        from affine import Affine
+
         out = out.rio.write_crs(info.crs_wkt)
+        if info.transform is not None:
+            out = out.rio.write_transform(Affine(*info.transform[:6]))
     return out
+
+
+def open_levels(path: str) -> dict[int, Any]:
+    """Every pyramid level of ``path`` as :func:`open` gives it, by level (0 the full size).
+
+    A dict rather than an attribute of the level-0 array: each level is a DataArray of its
+    own grid (its transform scaled), and attributes must stay plain values for writers.
+    """
+    levels = raster_info(path).levels or ((0, 0),)
+    return {level: open(path, level) for level in range(len(levels))}
+
+
+def _xarray() -> Any:
+    try:
+        import xarray as xr
+    except ImportError:
+        raise InputError("segpipe.open returns an xarray DataArray: install xarray and "
+                         "rioxarray (pip install segpipe[xarray])") from None
+    return xr
 
 
 def _has_rioxarray() -> bool:
@@ -109,6 +132,21 @@ def _has_rioxarray() -> bool:
     except ImportError:
         return False
     return True
+
+
+def _spatial_coords(info: RasterInfo) -> dict[str, Any]:
+    """Pixel-centre ``y``/``x`` coordinates from the transform, else from the pixel size."""
+    rows, cols = np.arange(info.height) + 0.5, np.arange(info.width) + 0.5
+    if info.transform is not None:
+        a, b, c, d, e, f = info.transform[:6]
+        if b == 0 and d == 0:  # a rotated grid has no 1-D coords; its transform says it all
+            return {"x": c + a * cols, "y": f + e * rows}
+        return {}
+    if info.pixel_size is not None:
+        unit = {"units": info.pixel_unit} if info.pixel_unit else {}
+        py, px = info.pixel_size
+        return {"y": ("y", py * rows, unit), "x": ("x", px * cols, unit)}
+    return {}
 
 
 def run(input: str, output: str, **options: Any) -> dict[str, Any]:

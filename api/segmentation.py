@@ -13,14 +13,16 @@ a Dask array.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import replace
 from typing import Any
 
 from segpipe.arrayplan import ArrayInput, ArrayPlan, plan_array, with_model
-from segpipe.dataarray import band_first, is_dataarray, labels_like, spatial_input
+from segpipe.dataarray import band_first, grid_info, is_dataarray, labels_like, spatial_input
 from segpipe.models.card import ModelCard
 from segpipe.models.foundation import InputError
 from segpipe.modelsource import model_source
+from segpipe.pipeline.io.base import RasterInfo
 from segpipe.pipeline.options import RunOptions
 
 __all__ = ["segment"]
@@ -50,8 +52,9 @@ def segment(
 
     ``data``: (bands, H, W) or (H, W); a DataArray has dims ``y``, ``x`` and one band dim.
     ``model``: a model file, a bundled model name, a URL or a ``torch.nn.Module`` (with
-    ``card=`` its card, else none). None chooses a bundled model for a DataArray, as a run
-    does for a file; a bare array says too little and is refused. The keywords are the run's
+    ``card=`` its card, else none). None chooses a bundled model for a DataArray by its CRS,
+    pixel size and band names, as a run does for a file (the reason is a Python warning);
+    a bare array says too little and is refused. The keywords are the run's
     options of the same names (``segpipe run --help``); nodata pixels get label 255 (65535).
     """
     options = RunOptions.of(
@@ -61,21 +64,24 @@ def segment(
     )
     if is_dataarray(data):
         grid = band_first(data)
-        plan = _plan(spatial_input(grid), model, card, options, model_sha256, random_weights)
+        described = spatial_input(grid)
+        plan = _plan(described, grid_info(grid, described), model, card, options,
+                     model_sha256, random_weights)
         return labels_like(data, _labels(grid.data, plan), plan)
     array = _band_first(data)
     shape = tuple(int(n) for n in array.shape)
     described = ArrayInput(shape[0], shape[1], shape[2], str(array.dtype))
-    plan = _plan(described, model, card, options, model_sha256, random_weights)
+    plan = _plan(described, None, model, card, options, model_sha256, random_weights)
     return _labels(array, plan)
 
 
 def _plan(
-    data: ArrayInput, model: Any, card: ModelCard | None, options: RunOptions,
-    sha256: str | None, random_weights: bool,
+    data: ArrayInput, info: RasterInfo | None, model: Any, card: ModelCard | None,
+    options: RunOptions, sha256: str | None, random_weights: bool,
 ) -> ArrayPlan:
+    """The array's plan; ``info``: what a DataArray says of its grid (None for a bare array)."""
     if model is None:
-        options = _bundled(data, options)
+        options = _bundled(info, options)
     else:
         selected = len(options.source.bands) if options.source.bands else data.bands
         options = with_model(options, model_source(model, card, selected))
@@ -83,17 +89,25 @@ def _plan(
     return plan_array(data, replace(options, inference=inference))
 
 
-def _bundled(data: ArrayInput, options: RunOptions) -> RunOptions:
-    """``options`` naming the bundled model the data fits (as a run chooses one for a file)."""
-    if data.crs_wkt is None and data.band_names is None:
+def _bundled(info: RasterInfo | None, options: RunOptions) -> RunOptions:
+    """``options`` naming the bundled model the data fits, chosen as a run chooses for a file.
+
+    A DataArray says what a file says (CRS, pixel size, band names), so the run's choice
+    applies, with its refusals when no bundled model fits. A bare array says nothing of the
+    kind: a land-cover and a nuclei model would both "fit" a 1-band array, so it is refused.
+    """
+    if info is None:
         raise InputError(
-            "segment() needs model= for an array without a CRS or band names: give a model "
-            "file, a bundled model name (segpipe models lists them) or a torch.nn.Module"
+            "segment() needs model= for a NumPy or Dask array (it has no CRS, pixel size or "
+            "band names to choose a bundled model by): give a model file, a bundled model "
+            "name (segpipe models lists them) or a torch.nn.Module, or pass an xarray "
+            "DataArray"
         )
     from segpipe.models.bundled import bundled_models
     from segpipe.pipeline.choose import choose_bundled, with_choice
 
-    choice = choose_bundled(data.info(), options.source, bundled_models())
+    choice = choose_bundled(info, options.source, bundled_models())
+    warnings.warn(choice.reason, stacklevel=4)
     options = replace(options, source=with_choice(options.source, choice))
     return with_model(options, str(choice.model.path))
 

@@ -12,10 +12,13 @@ from segpipe.pipeline.options import RunOptions
 from segpipe.pipeline.stages import run_one
 
 
-def cli_labels(src: Path, model: Path, out: Path, **options) -> tuple[np.ndarray, dict]:
-    """Labels of ``segpipe run`` on ``src`` (in process), read back with rasterio."""
-    summary = run_one(RunOptions.of(str(src), str(out), model=str(model), device="cpu",
-                                    **options))
+def cli_labels(src: Path, model: Path | None, out: Path, **options) -> tuple[np.ndarray, dict]:
+    """Labels of ``segpipe run`` on ``src`` (in process), read back with rasterio.
+
+    ``model`` None: no ``--model``, the run chooses a bundled one.
+    """
+    chosen = str(model) if model is not None else None
+    summary = run_one(RunOptions.of(str(src), str(out), model=chosen, device="cpu", **options))
     with rasterio.open(out) as ds:
         return ds.read(1), summary
 
