@@ -1,12 +1,15 @@
 """The run report: one self-contained HTML file a person opens to judge a run.
 
 :func:`render_report` writes the page from a :class:`RunReport`: the quicklook, a table and a
-bar chart of the class areas, stage timings and throughput, the model card summary (name,
+bar chart of the class areas (with per class the components and, with instances, the
+instances after separation), stage timings and throughput, the model card summary (name,
 sha256 prefix, licence, training data), provenance (segpipe version, input, output, options)
-and any warnings and failed blocks. Images are embedded as ``data:image/png;base64`` URIs and
-the style sheet is inline: the file needs nothing else, no script and no network. Every piece
-of text from the run (paths, names, messages) is escaped with :func:`html.escape`. Nothing of
-the input's own metadata (such as a slide's image description) is shown.
+and any warnings and failed blocks, and with instances the histogram of their areas (an inline
+SVG: :mod:`segpipe.pipeline.histogramsvg`). Images are embedded as ``data:image/png;base64``
+URIs and the style sheet is inline: the file needs nothing else, no script and no network.
+Every piece of text from the run (paths, names, messages) is escaped with
+:func:`html.escape`. Nothing of the input's own metadata (such as a slide's image description)
+is shown.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from typing import Any
 
 from PIL import Image, ImageDraw
 
+from segpipe.pipeline.histogramsvg import histogram_svg, unit_text
 from segpipe.pipeline.legend import LegendEntry, number_text
 from segpipe.pipeline.quicklook import drawable_text, legend_font
 
@@ -59,6 +63,7 @@ class RunReport:
     quicklook_png: bytes | None = None
     quicklook_note: str = ""  # why there is no quicklook, when there is none
     quicklook_seconds: float | None = None  # time taken by the quicklook (after the summary)
+    quicklook_caption: str = ""  # what else it shows (instance outlines), in words
 
 
 def _e(value: Any) -> str:
@@ -133,11 +138,26 @@ def _status(summary: Mapping[str, Any]) -> str:
     return f'<p class="ok">Done: <code>{_e(summary.get("output", ""))}</code></p>'
 
 
+def _count(value: Any) -> str:
+    return "" if value is None else f"{int(value):,}"
+
+
+def _density(item: Mapping[str, Any]) -> str:
+    density = item.get("density")
+    if density is None:
+        return ""
+    return f"{number_text(float(density))} {_unit(item.get('density_unit'))}"
+
+
 def _classes_section(report: RunReport) -> str:
     summary, extra = report.summary, {int(c["label"]): c for c in report.summary["classes"]}
+    instances = _instance_rows(summary)
     has_objects = any(c.get("objects") is not None for c in extra.values())
     header = ["", "label", "class", "pixels", "area", "share"]
-    header += ["objects", "density"] if has_objects else []
+    if instances:  # two counts: the header says which is which, the text below how
+        header += ["components", "component density", "instances", "instance density"]
+    elif has_objects:
+        header += ["objects", "density"]
     rows = []
     for entry in report.classes:
         swatch = '<span class="swatch" style="background: rgb({},{},{})"></span>'.format(
@@ -145,24 +165,68 @@ def _classes_section(report: RunReport) -> str:
         share = "" if entry.share is None else f"{100 * entry.share:.1f} %"
         row = [swatch, _e(entry.label), _e(entry.name), _e(f"{entry.pixels or 0:,}"),
                _e(entry.area), _e(share)]
-        if has_objects:
+        if has_objects or instances:
             item = extra.get(entry.label, {})
-            density = item.get("density")
-            row += [_e("" if item.get("objects") is None else f"{item['objects']:,}"),
-                    _e("" if density is None else
-                       f"{number_text(float(density))} {_unit(item.get('density_unit'))}")]
+            row += [_e(_count(item.get("objects"))), _e(_density(item))]
+        if instances:
+            item = instances.get(entry.label, {})
+            row += [_e(_count(item.get("instances"))), _e(_density(item))]
         rows.append(row)
     rows.append(["", "", "nodata", _e(f"{int(summary.get('nodata_pixels') or 0):,}"), "", ""]
-                + ([""] * 2 if has_objects else []))
+                + [""] * (len(header) - 6))
     note = (summary.get("areas") or {}).get("note")
     chart = data_uri(bar_chart_png(report.classes)) if report.classes else ""
     parts = ["<h2>Classes</h2>"]
     if note:
         parts.append(f"<p>{_e(note)}</p>")
-    parts.append(_table(header, rows, numeric={3, 4, 5, 6, 7}))
+    parts.append(_table(header, rows, numeric=set(range(3, len(header)))))
+    if instances:
+        parts.append(f"<p>{_e(_counts_text(summary['instances']))}</p>")
     if chart:
         parts.append(f'<p><img alt="bar chart of the class areas" src="{chart}"></p>')
     return "\n".join(parts)
+
+
+def _instance_rows(summary: Mapping[str, Any]) -> dict[int, Mapping[str, Any]]:
+    """``summary["instances"]["classes"]`` by label value; empty for a run without instances."""
+    return {int(c["label"]): c for c in (summary.get("instances") or {}).get("classes") or []}
+
+
+def _counts_text(instances: Mapping[str, Any]) -> str:
+    """In words, which count is which."""
+    unit = unit_text(instances.get("area_unit"))
+    min_area = float(instances.get("min_area") or 0)
+    kept = (f"dropping those under --instance-min-area {number_text(min_area)} {unit} "
+            f"({int(instances.get('min_area_pixels') or 0):,} px)" if min_area > 0
+            else "with no minimum area (--instance-min-area 0)")
+    split = ("after a watershed separated touching objects"
+             if instances.get("method") == "watershed"
+             else "without separating touching objects (--instance-method components)")
+    clipped = int(instances.get("clipped") or 0)
+    return (
+        "Components: the 4-connected regions of each class, joined across tile and block "
+        "seams, before any separation and with no minimum area. Instances: the objects of the "
+        f"instance labels, {split}, {kept}; {int(instances.get('total') or 0):,} in all"
+        + (f", {clipped:,} of them in clumps wider than --instance-max-diameter "
+           f"{instances.get('max_diameter')} px (their separation may differ from the whole "
+           "image's)" if clipped else "")
+        + ". Densities are per mm² (microscopy) or km² (maps) of the area that has a class."
+    )
+
+
+def _instances_section(summary: Mapping[str, Any]) -> str:
+    """The histogram of instance areas (log-spaced bins), when the run made instances."""
+    histogram = (summary.get("instances") or {}).get("histogram")
+    if not histogram:
+        return ""
+    unit = unit_text(histogram.get("unit"))
+    figure = histogram_svg(histogram["edges"], histogram["counts"], histogram.get("unit"))
+    return (
+        "<h2>Instance areas</h2>\n"
+        f"<p>Instances per bin of area ({_e(unit)}, log-spaced bins from the smallest to the "
+        "largest instance; every bin holds its lower edge, the last also its upper).</p>\n"
+        f'<figure class="histogram">{figure}</figure>'
+    )
 
 
 def _timing_section(summary: Mapping[str, Any], quicklook_seconds: float | None) -> str:
@@ -245,6 +309,8 @@ def render_report(report: RunReport) -> str:
     if report.quicklook_png is not None:
         look = (f'<p><img alt="quicklook of {_e(name)}: the classes over the image" '
                 f'src="{data_uri(report.quicklook_png)}"></p>')
+        if report.quicklook_caption:
+            look += f"\n<p>{_e(report.quicklook_caption)}</p>"
     else:
         look = f"<p>No quicklook: {_e(report.quicklook_note or 'not written')}</p>"
     body = "\n".join([
@@ -253,6 +319,7 @@ def render_report(report: RunReport) -> str:
         "<h2>Quicklook</h2>",
         look,
         _classes_section(report),
+        _instances_section(summary),
         _timing_section(summary, report.quicklook_seconds),
         _model_section(summary, report.model),
         _provenance_section(summary, report.options),

@@ -4,8 +4,9 @@
 report show the class areas) and before the work directory is removed (the quicklook reads the
 label array there). Beside the output ``mask.tif`` it writes ``mask.quicklook.png``
 (:mod:`segpipe.pipeline.quicklook`) and ``mask.report.html`` (:mod:`segpipe.pipeline.htmlreport`),
-each atomically. When blocks failed no output exists, so both go into the work directory, next
-to the summary, and the report names the failed blocks.
+each atomically; with instances (the instance pass ran before) the quicklook outlines them.
+When blocks failed no output exists, so both go into the work directory, next to the summary,
+and the report names the failed blocks.
 """
 
 from __future__ import annotations
@@ -45,14 +46,22 @@ def report_files(summary: Mapping[str, Any]) -> tuple[str, str]:
     return png, page
 
 
-def quicklook_spec(plan: RunPlan, classes: tuple[LegendEntry, ...]) -> QuicklookSpec:
-    """The quicklook of a run: its input, label array, classes, nodata rule and RGB bands."""
+def quicklook_spec(plan: RunPlan, classes: tuple[LegendEntry, ...],
+                   outlines: bool = False) -> QuicklookSpec:
+    """The quicklook of a run: its input, label array, classes, nodata rule and RGB bands.
+
+    ``outlines``: draw the instances' outlines (the instance pass's array in the work
+    directory); :func:`write_visuals` asks for them whenever the run made instances.
+    """
+    from segpipe.pipeline.instances.stage import instances_path
+
     card = plan.card
     bands = display_bands(plan.info.channel_names, plan.bands, card.band_names)
     return QuicklookSpec(
         input=plan.options.input, labels_path=plan.workdir.labels, classes=classes,
         label_nodata=plan.nodata, nodata=plan.info.nodata, bands=bands,
         preview=None if plan.source_array else plan.workdir.preview,
+        instances_path=instances_path(plan.workdir) if outlines else None,
     )
 
 
@@ -73,6 +82,16 @@ def _model(plan: RunPlan) -> dict[str, Any]:
             "description": card.description, "metrics": card.metrics}
 
 
+def _caption(asked: bool, drawn: bool) -> str:
+    """What the quicklook shows of the instances, in words (nothing for a run without them)."""
+    if not asked:
+        return ""
+    if drawn:
+        return "Black lines: the outlines of the instances (after separation)."
+    return ("No instance outlines: the instances are only a few quicklook pixels across, and "
+            "their lines would hide the classes.")
+
+
 def write_visuals(plan: RunPlan, summary: Mapping[str, Any]) -> list[str]:
     """Write the quicklook and the HTML report of a finished run; their paths.
 
@@ -83,18 +102,22 @@ def write_visuals(plan: RunPlan, summary: Mapping[str, Any]) -> list[str]:
     png, page = report_files(summary)
     colors = tuple(c.color for c in plan.card.classes)
     classes = tuple(legend_entries(summary, colors))
-    written, image, note = [], None, ""
+    written, image, note, caption = [], None, "", ""
+    # instances exist once their pass finished, which a run with failed blocks never reaches
+    outlines = bool(summary.get("instances")) and not summary.get("failed_blocks")
     start = time.perf_counter()
     try:
-        write_quicklook(quicklook_spec(plan, classes), png)
+        look = write_quicklook(quicklook_spec(plan, classes, outlines), png)
         image = storage.read_bytes(png)
         written.append(png)
+        caption = _caption(outlines, look.outlined)
     except (OSError, SegpipeError) as exc:
         note = f"the quicklook could not be written: {exc}"
         log.warning("%s: %s", plan.name, note)
     report = RunReport(
         summary=summary, classes=classes, model=_model(plan), options=_options(plan),
         quicklook_png=image, quicklook_note=note, quicklook_seconds=time.perf_counter() - start,
+        quicklook_caption=caption,
     )
     try:
         storage.write_text(page, render_report(report))

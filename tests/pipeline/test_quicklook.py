@@ -287,3 +287,91 @@ def test_display_bands():
 def test_nice_lengths():
     assert [nice_length(x) for x in (1, 1.9, 2, 4.99, 5, 9.9, 10, 0.0031, 7300)] == [
         1, 1, 2, 2, 5, 5, 10, 0.002, 5000]
+
+
+# ------------------------------------------------------------------------ instance outlines
+
+
+def ellipse_ids(shape: tuple[int, int], seed: int, count: int) -> np.ndarray:
+    """Touching and overlapping ellipses, each its own id (a later one over an earlier)."""
+    rng = np.random.default_rng(seed)
+    rows, cols = np.mgrid[: shape[0], : shape[1]]
+    ids = np.zeros(shape, np.uint32)
+    for i in range(1, count + 1):
+        r, c = rng.uniform(0, shape[0]), rng.uniform(0, shape[1])
+        a, b = rng.uniform(0.03, 0.08, 2) * max(shape)
+        ids[((rows - r) / a) ** 2 + ((cols - c) / b) ** 2 <= 1] = i
+    return ids
+
+
+def neighbour_edges(ids: np.ndarray) -> np.ndarray:
+    """numpy's oracle: the id differs from the right or the lower neighbour's."""
+    edge = np.zeros(ids.shape, bool)
+    edge[:, :-1] |= np.diff(ids.astype(np.int64), axis=1) != 0
+    edge[:-1, :] |= np.diff(ids.astype(np.int64), axis=0) != 0
+    return edge
+
+
+def black(png_path, shape: tuple[int, int]) -> np.ndarray:
+    """Pixels of the image part drawn pure black (no class colour blends to black)."""
+    image = np.asarray(Image.open(png_path).convert("RGBA"))[: shape[0], : shape[1]]
+    return (image[..., :3] == 0).all(axis=2) & (image[..., 3] == 255)
+
+
+def test_instance_outlines_follow_the_decimated_ids(tmp_path):
+    shape = (300, 400)
+    path = write_geotiff(tmp_path / "s.tif", known_stretch_image(3, *shape))
+    labels = labels_zarr(tmp_path / "l.zarr", np.indices(shape).sum(axis=0) % 3)  # no nodata
+    ids = ellipse_ids(shape, seed=1, count=25)
+    create_array(tmp_path / "i.zarr", shape, (64, 64), "uint32", fill_value=0)[:] = ids
+    spec = QuicklookSpec(input=str(path), labels_path=labels, classes=classes(), label_nodata=255,
+                         max_side=100, instances_path=str(tmp_path / "i.zarr"))
+    result = write_quicklook(spec, tmp_path / "q.png")
+    assert result.level == 0 and result.step > 1 and result.outlined
+    sampled = ids[:: result.step, :: result.step][: result.shape[0], : result.shape[1]]
+    np.testing.assert_array_equal(black(tmp_path / "q.png", result.shape),
+                                  neighbour_edges(sampled))
+    # without the instance array: nothing is black
+    plain = write_quicklook(QuicklookSpec(input=str(path), labels_path=labels, classes=classes(),
+                                          label_nodata=255, max_side=100), tmp_path / "p.png")
+    assert not plain.outlined and not black(tmp_path / "p.png", plain.shape).any()
+
+
+def test_instances_too_small_to_outline_are_left_unoutlined(tmp_path):
+    shape = (60, 80)
+    path = write_geotiff(tmp_path / "s.tif", known_stretch_image(3, *shape))
+    labels = labels_zarr(tmp_path / "l.zarr", np.ones(shape, np.uint8))
+    ids = (np.arange(shape[0] * shape[1], dtype=np.uint32) // 2 + 1).reshape(shape)  # 2-px ids
+    create_array(tmp_path / "i.zarr", shape, (32, 32), "uint32", fill_value=0)[:] = ids
+    spec = QuicklookSpec(input=str(path), labels_path=labels, classes=classes(), label_nodata=255,
+                         instances_path=str(tmp_path / "i.zarr"))
+    result = write_quicklook(spec, tmp_path / "q.png")
+    assert not result.outlined and not black(tmp_path / "q.png", result.shape).any()
+
+
+def test_outlines_of_a_20k_raster_read_the_ids_decimated(sparse_scene, tmp_path):
+    path, labels = sparse_scene
+    rows, cols = REGION
+    region = ellipse_ids((rows.stop - rows.start, cols.stop - cols.start), seed=2, count=12)
+    instances = create_array(tmp_path / "i.zarr", (BIG, BIG), (512, 512), "uint32",
+                             fill_value=0)
+    instances[rows, cols] = region
+    spec = QuicklookSpec(input=str(path), labels_path=labels, classes=classes(),
+                         label_nodata=255, instances_path=str(tmp_path / "i.zarr"))
+    tracemalloc.start()
+    try:
+        result = write_quicklook(spec, tmp_path / "q.png")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert result.step == 14 and result.outlined
+    assert peak < 150e6, peak  # as without outlines: never the 1.6 GB id raster
+    # the ids at every 14th pixel, as numpy sees them; valid (opaque) where the data is
+    sampled = np.zeros(result.shape, np.uint32)
+    inside = np.zeros(result.shape, bool)
+    r0, c0 = -(-rows.start // 14), -(-cols.start // 14)
+    part = region[r0 * 14 - rows.start :: 14, c0 * 14 - cols.start :: 14]
+    sampled[r0 : r0 + part.shape[0], c0 : c0 + part.shape[1]] = part
+    inside[r0 : r0 + part.shape[0], c0 : c0 + part.shape[1]] = True
+    np.testing.assert_array_equal(black(tmp_path / "q.png", result.shape),
+                                  neighbour_edges(sampled) & inside)
