@@ -14,8 +14,9 @@ import xarray as xr
 from rasterio.enums import Resampling
 
 import segpipe
-from segpipe.dataarray import band_first, spatial_input
+from segpipe.dataarray import band_first, grid_info, spatial_input
 from segpipe.models.foundation import InputError
+from segpipe.pipeline.io.pyramid import pixel_size_in_meters
 from segpipe.pipeline.tiling import TilePlan
 from tests.api.helpers import cli_labels, read_image
 from tests.api.test_dask import PixelsRead, refusing_array
@@ -142,6 +143,43 @@ def test_no_model_chooses_the_bundled_model_as_the_cli_does(tmp_path):
     coarse = scene.assign_coords(y=scene.y * 100, x=scene.x * 100)  # 3 km pixels
     with pytest.raises(InputError, match=r"no bundled model fits .*3 km pixels"):
         segpipe.segment(coarse, device="cpu", sensor="landsat8")
+
+
+def test_microscopy_array_in_micrometres_gets_the_bundled_nuclei_model_as_the_cli(tmp_path):
+    image = smooth_image((1, 90, 80), "uint8", seed=2)
+    src = write_geotiff(tmp_path / "cells.tif", image, crs=None,
+                        transform=rasterio.Affine.identity())  # no georeferencing at all
+    expected, summary = cli_labels(src, None, tmp_path / "cli.tif")
+    micrometres = {"units": "µm"}
+    cells = xr.DataArray(  # (y, x), 0.5 µm pixels, no CRS
+        image[0], dims=("y", "x"),
+        coords={"y": ("y", 0.5 * (np.arange(90) + 0.5), micrometres),
+                "x": ("x", 0.5 * (np.arange(80) + 0.5), micrometres)},
+    )
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        labels = segpipe.segment(cells, device="cpu")
+
+    assert summary["model"]["name"] == labels.attrs["segpipe_model"] == "nuclei"
+    np.testing.assert_array_equal(labels.values, expected)
+    assert len(np.unique(expected)) > 1
+    grid = band_first(cells)
+    assert pixel_size_in_meters(grid_info(grid, spatial_input(grid))) == pytest.approx(0.5e-6)
+
+
+def test_nodata_of_the_file_is_nodata_of_the_dataarray(tmp_path):
+    image = smooth_image((2, 60, 70), "uint16", seed=4)
+    image[:, :20, :30] = 0
+    src = write_geotiff(tmp_path / "holes.tif", image, nodata=0)
+    model = tiny_unet(tmp_path / "unet.pt", 2, "valid")
+    options = dict(tile=16, normalize="percentile")
+    expected, _ = cli_labels(src, model, tmp_path / "cli.tif", **options)
+    assert (expected == 255).sum() == 20 * 30
+
+    for scene in (segpipe.open(str(src)), open_rasterio(src)):
+        labels = segpipe.segment(scene, str(model), device="cpu", **options)
+        np.testing.assert_array_equal(labels.values, expected)
 
 
 def test_bare_arrays_without_model_are_refused_naming_model(tmp_path):
