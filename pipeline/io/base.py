@@ -141,6 +141,10 @@ class Reader(Protocol):
         """Release the file."""
         ...
 
+    def at_level(self, level: int) -> Reader:
+        """A new reader of pyramid level ``level`` of the same raster (the caller closes it)."""
+        ...
+
     def __enter__(self) -> Self: ...
 
     def __exit__(self, *exc: object) -> None: ...
@@ -157,6 +161,14 @@ class ReaderBase:
 
     def close(self) -> None:
         """Release the file (nothing to do by default)."""
+
+    def at_level(self, level: int) -> Reader:
+        """Level ``level`` of the same raster, opened anew.
+
+        Readers that can reuse what this one read (the GDAL reader's description of the file)
+        override this.
+        """
+        return open_raster(self.info.path, level=level)
 
     def __enter__(self) -> Self:
         return self

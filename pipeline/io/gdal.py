@@ -20,7 +20,7 @@ from rasterio.windows import Window as RioWindow
 
 from segpipe.models.foundation import RasterError
 from segpipe.models.location import is_url
-from segpipe.pipeline.io.base import MaskKind, RasterInfo, ReaderBase
+from segpipe.pipeline.io.base import MaskKind, RasterInfo, Reader, ReaderBase
 from segpipe.pipeline.io.georef import read_gcps, read_rpcs
 from segpipe.pipeline.io.pyramid import info_at_level
 from segpipe.pipeline.io.remote import gdal_env
@@ -79,14 +79,29 @@ class GdalReader(ReaderBase):
     :func:`~segpipe.pipeline.io.remote.gdal_env`, held for the reader's life.
     """
 
-    def __init__(self, path: str, *, level: int = 0) -> None:
+    def __init__(self, path: str, *, level: int = 0, described: RasterInfo | None = None) -> None:
+        """Open ``level`` of ``path``; ``described``: its level 0 as already read (no reopen)."""
         self._env = contextlib.ExitStack()
         self._env.enter_context(gdal_env(path))
+        self._path = path
         try:
-            self._open(path, level)
+            if described is not None and level:
+                self.info = info_at_level(described, level)
+                self._ds = _open(path, overview_level=level - 1)
+            else:
+                self._open(path, level)
         except BaseException:
             self._env.close()
             raise
+
+    def at_level(self, level: int) -> Reader:
+        """Overview ``level`` of this file, opened without describing the file again."""
+        if self.info.level != 0:
+            return super().at_level(level)
+        try:
+            return GdalReader(self._path, level=level, described=self.info)
+        except RasterioIOError as exc:  # a level it lists but cannot open
+            raise RasterError(f"{self._path}: cannot open overview {level} ({exc})") from None
 
     def _open(self, path: str, level: int) -> None:
         try:

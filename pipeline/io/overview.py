@@ -23,8 +23,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from segpipe.models.foundation import RasterError
-from segpipe.pipeline.io.base import RasterInfo, Reader, open_raster
+from segpipe.pipeline.io.base import RasterInfo, Reader
 from segpipe.pipeline.io.gdal import streaming_env
+from segpipe.pipeline.io.heldreader import input_reader
 from segpipe.pipeline.io.preview import decimation_step, load_preview
 from segpipe.pipeline.tiling import Window
 
@@ -97,14 +98,14 @@ def _read_overview(
     path: str | os.PathLike[str], max_side: int, bands: Sequence[int] | None,
     preview: str | None = None,
 ) -> Overview:
-    with open_raster(path) as base:
+    with input_reader(os.fspath(path)) as base:  # inside a run: planning's, held (no new open)
         levels = base.info.levels or (base.info.shape,)
         level = overview_level(levels, max_side)
         if level == 0:
             kept = _kept(preview, base.info, max_side, bands)
             return kept if kept is not None else _decimate(base, max_side, bands)
         try:
-            reader = open_raster(path, level=level)
+            reader = base.at_level(level)
         except RasterError:  # levels it lists but cannot open (a copy's recorded pyramid)
             return _decimate(base, max_side, bands)
     with reader:

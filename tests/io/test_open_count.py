@@ -17,6 +17,7 @@ import builtins
 import io
 from collections import Counter
 
+import pytest
 import rasterio
 
 from segpipe.pipeline.options import RunOptions
@@ -31,9 +32,8 @@ DRIVER = 2
 FEEDING_THREADS = 1
 
 
-def test_a_run_opens_its_input_once_per_job(tmp_path, monkeypatch):
-    image = smooth_image((3, 700, 600), "uint8", seed=9)
-    src = write_geotiff(tmp_path / "in.tif", image)
+def counted_run(tmp_path, monkeypatch, src, tile: int) -> Counter[str]:
+    """Run on ``src`` in process, counting every call that opens it."""
     model = argmax_model(tmp_path / "m.pt2", 3)
     opened: Counter[str] = Counter()
 
@@ -47,9 +47,27 @@ def test_a_run_opens_its_input_once_per_job(tmp_path, monkeypatch):
     monkeypatch.setattr(rasterio, "open", counting("rasterio.open", rasterio.open))
     monkeypatch.setattr(builtins, "open", counting("open", builtins.open))
     monkeypatch.setattr(io, "open", counting("io.open", io.open))
-    run_one(RunOptions.of(str(src), str(tmp_path / "out.tif"), model=str(model), tile=64,
+    run_one(RunOptions.of(str(src), str(tmp_path / "out.tif"), model=str(model), tile=tile,
                           device="cpu"))
+    return opened
+
+
+def test_a_run_opens_its_input_once_per_job(tmp_path, monkeypatch):
+    image = smooth_image((3, 700, 600), "uint8", seed=9)
+    src = write_geotiff(tmp_path / "in.tif", image)
+    opened = counted_run(tmp_path, monkeypatch, src, tile=64)
     # 700 × 600 px in tiles of 64 and blocks of 4 tiles: 12 blocks, all fed by one thread; the
-    # quicklook looks at the input's pyramid once (its pixels were kept by the feed)
+    # input has no pyramid: the quicklook takes the samples the feed kept and opens nothing
+    assert sum(opened.values()) == DRIVER + FEEDING_THREADS, opened
+    assert opened["rasterio.open"] == 1 + FEEDING_THREADS, opened
+
+
+@pytest.mark.slow
+def test_the_quicklook_opens_the_level_of_the_inputs_pyramid_it_reads(tmp_path, monkeypatch):
+    image = smooth_image((3, 3200, 3100), "uint8", seed=4)
+    src = write_geotiff(tmp_path / "in.tif", image)
+    with rasterio.open(src, "r+") as ds:
+        ds.build_overviews([2, 4])  # 1600 × 1550: the level the quicklook reads (≥ 1536 px)
+    opened = counted_run(tmp_path, monkeypatch, src, tile=512)
     assert sum(opened.values()) == DRIVER + FEEDING_THREADS + 1, opened
     assert opened["rasterio.open"] == 1 + FEEDING_THREADS + 1, opened
