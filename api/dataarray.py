@@ -2,8 +2,9 @@
 
 A DataArray is recognised without importing xarray (so ``segpipe.segment`` on NumPy needs
 neither xarray nor rioxarray). Its spatial dims are ``y`` and ``x``; a third dim, whatever it
-is called (rioxarray's ``band``), holds the bands, named by its coordinate when that holds
-strings (else by a ``long_name`` list, as rioxarray reads a GeoTIFF's band descriptions).
+is called (rioxarray's ``band``), holds the bands, named by a ``common_name`` coordinate along
+it (stackstac's), else by its own coordinate when that holds strings, else by a ``long_name``
+list (as rioxarray reads a GeoTIFF's band descriptions).
 
 The grid comes from rioxarray's ``.rio`` accessor when the array has a CRS (rioxarray is
 imported here when it is installed, so a user need not import it for ``.rio`` to exist), else
@@ -75,9 +76,17 @@ def grid_info(data: Any, described: ArrayInput) -> RasterInfo:
 
 
 def _band_names(data: Any) -> tuple[str, ...] | None:
-    values = data[data.dims[0]].values.tolist() if data.dims[0] in data.coords else None
-    if values and all(isinstance(v, str) for v in values):
-        return tuple(values)
+    """Band names: stackstac's ``common_name`` coordinate, the band coordinate, ``long_name``.
+
+    ``common_name`` first: a STAC scene's band coordinate holds asset keys (``B04``) and the
+    cards name bands by their common names (``red``).
+    """
+    band = data.dims[0]
+    for name in ("common_name", band):
+        coord = data.coords.get(name)
+        values = coord.values.tolist() if coord is not None and coord.dims == (band,) else None
+        if values and all(isinstance(v, str) for v in values):
+            return tuple(values)
     names = data.attrs.get("long_name")
     if isinstance(names, list | tuple) and len(names) == data.shape[0]:
         return tuple(str(n) for n in names)

@@ -140,6 +140,12 @@ def test_no_model_chooses_the_bundled_model_as_the_cli_does(tmp_path):
     assert any("'landcover_rgb'" in str(w.message) for w in caught)
     np.testing.assert_array_equal(labels.values, expected)
     assert len(np.unique(expected)) > 1
+    stac_like = scene.assign_coords(  # stackstac: asset keys, and common names beside them
+        band=["B4", "B3", "B2"], common_name=("band", ["red", "green", "blue"]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        by_common_names = segpipe.segment(stac_like, device="cpu", sensor="landsat8")
+    np.testing.assert_array_equal(by_common_names.values, expected)
     coarse = scene.assign_coords(y=scene.y * 100, x=scene.x * 100)  # 3 km pixels
     with pytest.raises(InputError, match=r"no bundled model fits .*3 km pixels"):
         segpipe.segment(coarse, device="cpu", sensor="landsat8")
