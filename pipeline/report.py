@@ -13,8 +13,6 @@ of the area that has a class (nodata excluded). The same table goes to a CSV bes
 
 from __future__ import annotations
 
-import csv
-import io
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -24,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from segpipe.models.foundation import __version__
 from segpipe.pipeline import storage
 from segpipe.pipeline.areas import AreaBasis, AreaKind, GeodesicAreas, area_basis, class_areas
+from segpipe.pipeline.areatable import CSV_COLUMNS, areas_csv
 from segpipe.pipeline.io.writers.common import companion_target
 from segpipe.pipeline.objects import BlockObjects
 from segpipe.pipeline.seamjoin import SeamJoin, SeamWriter
@@ -45,12 +44,6 @@ __all__ = [
     "summary_markdown",
     "write_areas_csv",
 ]
-
-CSV_COLUMNS = (
-    "label", "name", "pixels", "area", "area_unit", "area_ha", "area_mm2", "objects", "density",
-    "density_unit",
-)
-
 
 @dataclass(frozen=True)
 class SegmentOutcome:
@@ -281,16 +274,6 @@ def _area_text(c: Mapping[str, Any]) -> str:
     if c["area_mm2"] is not None:
         return f"{text} ({c['area_mm2']:.4g} mm²)"
     return text
-
-
-def areas_csv(summary: Mapping[str, Any]) -> str:
-    """The class table as CSV text (:data:`CSV_COLUMNS`; an empty cell where a value is None)."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(CSV_COLUMNS)
-    for c in summary["classes"]:
-        writer.writerow(["" if c[k] is None else c[k] for k in CSV_COLUMNS])
-    return buffer.getvalue()
 
 
 def areas_csv_path(output: str) -> str:
