@@ -108,15 +108,21 @@ class RasterInfo:
         """The whole image as a window."""
         return Window(0, 0, self.height, self.width)
 
-    def with_level(self, level: int, height: int, width: int, scale: float) -> RasterInfo:
-        """The info of pyramid level ``level``, ``scale`` times coarser than level 0."""
+    def with_level(self, level: int, height: int, width: int, scale: float,
+                   scale_x: float | None = None) -> RasterInfo:
+        """The info of pyramid level ``level``, ``scale`` times coarser than level 0.
+
+        ``scale_x``: the columns' own factor where it differs from the rows' (GDAL scales an
+        overview's transform by each axis's size ratio); GCPs and RPCs scale by ``scale``.
+        """
+        sx = scale if scale_x is None else scale_x
         transform = None
         if self.transform is not None:
             a, b, c, d, e, f = self.transform
-            transform = (a * scale, b * scale, c, d * scale, e * scale, f)
+            transform = (a * sx, b * scale, c, d * sx, e * scale, f)
         pixel_size = None
         if self.pixel_size is not None:
-            pixel_size = (self.pixel_size[0] * scale, self.pixel_size[1] * scale)
+            pixel_size = (self.pixel_size[0] * scale, self.pixel_size[1] * sx)
         return replace(
             self, level=level, height=height, width=width, transform=transform,
             pixel_size=pixel_size, gcps=scale_gcps(self.gcps, scale),

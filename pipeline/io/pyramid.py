@@ -80,9 +80,9 @@ def info_at_level(info: RasterInfo, level: int) -> RasterInfo:
 
     The same computation the readers do (they call this): the level's shape from
     ``info.levels``; transform and pixel size scaled by how much coarser the level is. GDAL
-    georeferences an overview by its size ratio to level 0 (rows); other pyramids by the integer
-    factor that explains the shape (:func:`level_scale`). A reader whose levels declare their
-    own pixel size (OME-Zarr's scale transforms) lists them in
+    georeferences an overview by its size ratio to level 0 on each axis; other pyramids by the
+    integer factor that explains the shape (:func:`level_scale`). A reader whose levels declare
+    their own pixel size (OME-Zarr's scale transforms) lists them in
     ``info.extra["level_pixel_sizes"]``, and those are used. Raises :class:`InputError` listing
     the levels when ``level`` does not exist.
     """
@@ -93,11 +93,12 @@ def info_at_level(info: RasterInfo, level: int) -> RasterInfo:
     if level == 0:
         return info
     height, width = levels[level]
-    if info.format == "gdal":
-        scale = levels[0][0] / height
+    if info.format == "gdal":  # each axis by its own size ratio, as GDAL does
+        derived = info.with_level(level, height, width, levels[0][0] / height,
+                                  levels[0][1] / width)
     else:
-        scale = level_scale(levels[0], levels[level])[1]
-    derived = info.with_level(level, height, width, scale)
+        derived = info.with_level(level, height, width,
+                                  level_scale(levels[0], levels[level])[1])
     declared = info.extra.get("level_pixel_sizes")
     if declared is not None and len(declared) == len(levels):
         derived = replace(derived, pixel_size=declared[level])

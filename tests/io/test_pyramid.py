@@ -212,3 +212,21 @@ def test_info_at_level_matches_the_ome_zarr_reader_with_declared_scales(tmp_path
         with open_raster(path, level=k) as r:
             assert _fields(info_at_level(info0, k)) == _fields(r.info)
             assert info_at_level(info0, k).pixel_size == pytest.approx(tuple(declared))
+
+
+def test_overview_transform_of_an_uneven_geotiff_is_gdals(tmp_path):
+    """300 × 250 px with overviews 2 and 4: 150 × 125 and 75 × 63. GDAL scales each axis by its
+    own size ratio (x: 250 / 63 × 30 m, not 4 × 30 m); rasterio's overview dataset is the oracle."""
+    from affine import Affine
+
+    path = tmp_path / "uneven.tif"
+    profile = {"driver": "GTiff", "height": 300, "width": 250, "count": 1, "dtype": "uint8",
+               "crs": "EPSG:32621", "transform": Affine(30.0, 0, 300000.0, 0, -30.0, 5e6)}
+    with rasterio.open(path, "w", **profile) as ds:
+        ds.write(np.arange(300 * 250, dtype=np.uint8).reshape(1, 300, 250))
+        ds.build_overviews([2, 4], Resampling.nearest)
+    for level in (1, 2):
+        with open_raster(str(path), level=level) as reader, \
+                rasterio.open(path, overview_level=level - 1) as gdal:
+            assert reader.info.shape == gdal.shape
+            assert np.allclose(reader.info.transform, tuple(gdal.transform)[:6], rtol=1e-12)
