@@ -17,11 +17,18 @@ from pathlib import Path
 from typing import Any
 
 from segpipe.models.card import ModelCard, Normalization, NormMethod
-from segpipe.models.foundation import InputError, ModelError, RasterError, resolve_device
+from segpipe.models.foundation import (
+    InputError,
+    ModelError,
+    RasterError,
+    ResumeError,
+    resolve_device,
+)
 from segpipe.models.loading import LoadedModel, load_model_cached
 from segpipe.models.location import is_url
 from segpipe.models.pinning import check_pinned
 from segpipe.models.probe import Geometry, probe_geometry
+from segpipe.pipeline import storage
 from segpipe.pipeline.access import check_run_urls
 from segpipe.pipeline.areas import needs_row_counts
 from segpipe.pipeline.bands import select_bands
@@ -48,6 +55,7 @@ from segpipe.pipeline.outputs import (
     check_output_path,
     default_workdir,
     is_segpipe_output,
+    output_exists,
 )
 from segpipe.pipeline.quicklook import MAX_SIDE as QUICKLOOK_SIDE
 from segpipe.pipeline.segment import SegmentJob
@@ -225,7 +233,7 @@ def preflight(options: RunOptions) -> str:
     if not is_url(options.input) and not Path(options.input).exists():
         raise RasterError(f"--input {options.input}: file not found; check the path")
     check_run_urls(options, workdir_of(options))  # buckets, credentials, write permission
-    if not options.overwrite and not is_segpipe_output(options.output):
+    if not (options.overwrite or is_segpipe_output(options.output) or cut_off_output(options)):
         check_output_exists(options)
     check_model_name(options.inference)
     if options.inference.model and options.inference.model_sha256:  # hashed before it is read
@@ -236,6 +244,28 @@ def preflight(options: RunOptions) -> str:
             f"--mask {mask}: file not found; give a mask raster, a polygon file or 'tissue'"
         )
     return str(resolve_device(options.inference.device))
+
+
+def cut_off_output(options: RunOptions) -> bool:
+    """Whether the output is its work directory's own, the export or report cut off midway.
+
+    The export removes the output's sidecar, publishes the output, then its companions
+    (instances, tables, vectors); the report writes the sidecar last, then drops the work
+    directory. A run killed in between leaves an output without a sidecar beside a work
+    directory whose finished segmentation names that output: what stands at the output path is
+    that run's, and ``--resume`` writes it again (the work directory's label key is checked as
+    for any resume). Any other existing output (a finished run's, with its sidecar, or a file
+    segpipe did not write) still needs ``--overwrite``.
+    """
+    output = options.output
+    if not output_exists(output) or is_segpipe_output(output):
+        return False
+    try:
+        stored = WorkDir(workdir_of(options)).load()
+    except ResumeError:  # an unreadable manifest: the work directory is refused later
+        return False
+    return (stored is not None and stored.segmented
+            and stored.output == storage.absolute(output))
 
 
 def workdir_of(options: RunOptions) -> str:

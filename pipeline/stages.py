@@ -25,7 +25,7 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any, Protocol, TypeVar
 
-from segpipe.models.foundation import BlocksFailedError, __version__
+from segpipe.models.foundation import BlocksFailedError, OutputExistsError, __version__
 from segpipe.pipeline import storage
 from segpipe.pipeline.backends import prepare_backend
 from segpipe.pipeline.executor import BlockExecutor, InProcessExecutor, new_run_id
@@ -44,7 +44,7 @@ from segpipe.pipeline.outputs import (
     sidecar,
     write_sidecar,
 )
-from segpipe.pipeline.plan import RunPlan, plan_run
+from segpipe.pipeline.plan import RunPlan, cut_off_output, plan_run
 from segpipe.pipeline.quicklook import MAX_SIDE as QUICKLOOK_SIDE
 from segpipe.pipeline.report import SegmentOutcome, summarize, write_areas_csv
 from segpipe.pipeline.segment import write_nodata
@@ -134,7 +134,13 @@ def plan_stage(options: RunOptions, preflighted: bool = False) -> RunPlan | None
     ):
         log.info("%s is up to date; skipped", options.output)
         return None
-    check_output_exists(options)
+    if not cut_off_output(options):
+        check_output_exists(options)
+    elif not options.resume and not options.overwrite:
+        raise OutputExistsError(
+            f"--output {options.output} exists: this work directory's run was stopped while "
+            "writing it; pass --resume to finish it (or --overwrite)"
+        )
     for w in plan.warnings:
         log.warning(w)
     manifest, state = plan.workdir.open(_new_manifest(plan), resume=options.resume)

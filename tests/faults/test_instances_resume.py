@@ -1,17 +1,21 @@
-"""``kill -9`` of the whole process tree in the instance pass, twice, then ``--resume``: the
-instance labels, measurements and detections equal an uninterrupted run's, byte for byte, and no
-block is segmented again.
+"""``kill -9`` of the whole process tree in the instance pass, twice, and in the export, then
+``--resume``: the instance labels, measurements and detections equal an uninterrupted run's,
+byte for byte, and no block is segmented again.
 
 Each attempt resumes the one before and is killed where it was meant to be by an injected pause
 in the driver (which runs the instance pass): before its 12th, then its 300th chunk write into
 ``instances.zarr`` (a pass writes one chunk per block and window chunk, about 500 for this
 scene, then rewrites each through the canonical ids); the test waits for the pause to be
 logged, then kills the process group. A killed pass has left no ``instances.json``, so the
-next run redoes the pass whole from the finished labels, without the model.
+next run redoes the pass whole from the finished labels, without the model. The third kill
+comes in the export, once the instance labels' COG is written and the labels' output already
+published: an output without its sidecar, which ``--resume`` recognises as its own and writes
+again (a plain rerun is refused with a line naming ``--resume``).
 """
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -66,7 +70,7 @@ def test_kill_9_in_the_instance_pass_then_resume_is_identical(
                        *INSTANCE_ARGS)
     done: list[dict] = []
 
-    def attempt(name: str, resume: bool = True, **faults) -> None:
+    def attempt(name: str, resume: bool = True, published: bool = False, **faults) -> None:
         log = tmp_path / f"{name}.faults"
         proc = start(base + (["--resume"] if resume else []),
                      fault_env(prefect_api, log=log, **faults), tmp_path / f"{name}.log")
@@ -75,7 +79,7 @@ def test_kill_9_in_the_instance_pass_then_resume_is_identical(
         kill_group(proc)
         text = (tmp_path / f"{name}.log").read_text()
         assert proc.returncode == -9, f"{name}: the run ended before the kill\n{text}"
-        assert not out.exists(), f"{name}: a file stands at the output path"
+        assert out.exists() == published, f"{name}: the output path"
         assert not any((tmp_path / f"out.{c}").exists() for c in COMPANIONS), name
         done.append(markers(workdir))
 
@@ -84,6 +88,10 @@ def test_kill_9_in_the_instance_pass_then_resume_is_identical(
     attempt("instance-pass-late", pause_chunk="instances.zarr:300")
     assert "segment" in stages(workdir) and len(done[-1]) == BLOCKS
     assert not state.exists() and "export" not in stages(workdir)
+    attempt("export", published=True, pause_after_copy="out.instances.tif")
+    plain = subprocess.run(base, env=fault_env(prefect_api), capture_output=True, text=True,
+                           timeout=300)
+    assert plain.returncode == 2 and "pass --resume" in plain.stderr, plain.stderr
 
     final = start([*base, "--resume"], fault_env(prefect_api), tmp_path / "final.log")
     assert final.wait(timeout=300) == 0, (tmp_path / "final.log").read_text()
