@@ -24,7 +24,6 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 from segpipe.models.foundation import ModelError, Precision
 from segpipe.models.loading import LoadedModel, load_model_cached
@@ -34,7 +33,7 @@ from segpipe.pipeline.feed import Feed
 from segpipe.pipeline.io.base import open_raster
 from segpipe.pipeline.io.durable import sync_region
 from segpipe.pipeline.io.zarrstore import open_array
-from segpipe.pipeline.labels import label_dtype, nodata_label
+from segpipe.pipeline.labels import all_finite, label_dtype, nodata_label
 from segpipe.pipeline.mask import RegionMask
 from segpipe.pipeline.normalize import Normalizer
 from segpipe.pipeline.objects import Edges, block_components
@@ -251,7 +250,7 @@ def _run_tiles(
         for batch in batches:
             logits = runner.run(batch.values)
             batches.release(batch)
-            if not bool(torch.isfinite(logits).all()):
+            if not all_finite(logits):
                 raise ModelError(
                     f"the model returned NaN or infinite logits in block {block.id}; its pixels "
                     "are left as nodata (labels are never made from non-finite logits)"

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from segpipe.pipeline.labels import labels_from_logits, probabilities_from_logits
+from segpipe.pipeline.labels import label_array, labels_from_logits, probabilities_from_logits
 from segpipe.pipeline.options import Blend
 from segpipe.pipeline.tiling import Tile, Window
 
@@ -89,11 +89,10 @@ class Merger:
         dst = region.relative_to(self.core).slices
         crop = logits[:, src[0], src[1]]
         # labels leave the device in their smallest type: an eighth of int64's bytes per tile
-        small = torch.uint8 if crop.shape[0] <= 256 else torch.int32
+        dtype = np.uint8 if crop.shape[0] <= 256 else np.int32
         if self._labels is None:
-            dtype = np.uint8 if small is torch.uint8 else np.int32
             self._labels = np.zeros((self.core.height, self.core.width), dtype)
-        self._labels[dst] = labels_from_logits(crop).to(small).cpu().numpy()
+        self._labels[dst] = label_array(crop, dtype)
         if self.keep_probabilities:
             if self._probs is None:
                 self._probs = np.zeros((crop.shape[0], *self._labels.shape), np.float32)
