@@ -7,7 +7,7 @@
   as a dict of DataArrays; :func:`write` writes labels as a run does (COG, OME-TIFF,
   OME-Zarr), ``compute=False`` giving the delayed work.
 - :func:`run` is ``segpipe run`` on one input (:class:`RunOptions` by flat names), returning
-  its summary.
+  its :class:`RunSummary` (a :class:`SkippedRun` when the output was up to date).
 
 The names load on first use (PEP 562): ``import segpipe`` imports neither torch nor Prefect,
 so the command line (``segpipe.flows.cli``) still starts quickly.
@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from segpipe.files import open, open_levels, run, write
     from segpipe.pipeline.options import RunOptions
+    from segpipe.pipeline.summary import RunSummary, SkippedRun
     from segpipe.segmentation import segment
 
 _EXPORTS = {
@@ -30,9 +31,12 @@ _EXPORTS = {
     "write": "segpipe.files",
     "run": "segpipe.files",
     "RunOptions": "segpipe.pipeline.options",
+    "RunSummary": "segpipe.pipeline.summary",
+    "SkippedRun": "segpipe.pipeline.summary",
 }
 
-__all__ = ["RunOptions", "open", "open_levels", "run", "segment", "write"]
+__all__ = ["RunOptions", "RunSummary", "SkippedRun", "open", "open_levels", "run", "segment",
+           "write"]
 
 
 def __getattr__(name: str) -> Any:

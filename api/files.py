@@ -24,6 +24,7 @@ from segpipe.models.foundation import InputError
 from segpipe.pipeline.io.base import RasterInfo
 from segpipe.pipeline.options import RunOptions
 
+from segpipe.pipeline.summary import RunResult
 __all__ = ["lazy_raster", "open", "open_levels", "run", "write"]
 
 CHUNK = 1024  # spatial chunk side of an opened raster (all bands in every chunk)
@@ -149,11 +150,12 @@ def _spatial_coords(info: RasterInfo) -> dict[str, Any]:
     return {}
 
 
-def run(input: str, output: str, **options: Any) -> dict[str, Any]:
+def run(input: str, output: str, **options: Any) -> RunResult:
     """``segpipe run --input INPUT --output OUTPUT`` with ``options`` by their flat names.
 
     The whole run (work directory, ``resume=True``, the report beside the output), in this
-    process; returns the run's summary.
+    process; returns the run's :class:`~segpipe.pipeline.summary.RunSummary` (a
+    :class:`~segpipe.pipeline.summary.SkippedRun` when the output was up to date).
     """
     from segpipe.pipeline.stages import run_one
 

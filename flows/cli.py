@@ -19,7 +19,7 @@ import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
@@ -32,6 +32,9 @@ from segpipe.flows.lock import release_all
 from segpipe.models.foundation import SegpipeError, __version__
 from segpipe.models.location import is_url
 from segpipe.pipeline.options import RunOptions
+
+if TYPE_CHECKING:
+    from segpipe.pipeline.summary import RunResult
 
 
 @click.group()
@@ -95,17 +98,17 @@ def run(inputs: tuple[str, ...], output: str | None, pattern: str | None, workdi
     with disk_full_reported(jobs), hold_outputs([j.output for j in jobs]):
         summaries = _run_flow(list(inputs), jobs, execution, server.wait)
     if summary_path:
-        data = summaries[0] if len(summaries) == 1 else summaries
-        Path(summary_path).write_text(json.dumps(data, indent=2, default=str))
+        data = [s.to_dict() for s in summaries]
+        Path(summary_path).write_text(
+            json.dumps(data[0] if len(data) == 1 else data, indent=2, default=str))
     if not execution.quiet:
         for s in summaries:
-            skipped = s.get("skipped")
-            click.echo(f"{s['output']} is up to date; skipped" if skipped
-                       else f"wrote {s['output']}", err=True)
+            click.echo(f"{s.output} is up to date; skipped" if s.skipped
+                       else f"wrote {s.output}", err=True)
 
 
 def _run_flow(inputs: list[str], jobs: list[RunOptions], execution: Any,
-              server_ready: Any = None) -> list[dict]:
+              server_ready: Any = None) -> list[RunResult]:
     _prefect_defaults()
     from segpipe.flows.flow import segpipe_run
     from segpipe.flows.logs import configure_logging

@@ -32,6 +32,7 @@ from segpipe.pipeline.options import RunOptions
 from segpipe.pipeline.plan import RunPlan, workdir_of
 from segpipe.pipeline.report import SegmentOutcome, artifact_key, summary_markdown
 from segpipe.pipeline.stages import RunContext, Stage, report_stage, run_one
+from segpipe.pipeline.summary import RunResult, RunSummary
 from segpipe.pipeline.visuals import report_files
 
 log = logging.getLogger("segpipe")
@@ -58,7 +59,9 @@ def _subject(args: tuple[Any, ...]) -> str:
     return Path(getattr(first, "input", None) or first.options.input).name
 
 
-def report_and_publish(plan: RunPlan, outcome: SegmentOutcome, times: dict[str, float]) -> dict:
+def report_and_publish(
+    plan: RunPlan, outcome: SegmentOutcome, times: dict[str, float]
+) -> RunSummary:
     """The report stage, plus Prefect artifacts: the Markdown summary and the HTML report's link.
 
     The HTML report lies beside the output, or in the work directory when blocks failed.
@@ -120,7 +123,7 @@ def _executor(execution: Execution, cluster: Cluster) -> BlockExecutor:
 
 
 def run_batch(jobs: Sequence[RunOptions], execution: Execution,
-              preflighted: bool = False) -> list[dict]:
+              preflighted: bool = False) -> list[RunResult]:
     """Segment ``jobs`` one after another on one cluster (inside a flow); returns summaries.
 
     With one input its error propagates as is; with several, an input that fails is reported
@@ -128,7 +131,9 @@ def run_batch(jobs: Sequence[RunOptions], execution: Execution,
     failure was bad input) lists the failures. ``preflighted``: the caller ran the preflight
     checks on every job.
     """
-    summaries, failures, usage = [], {}, True
+    summaries: list[RunResult] = []
+    failures: dict[str, str] = {}
+    usage = True
     with Cluster(execution.cluster_spec()) as cluster:
         ctx = RunContext(_executor(execution, cluster), prefect_stage, execution.progress,
                          preflighted)
@@ -166,12 +171,13 @@ def _warn(execution: Execution, message: str) -> None:
 def segpipe_run(
     inputs: list[str], jobs: list[RunOptions], execution: Execution | None = None,
     preflighted: bool = False,
-) -> list[dict]:
+) -> list[RunResult]:
     """Segment ``jobs``, one per input, into label masks (``inputs``: as the user gave them).
 
     The caller expanded the inputs (paths, folders, globs) into jobs once
     (:func:`~segpipe.flows.inputs.expand_inputs`), and with ``preflighted`` checked each.
-    Returns one summary per input (``{"skipped": ...}`` for up-to-date outputs).
+    Returns one summary per input (a :class:`~segpipe.pipeline.summary.SkippedRun` for an
+    up-to-date output).
     """
     return run_batch(jobs, execution or Execution(), preflighted)
 

@@ -1,5 +1,8 @@
 """The class table beside an output, ``<name>.areas.csv``: one row per class, from the summary.
 
+It reads the summary's JSON form (:meth:`~segpipe.pipeline.summary.RunSummary.to_dict`, or a
+``summary.json`` read back), whose keys are the CSV's columns.
+
 Two counts of objects stand side by side, and their column names say which is which:
 
 * ``objects`` (with ``density``, ``density_unit``): the 4-connected regions of each class,
@@ -7,7 +10,7 @@ Two counts of objects stand side by side, and their column names say which is wh
   reports (the README's objects);
 * ``instances`` (with ``instances_density``, ``instances_density_unit``): the objects of the
   instance labels, after the watershed separated touching ones and ``--instance-min-area``
-  dropped small ones (``summary["instances"]``); filled only for the instance classes of a run
+  dropped small ones (``summary.instances``); filled only for the instance classes of a run
   that made instances (``--instance-labels``, ``--measurements``, ``--detections``).
 
 Densities are per km² (maps) or per mm² (microscopy) of the area that has a class. The header is

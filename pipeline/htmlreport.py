@@ -51,7 +51,8 @@ code { font-size: 0.95em; }
 class RunReport:
     """Everything the page shows.
 
-    ``summary`` is the run summary (:func:`segpipe.pipeline.report.summarize`); ``classes``
+    ``summary`` is the run summary's JSON form (:meth:`~segpipe.pipeline.summary.RunSummary.
+    to_dict`, what ``summary.json`` holds: a page can be made from any run's file); ``classes``
     one legend entry per class; ``model`` the card's name, licence, training data and
     description; ``options`` the run options by their command-line names.
     """

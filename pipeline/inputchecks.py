@@ -15,8 +15,7 @@ its output is an all-nodata mask, and the warning says why.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -24,6 +23,7 @@ from segpipe.models.card import Normalization, NormMethod
 from segpipe.models.foundation import InputError, RasterError
 from segpipe.pipeline.io.base import RasterInfo, open_raster
 from segpipe.pipeline.normalize import invalid_values, sample_windows
+from segpipe.pipeline.summary import RunResult, RunSummary
 
 __all__ = ["check_meanstd_bands", "check_pixel_type", "warn_if_all_nodata"]
 
@@ -82,14 +82,13 @@ def check_meanstd_bands(
         )
 
 
-def warn_if_all_nodata(summary: Mapping[str, Any]) -> None:
+def warn_if_all_nodata(summary: RunResult) -> None:
     """Warn when every label of a finished run (its summary) is nodata."""
-    image = summary.get("image")
-    if summary.get("skipped") or summary.get("failed_blocks") or not image:
+    if not isinstance(summary, RunSummary) or summary.failed_blocks:
         return
-    if summary.get("nodata_pixels") == image["height"] * image["width"]:
+    if summary.nodata_pixels == summary.image.height * summary.image.width:
         log.warning(
             "every pixel of %s is nodata (its nodata value, NaN or ±inf in every band read), "
             "so the labels are all nodata; check the input (segpipe inspect), --nodata and "
-            "--bands", summary["input"],
+            "--bands", summary.input,
         )

@@ -1,9 +1,11 @@
 """How the classes of a run read to a person: name, colour, and area in a sensible unit.
 
 :func:`legend_entries` turns the summary's ``classes`` (and ``areas``, when the summary has
-them) into :class:`LegendEntry` items, which the quicklook's legend and the HTML report both
-show. Areas are written in hectares (m² below 0.1 ha) for geographic inputs, mm² (µm² below
-0.01 mm²) for microscopy, and as pixel counts when the input states no pixel size.
+them), in its JSON form (:meth:`~segpipe.pipeline.summary.RunSummary.to_dict`, or a
+``summary.json`` read back), into :class:`LegendEntry` items, which the quicklook's legend and
+the HTML report both show. Areas are written in hectares (m² below 0.1 ha) for geographic
+inputs, mm² (µm² below 0.01 mm²) for microscopy, and as pixel counts when the input states no
+pixel size.
 """
 
 from __future__ import annotations

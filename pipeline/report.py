@@ -3,12 +3,13 @@
 Everything per class comes from the block markers, so the report never re-reads the label
 array: pixel counts, areas (:mod:`segpipe.pipeline.areas`: planar m² for a projected CRS,
 geodesic m² from per-row counts for a geographic one, µm² for a physical pixel size, else pixel
-counts only, and ``summary["areas"]["note"]`` says which) and objects, 4-connected regions
+counts only, and ``summary.areas.note`` says which) and objects, 4-connected regions
 merged across block edges (:mod:`segpipe.pipeline.objects`), with their density per km² or mm²
 of the area that has a class (nodata excluded). The same table goes to a CSV beside the output
 (:func:`write_areas_csv`) and to the Markdown report. With an instance output,
-``summary["instances"]`` adds the instances per class after separation
-(:mod:`segpipe.pipeline.instances.summary`).
+``summary.instances`` adds the instances per class after separation
+(:mod:`segpipe.pipeline.instances.summary`). The summary is a
+:class:`~segpipe.pipeline.summary.RunSummary`; its JSON form is what the files hold.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from segpipe.models.foundation import __version__
 from segpipe.pipeline import storage
@@ -26,6 +27,14 @@ from segpipe.pipeline.areatable import CSV_COLUMNS, areas_csv
 from segpipe.pipeline.io.writers.common import companion_target
 from segpipe.pipeline.objects import BlockObjects
 from segpipe.pipeline.seamjoin import SeamJoin, SeamWriter
+from segpipe.pipeline.summary import (
+    AreaSummary,
+    ClassRow,
+    ImageSummary,
+    InstanceSummary,
+    ModelSummary,
+    RunSummary,
+)
 from segpipe.pipeline.workdir import BlockRecord
 
 if TYPE_CHECKING:
@@ -89,8 +98,8 @@ def class_table(
     counts: Mapping[int, int],
     areas: Mapping[int, float] | None,
     objects: Mapping[int, int] | None,
-) -> list[dict[str, Any]]:
-    """``summary["classes"]``: one entry per class, in label order (nodata excluded).
+) -> tuple[ClassRow, ...]:
+    """``summary.classes``: one row per class, in label order (nodata excluded).
 
     Densities are objects per km² (geo) or per mm² (microscopy) of the area that has a class.
     """
@@ -103,15 +112,15 @@ def class_table(
         area = areas.get(i, 0.0) if areas is not None else None
         n = objects.get(i, 0) if objects is not None else None
         density = n / (valid / 1e6) if density_unit and n is not None and valid > 0 else None
-        table.append({
-            "label": i, "name": c.name, "color": list(c.color), "pixels": counts.get(i, 0),
-            "area": area, "area_unit": unit,
-            "area_ha": area / 1e4 if area is not None and unit == "m2" else None,
-            "area_mm2": area / 1e6 if area is not None and unit == "um2" else None,
-            "objects": n, "density": density,
-            "density_unit": density_unit if density is not None else None,
-        })
-    return table
+        table.append(ClassRow(
+            label=i, name=c.name, color=tuple(c.color), pixels=counts.get(i, 0),
+            area=area, area_unit=unit,
+            area_ha=area / 1e4 if area is not None and unit == "m2" else None,
+            area_mm2=area / 1e6 if area is not None and unit == "um2" else None,
+            objects=n, density=density,
+            density_unit=density_unit if density is not None else None,
+        ))
+    return tuple(table)
 
 
 @dataclass
@@ -144,8 +153,8 @@ class _Tally:
                               r.row_table())
         self.join.add(BlockObjects.of_record(r))
 
-    def classes(self) -> list[dict[str, Any]]:
-        """``summary["classes"]``, once every block was added."""
+    def classes(self) -> tuple[ClassRow, ...]:
+        """``summary.classes``, once every block was added."""
         areas = (self.geodesic.areas if self.geodesic is not None
                  else class_areas(self.basis, self.counts))
         objects = self.join.finish()
@@ -162,7 +171,9 @@ def _tally(plan: RunPlan) -> _Tally:
     return tally
 
 
-def summarize(plan: RunPlan, outcome: SegmentOutcome, stage_seconds: dict[str, float]) -> dict:
+def summarize(
+    plan: RunPlan, outcome: SegmentOutcome, stage_seconds: Mapping[str, float]
+) -> RunSummary:
     """The run summary (written as JSON in the work directory and beside the output).
 
     The blocks' figures come from their markers, read in block order (so that sums, and the
@@ -172,40 +183,40 @@ def summarize(plan: RunPlan, outcome: SegmentOutcome, stage_seconds: dict[str, f
     classes = tally.classes()
     seconds = stage_seconds.get("segment", 0.0)
     o = plan.options
-    return {
-        "segpipe_version": __version__,
-        "input": o.input,
-        "output": o.output,
-        "workdir": plan.workdir.path,
-        "model": {"name": plan.card.name, "sha256": plan.model_sha256, "path": o.inference.model},
-        "image": {"height": plan.info.height, "width": plan.info.width,
-                  "bands": [b + 1 for b in plan.bands], "level": plan.info.level},
-        "tile": plan.tiles.tile,
-        "halo": plan.tiles.halo,
-        "extra": plan.tiles.extra,
-        "margin": plan.geometry.margin,
-        "blend": str(o.tiling.blend),
-        "precision": str(o.inference.precision),
-        "normalizer": plan.normalizer.to_dict() if plan.normalizer else None,
-        "tiles": plan.tiles.n_tiles,
-        "blocks": outcome.total,
-        "blocks_computed": outcome.computed,
-        "blocks_reused": outcome.reused,
-        "blocks_skipped": tally.skipped,
-        "failed_blocks": dict(sorted(outcome.failed.items())),
-        "workers": dict(outcome.workers),
-        "nodata_pixels": tally.counts.get(plan.nodata, 0) + outcome.failed_pixels,
-        "areas": tally.basis.to_dict(),
-        "classes": classes,
-        "instances": _instances(plan, classes),
-        "stage_seconds": stage_seconds,
-        "megapixels": outcome.megapixels,
-        "megapixels_per_second": outcome.megapixels / seconds if seconds else None,
-        "warnings": list(plan.warnings),
-    }
+    return RunSummary(
+        segpipe_version=__version__,
+        input=o.input,
+        output=o.output,
+        workdir=plan.workdir.path,
+        model=ModelSummary(plan.card.name, plan.model_sha256, o.inference.model),
+        image=ImageSummary(plan.info.height, plan.info.width, tuple(b + 1 for b in plan.bands),
+                           plan.info.level),
+        tile=plan.tiles.tile,
+        halo=plan.tiles.halo,
+        extra=plan.tiles.extra,
+        margin=plan.geometry.margin,
+        blend=str(o.tiling.blend),
+        precision=str(o.inference.precision),
+        normalizer=plan.normalizer,
+        tiles=plan.tiles.n_tiles,
+        blocks=outcome.total,
+        blocks_computed=outcome.computed,
+        blocks_reused=outcome.reused,
+        blocks_skipped=tally.skipped,
+        failed_blocks=dict(sorted(outcome.failed.items())),
+        workers=dict(outcome.workers),
+        nodata_pixels=tally.counts.get(plan.nodata, 0) + outcome.failed_pixels,
+        areas=AreaSummary.from_dict(tally.basis.to_dict()),
+        classes=classes,
+        instances=_instances(plan, classes),
+        stage_seconds={str(k): v for k, v in stage_seconds.items()},
+        megapixels=outcome.megapixels,
+        megapixels_per_second=outcome.megapixels / seconds if seconds else None,
+        warnings=tuple(plan.warnings),
+    )
 
 
-def _instances(plan: RunPlan, classes: Sequence[Mapping[str, Any]]) -> dict | None:
+def _instances(plan: RunPlan, classes: Sequence[ClassRow]) -> InstanceSummary | None:
     """Instance counts per class with an instance output, else None.
 
     :mod:`segpipe.pipeline.instances.summary` says how they differ from ``objects``.
@@ -217,62 +228,63 @@ def _instances(plan: RunPlan, classes: Sequence[Mapping[str, Any]]) -> dict | No
     return instance_summary(plan, classes)
 
 
-def summary_markdown(summary: dict) -> str:
+def summary_markdown(summary: RunSummary) -> str:
     """The summary as a short Markdown report (the Prefect artifact)."""
     lines = [
-        f"# segpipe: {Path(summary['input']).name}",
+        f"# segpipe: {Path(summary.input).name}",
         "",
-        f"- input: `{summary['input']}`",
-        f"- output: `{summary['output']}`",
-        f"- model: {summary['model']['name']} (sha256 `{summary['model']['sha256'][:12]}`)",
-        f"- image: {summary['image']['height']} × {summary['image']['width']} px, "
-        f"tile {summary['tile']}, halo {summary['halo']}, blend {summary['blend']}",
-        f"- tiles: {summary['tiles']}; blocks: {summary['blocks']} "
-        f"({summary['blocks_computed']} computed, {summary['blocks_reused']} reused)",
+        f"- input: `{summary.input}`",
+        f"- output: `{summary.output}`",
+        f"- model: {summary.model.name} (sha256 `{summary.model.sha256[:12]}`)",
+        f"- image: {summary.image.height} × {summary.image.width} px, "
+        f"tile {summary.tile}, halo {summary.halo}, blend {summary.blend}",
+        f"- tiles: {summary.tiles}; blocks: {summary.blocks} "
+        f"({summary.blocks_computed} computed, {summary.blocks_reused} reused)",
     ]
-    mps = summary.get("megapixels_per_second")
-    if mps:
-        lines.append(f"- speed: {mps:.2f} MP/s")
-    if summary["failed_blocks"]:
-        failed = ", ".join(f"`{b}`" for b in summary["failed_blocks"])
+    if summary.megapixels_per_second:
+        lines.append(f"- speed: {summary.megapixels_per_second:.2f} MP/s")
+    if summary.failed_blocks:
+        failed = ", ".join(f"`{b}`" for b in summary.failed_blocks)
         lines.append(f"- **failed blocks (nodata)**: {failed}")
     lines += ["", "| stage | seconds |", "|---|---:|"]
-    lines += [f"| {k} | {v:.2f} |" for k, v in summary["stage_seconds"].items()]
-    lines += ["", f"Areas: {summary['areas']['note']}.", ""]
+    lines += [f"| {k} | {v:.2f} |" for k, v in summary.stage_seconds.items()]
+    lines += ["", f"Areas: {summary.areas.note}.", ""]
     lines += ["| label | class | pixels | area | objects | density |",
               "|---:|---|---:|---:|---:|---:|"]
-    for c in summary["classes"]:
-        objects = "" if c["objects"] is None else str(c["objects"])
-        density = "" if c["density"] is None else f"{c['density']:.4g} {_UNITS[c['density_unit']]}"
-        lines.append(f"| {c['label']} | {c['name']} | {c['pixels']} | {_area_text(c)} | "
+    for c in summary.classes:
+        objects = "" if c.objects is None else str(c.objects)
+        density = ("" if c.density is None or c.density_unit is None
+                   else f"{c.density:.4g} {_UNITS[c.density_unit]}")
+        lines.append(f"| {c.label} | {c.name} | {c.pixels} | {_area_text(c)} | "
                      f"{objects} | {density} |")
-    lines.append(f"| nodata | | {summary['nodata_pixels']} | | | |")
-    lines += _instance_lines(summary.get("instances"))
-    lines += [f"\n> warning: {w}" for w in summary["warnings"]]
+    lines.append(f"| nodata | | {summary.nodata_pixels} | | | |")
+    lines += _instance_lines(summary.instances)
+    lines += [f"\n> warning: {w}" for w in summary.warnings]
     return "\n".join(lines) + "\n"
 
 
-def _instance_lines(instances: Mapping[str, Any] | None) -> list[str]:
+def _instance_lines(instances: InstanceSummary | None) -> list[str]:
     """The instance counts (after separation), when the run made instances."""
     if not instances:
         return []
-    counts = ", ".join(f"{c['name']} {c['instances']}" for c in instances["classes"])
-    return ["", f"Instances ({instances['method']}, after separation and minimum area; the "
-                f"objects column counts regions before separation): {instances['total']} "
-                f"({counts}); {instances['clipped']} larger than the halo."]
+    counts = ", ".join(f"{c.name} {c.instances}" for c in instances.classes)
+    return ["", f"Instances ({instances.method}, after separation and minimum area; the "
+                f"objects column counts regions before separation): {instances.total} "
+                f"({counts}); {instances.clipped} larger than the halo."]
 
 
 _UNITS = {"m2": "m²", "um2": "µm²", "per km2": "per km²", "per mm2": "per mm²"}
 
 
-def _area_text(c: Mapping[str, Any]) -> str:
-    if c["area"] is None:
+def _area_text(c: ClassRow) -> str:
+    if c.area is None:
         return ""
-    text = f"{c['area']:.4g} {_UNITS.get(c['area_unit'], c['area_unit'])}"
-    if c["area_ha"] is not None:
-        return f"{text} ({c['area_ha']:.4g} ha)"
-    if c["area_mm2"] is not None:
-        return f"{text} ({c['area_mm2']:.4g} mm²)"
+    unit = c.area_unit or ""
+    text = f"{c.area:.4g} {_UNITS.get(unit, unit)}"
+    if c.area_ha is not None:
+        return f"{text} ({c.area_ha:.4g} ha)"
+    if c.area_mm2 is not None:
+        return f"{text} ({c.area_mm2:.4g} mm²)"
     return text
 
 
@@ -281,10 +293,10 @@ def areas_csv_path(output: str) -> str:
     return companion_target(output, "areas", ".csv")
 
 
-def write_areas_csv(output: str, summary: Mapping[str, Any]) -> str:
+def write_areas_csv(output: str, summary: RunSummary) -> str:
     """Write the class table beside ``output``, atomically; returns its path."""
     path = areas_csv_path(output)
-    storage.write_text(path, areas_csv(summary))
+    storage.write_text(path, areas_csv(summary.to_dict()))
     return path
 
 

@@ -48,6 +48,7 @@ from segpipe.pipeline.plan import RunPlan, cut_off_output, plan_run
 from segpipe.pipeline.quicklook import MAX_SIDE as QUICKLOOK_SIDE
 from segpipe.pipeline.report import SegmentOutcome, summarize, write_areas_csv
 from segpipe.pipeline.segment import write_nodata
+from segpipe.pipeline.summary import RunResult, RunSummary, SkippedRun
 from segpipe.pipeline.visuals import write_visuals
 from segpipe.pipeline.workdir import BlockRecord, Manifest, WorkState
 
@@ -363,18 +364,21 @@ def provenance_tags(plan: RunPlan) -> dict[str, str]:
     }
 
 
-def report_stage(plan: RunPlan, outcome: SegmentOutcome, times: dict[str, float]) -> dict:
+def report_stage(
+    plan: RunPlan, outcome: SegmentOutcome, times: dict[str, float]
+) -> RunSummary:
     """The summary: JSON in the work directory; on success beside the output, workdir dropped."""
     start = time.perf_counter()
-    summary = summarize(plan, outcome, times)
-    summary["stage_seconds"] = {**times, Stage.REPORT: time.perf_counter() - start}
-    text = json.dumps(summary, indent=2, default=str)
+    summary = summarize(plan, outcome, times).with_seconds(
+        **{Stage.REPORT: time.perf_counter() - start})
+    text = json.dumps(summary.to_dict(), indent=2, default=str)
     storage.write_text(storage.join(plan.workdir.path, "summary.json"), text)
     start = time.perf_counter()
     write_visuals(plan, summary)  # quicklook and HTML report, while the label array exists
-    summary["stage_seconds"]["visuals"] = time.perf_counter() - start  # not in the HTML's
+    summary = summary.with_seconds(visuals=time.perf_counter() - start)  # not in the HTML's
     if not outcome.failed:
-        write_sidecar(plan.options.output, plan.label_key(), plan.export_key(), summary)
+        write_sidecar(plan.options.output, plan.label_key(), plan.export_key(),
+                      summary.to_dict())
         write_areas_csv(plan.options.output, summary)
         if not plan.options.keep_workdir:
             plan.workdir.remove()
@@ -396,8 +400,8 @@ def failure_message(plan: RunPlan, failed: dict[str, str]) -> str:
 # ---------------------------------------------------------------------------- the sequence
 
 
-def run_one(options: RunOptions, ctx: RunContext | None = None) -> dict:
-    """All stages for one input; returns its summary (``{"skipped": ...}`` when up to date).
+def run_one(options: RunOptions, ctx: RunContext | None = None) -> RunResult:
+    """All stages for one input; its summary (a :class:`SkippedRun` when it was up to date).
 
     Raises :class:`BlocksFailedError` (exit 1) when blocks failed after their retries: they are
     nodata in the label array, the summary is in the work directory, and nothing is written at
@@ -407,7 +411,7 @@ def run_one(options: RunOptions, ctx: RunContext | None = None) -> dict:
         return _run_stages(options, ctx or RunContext())
 
 
-def _run_stages(options: RunOptions, ctx: RunContext) -> dict:
+def _run_stages(options: RunOptions, ctx: RunContext) -> RunResult:
     """:func:`run_one`'s stages, in order."""
     times: dict[str, float] = {}
 
@@ -419,7 +423,7 @@ def _run_stages(options: RunOptions, ctx: RunContext) -> dict:
 
     plan = timed(Stage.PLAN, plan_stage, options, ctx.preflighted)
     if plan is None:
-        return {"input": options.input, "output": options.output, "skipped": "up to date"}
+        return SkippedRun(options.input, options.output)
     timed(Stage.INGEST, ingest_stage, plan)
     plan = timed(Stage.STATS, stats_stage, plan)
     outcome = timed(Stage.SEGMENT, segment_stage, plan, ctx)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from segpipe.models.foundation import SegpipeError
@@ -25,22 +24,22 @@ from segpipe.pipeline.quicklook import QuicklookSpec, display_bands, write_quick
 
 if TYPE_CHECKING:
     from segpipe.pipeline.plan import RunPlan
+    from segpipe.pipeline.summary import RunSummary
 
 __all__ = ["quicklook_spec", "report_files", "write_visuals"]
 
 log = logging.getLogger("segpipe")
 
 
-def report_files(summary: Mapping[str, Any]) -> tuple[str, str]:
+def report_files(summary: RunSummary) -> tuple[str, str]:
     """Where a run's quicklook and HTML report go: beside the output, or in the work directory.
 
     The work directory when blocks failed (then no output exists).
     """
-    output = str(summary["output"])
-    png = companion_target(output, "quicklook", ".png")
-    page = companion_target(output, "report", ".html")
-    if summary.get("failed_blocks"):
-        folder = str(summary["workdir"])
+    png = companion_target(summary.output, "quicklook", ".png")
+    page = companion_target(summary.output, "report", ".html")
+    if summary.failed_blocks:
+        folder = summary.workdir
         name = storage.basename
         return storage.join(folder, name(png)), storage.join(folder, name(page))
     return png, page
@@ -92,19 +91,21 @@ def _caption(asked: bool, drawn: bool) -> str:
             "their lines would hide the classes.")
 
 
-def write_visuals(plan: RunPlan, summary: Mapping[str, Any]) -> list[str]:
+def write_visuals(plan: RunPlan, summary: RunSummary) -> list[str]:
     """Write the quicklook and the HTML report of a finished run; their paths.
 
     A quicklook that cannot be made (the input unreadable now, a full disk) is logged as a
     warning and the report says so; a report that cannot be written is logged as a warning.
-    Either way the run's outputs stand.
+    Either way the run's outputs stand. The legend and the page read the summary's JSON form,
+    as a report of any run's ``summary.json`` would.
     """
     png, page = report_files(summary)
     colors = tuple(c.color for c in plan.card.classes)
-    classes = tuple(legend_entries(summary, colors))
+    data = summary.to_dict()
+    classes = tuple(legend_entries(data, colors))
     written, image, note, caption = [], None, "", ""
     # instances exist once their pass finished, which a run with failed blocks never reaches
-    outlines = bool(summary.get("instances")) and not summary.get("failed_blocks")
+    outlines = summary.instances is not None and not summary.failed_blocks
     start = time.perf_counter()
     try:
         look = write_quicklook(quicklook_spec(plan, classes, outlines), png)
@@ -115,7 +116,7 @@ def write_visuals(plan: RunPlan, summary: Mapping[str, Any]) -> list[str]:
         note = f"the quicklook could not be written: {exc}"
         log.warning("%s: %s", plan.name, note)
     report = RunReport(
-        summary=summary, classes=classes, model=_model(plan), options=_options(plan),
+        summary=data, classes=classes, model=_model(plan), options=_options(plan),
         quicklook_png=image, quicklook_note=note, quicklook_seconds=time.perf_counter() - start,
         quicklook_caption=caption,
     )
