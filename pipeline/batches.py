@@ -27,6 +27,7 @@ import torch
 
 from segpipe.models.foundation import ModelError, Precision
 from segpipe.models.loading import LoadedModel
+from segpipe.pipeline.boundedcache import BoundedCache
 from segpipe.pipeline.hostthreads import host_threads
 from segpipe.pipeline.tiling import Tile, Window
 
@@ -263,8 +264,10 @@ class BatchRunner:
         return logits
 
 
-_RUNNERS: dict[tuple[int, str], BatchRunner] = {}
-_RUNNERS_LOCK = threading.Lock()
+#: The process's batch runner, one at a time (one model per process: :func:`load_model_cached`),
+#: keyed by the model object's id and the precision. The runner holds its model, so that id
+#: cannot be reused by another model while the entry lives.
+_RUNNERS: BoundedCache[tuple[int, str], BatchRunner] = BoundedCache(1, "batch runners")
 
 
 def runner_for(model: LoadedModel, batch_size: int | None, precision: Precision,
@@ -272,16 +275,16 @@ def runner_for(model: LoadedModel, batch_size: int | None, precision: Precision,
     """The process's runner for ``model``: a batch size that fitted is kept for later blocks.
 
     ``batch_size`` None: 4 on the CPU, on a GPU what fits its free memory
-    (:func:`fit_batch_size`).
+    (:func:`fit_batch_size`). A runner whose size is above an asked ``batch_size`` is replaced.
     """
-    key = (id(model), str(precision))
-    with _RUNNERS_LOCK:
-        runner = _RUNNERS.get(key)
-        if runner is None or (batch_size is not None and runner.batch_size > batch_size):
-            size = batch_size or default_batch_size(model, precision, input_shape)
-            _RUNNERS.clear()
-            runner = _RUNNERS[key] = BatchRunner(model, size, precision)
-        return runner
+    def make() -> BatchRunner:
+        size = batch_size or default_batch_size(model, precision, input_shape)
+        return BatchRunner(model, size, precision)
+
+    def usable(runner: BatchRunner) -> bool:
+        return batch_size is None or runner.batch_size <= batch_size
+
+    return _RUNNERS.get_or_make((id(model), str(precision)), make, usable)
 
 
 def default_batch_size(model: LoadedModel, precision: Precision,

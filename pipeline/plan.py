@@ -32,6 +32,7 @@ from segpipe.pipeline import storage
 from segpipe.pipeline.access import check_run_urls
 from segpipe.pipeline.areas import needs_row_counts
 from segpipe.pipeline.bands import select_bands
+from segpipe.pipeline.boundedcache import BoundedCache
 from segpipe.pipeline.diskspace import check_free_space
 from segpipe.pipeline.feed import Feed
 from segpipe.pipeline.inputchecks import check_meanstd_bands, check_pixel_type
@@ -341,7 +342,9 @@ def plan_run(options: RunOptions, *, preflighted: bool = False) -> RunPlan:
     return plan
 
 
-_GEOMETRIES: dict[tuple[str, int, int | None, int | None], Geometry] = {}
+#: Probed geometries by (model sha256, bands, stride, fixed size): a few models per process.
+_GEOMETRIES: BoundedCache[tuple[str, int, int | None, int | None], Geometry] = BoundedCache(
+    8, "model geometries")
 
 
 def run_normalization(
@@ -359,12 +362,13 @@ def run_normalization(
 
 
 def probe_cached(model: LoadedModel, bands: int, stride: int | None) -> Geometry:
-    """The model's geometry, probed once per process for a model (the inputs of a batch)."""
+    """The model's geometry, probed once per process for a model (the inputs of a batch).
+
+    Kept in :data:`_GEOMETRIES`, this module's bounded cache (the last few models probed).
+    """
     key = (model.sha256, bands, stride, model.fixed_size)
-    if key not in _GEOMETRIES:
-        _GEOMETRIES[key] = probe_geometry(model, bands, stride=stride,
-                                          fixed_size=model.fixed_size)
-    return _GEOMETRIES[key]
+    return _GEOMETRIES.get_or_make(key, lambda: probe_geometry(
+        model, bands, stride=stride, fixed_size=model.fixed_size))
 
 
 def _with_bundled_model(options: RunOptions, info: RasterInfo, warnings: list[str]) -> RunOptions:
