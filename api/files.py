@@ -22,9 +22,10 @@ import numpy as np
 
 from segpipe.models.foundation import InputError
 from segpipe.pipeline.io.base import RasterInfo
+from segpipe.pipeline.io.readeroptions import ReaderOptions
 from segpipe.pipeline.options import RunOptions
-
 from segpipe.pipeline.summary import RunResult
+
 __all__ = ["lazy_raster", "open", "open_levels", "run", "write"]
 
 CHUNK = 1024  # spatial chunk side of an opened raster (all bands in every chunk)
@@ -38,6 +39,7 @@ class _Source:
     level: int
     shape: tuple[int, int, int]
     dtype: np.dtype
+    options: ReaderOptions
 
     @property
     def ndim(self) -> int:
@@ -49,26 +51,28 @@ class _Source:
 
         bands, rows, cols = (k.indices(n) for k, n in zip(key, self.shape))
         window = Window(rows[0], cols[0], rows[1] - rows[0], cols[1] - cols[0])
-        with open_raster(self.path, level=self.level) as reader:
+        with open_raster(self.path, level=self.level, options=self.options) as reader:
             return reader.read(window)[slice(*bands)]
 
 
-def raster_info(path: str, level: int = 0) -> RasterInfo:
+def raster_info(path: str, level: int = 0, options: ReaderOptions | None = None) -> RasterInfo:
     """The metadata of ``path`` at ``level`` (no pixel read)."""
     from segpipe.pipeline.io.base import open_raster
 
-    with open_raster(path, level=level) as reader:
+    with open_raster(path, level=level, options=options) as reader:
         return reader.info
 
 
-def lazy_raster(path: str, level: int = 0) -> Any:
+def lazy_raster(path: str, level: int = 0, options: ReaderOptions | None = None) -> Any:
     """Level ``level`` of ``path`` as a Dask array (bands, H, W); building it reads no pixel."""
     import dask.array as da
     from dask.base import tokenize
 
-    info = raster_info(path, level)
-    source = _Source(str(path), level, (info.bands, info.height, info.width), np.dtype(info.dtype))
-    name = "segpipe-open-" + tokenize(str(Path(path).absolute()), level, _mtime(path))
+    options = options or ReaderOptions()
+    info = raster_info(path, level, options)
+    source = _Source(str(path), level, (info.bands, info.height, info.width),
+                     np.dtype(info.dtype), options)
+    name = "segpipe-open-" + tokenize(str(Path(path).absolute()), level, _mtime(path), options)
     return da.from_array(source, chunks=(info.bands, CHUNK, CHUNK), name=name, asarray=False,
                          meta=np.empty((0, 0, 0), info.dtype), lock=False)
 
@@ -78,17 +82,22 @@ def _mtime(path: str) -> int:
     return p.stat().st_mtime_ns if p.exists() else 0
 
 
-def open(path: str, level: int = 0) -> Any:
+def open(path: str, level: int = 0, *, bands: tuple[str, ...] | None = None,
+         resampling: str = "nearest") -> Any:
     """Level ``level`` of ``path`` as a lazy DataArray (band, y, x) with its grid and CRS.
 
     ``y``/``x`` are pixel centres: in CRS units from the transform (then ``.rio.crs`` and
     ``.rio.transform()`` are the file's, through rioxarray when it is installed; without it
     the ``crs_wkt`` and ``transform`` attributes hold them), or from a microscopy file's pixel
     size with its unit as the coordinates' ``units``. ``band`` holds the band names.
+    A STAC item (as ``segpipe run --bands --resampling``): ``bands`` the common names to stack
+    (on the finest grid among them; default every band), ``resampling`` ``nearest`` or
+    ``bilinear`` for the coarser ones; other inputs ignore both.
     """
     xr = _xarray()
-    info = raster_info(path, level)
-    data = lazy_raster(path, level)
+    options = ReaderOptions.of(bands, resampling)
+    info = raster_info(path, level, options)
+    data = lazy_raster(path, level, options)
     names = info.channel_names or tuple(range(1, info.bands + 1))
     coords: dict[str, Any] = {"band": list(names), **_spatial_coords(info)}
     attrs: dict[str, Any] = {}

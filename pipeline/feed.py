@@ -16,7 +16,8 @@ chunks only (a block's core is whole tiles, the chunk size), so parallel feed ta
 a chunk.
 
 Each thread that feeds blocks opens the input once and keeps it (:func:`_thread_reader`), so a
-run opens its input once per feeding thread, not once per block.
+run opens its input once per feeding thread, not once per block; with the run's reader options
+(:attr:`Feed.reader`: a STAC item's stacked bands and resampling), as every other open of it.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import io
 import threading
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Executor, Future
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -34,6 +35,7 @@ from segpipe.pipeline.io.base import Reader, file_signature, open_raster
 from segpipe.pipeline.io.durable import sync_region
 from segpipe.pipeline.io.gdal import streaming_env
 from segpipe.pipeline.io.preview import Preview
+from segpipe.pipeline.io.readeroptions import ReaderOptions
 from segpipe.pipeline.io.zarrstore import open_array
 from segpipe.pipeline.tiling import TilePlan, Window, mirror_indices
 from segpipe.pipeline.workdir import block_index
@@ -51,7 +53,8 @@ class Feed:
     """Where the blocks' pixels come from and where their copy goes (small, picklable).
 
     ``preview_step``: keep every ``preview_step``-th pixel of each core for the quicklook
-    (0: keep none, the planned level is not level 0).
+    (0: keep none, the planned level is not level 0). ``reader``: the options the input is
+    opened with (the plan's: the pixels must be those planned and sampled for statistics).
     """
 
     source: str
@@ -60,6 +63,7 @@ class Feed:
     workdir: str
     valid_path: str | None = None
     preview_step: int = 0
+    reader: ReaderOptions = field(default_factory=ReaderOptions)
 
     @property
     def markers(self) -> str:
@@ -121,7 +125,7 @@ def feed_block(feed: Feed, tiles: TilePlan, index: tuple[int, int]) -> None:
     if is_fed(feed, index):
         return
     core = tiles.block_core(*index)
-    reader = _thread_reader(feed.source, feed.level)
+    reader = _thread_reader(feed.source, feed.level, feed.reader)
     pixels = reader.read(core)
     rows, cols = core.slices
     image = open_array(feed.image_path).with_config({"write_empty_chunks": True})
@@ -185,14 +189,15 @@ def assemble_preview(
 _LOCAL = threading.local()
 
 
-def _thread_reader(source: str, level: int) -> Reader:
+def _thread_reader(source: str, level: int, options: ReaderOptions) -> Reader:
     """The open reader of ``source`` at ``level`` kept by the calling thread (opened once).
 
     Readers are not shared across threads. A thread keeps one input open: a new source closes
-    the previous one (a worker moves to the next input of a batch), and so does a new version
-    of the same file (``serve`` segments a path again when it is replaced).
+    the previous one (a worker moves to the next input of a batch), and so do new reader
+    options and a new version of the same file (``serve`` segments a path again when it is
+    replaced).
     """
-    key = (source, level, file_signature(source))
+    key = (source, level, options, file_signature(source))
     held = getattr(_LOCAL, "reader", None)
     if held is not None and held[0] == key:
         return held[1]
@@ -200,7 +205,7 @@ def _thread_reader(source: str, level: int) -> Reader:
     env = streaming_env()
     env.__enter__()
     try:
-        reader = open_raster(source, level=level)
+        reader = open_raster(source, level=level, options=options)
     except BaseException:
         env.__exit__(None, None, None)
         raise

@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 from segpipe.models.card import NormMethod
 from segpipe.models.foundation import InputError, Precision
 from segpipe.pipeline.instances.request import InstanceRequest
+from segpipe.pipeline.io.readeroptions import ReaderOptions, Resampling
 
 __all__ = [
     "DEFAULT_TILE",
@@ -34,6 +35,7 @@ __all__ = [
     "OverviewResampling",
     "Precision",
     "ProbabilityDtype",
+    "Resampling",
     "RunOptions",
     "SourceOptions",
     "TilingOptions",
@@ -163,7 +165,7 @@ def _band_list(bands: Any) -> tuple[int | str, ...]:
 
 @dataclass(frozen=True)
 class SourceOptions:
-    """Which pixels to read: bands and pyramid level."""
+    """Which pixels to read: bands, pyramid level, and how a STAC item's bands are stacked."""
 
     bands: tuple[int | str, ...] | None = opt(
         None,
@@ -190,14 +192,26 @@ class SourceOptions:
         "(non-zero = inside), polygons (a vector file, e.g. .gpkg/.geojson) or 'tissue' (found "
         "on a low-resolution level of a slide)."
     )
+    resampling: Resampling = opt(
+        Resampling.NEAREST, "How a STAC item's coarser bands are brought onto the grid of the "
+        "finest band --bands names (STAC inputs only; other inputs are read as they are)."
+    )
 
     def __post_init__(self) -> None:
         if self.bands is not None:
             object.__setattr__(self, "bands", _band_list(self.bands))
+        object.__setattr__(
+            self, "resampling", choice(Resampling, self.resampling, "--resampling")
+        )
         _positive("--level", self.level, "1", zero=True)
         _positive("--pixel-size", self.pixel_size, "0.5")
         if self.level is not None and self.pixel_size is not None:
             raise InputError("give --level or --pixel-size, not both")
+
+    @property
+    def reader(self) -> ReaderOptions:
+        """What every open of the input is given (a STAC item: the stacked bands, resampling)."""
+        return ReaderOptions.of(self.bands, self.resampling)
 
 
 @dataclass(frozen=True)

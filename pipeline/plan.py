@@ -41,6 +41,7 @@ from segpipe.pipeline.io.heldreader import input_reader
 from segpipe.pipeline.io.integrity import check_tiff_holds_data
 from segpipe.pipeline.io.preview import decimation_step
 from segpipe.pipeline.io.pyramid import choose_input_level, info_at_level
+from segpipe.pipeline.io.readeroptions import ReaderOptions
 from segpipe.pipeline.io.zarrstore import direct_source
 from segpipe.pipeline.keys import InputIdentity, LabelKey
 from segpipe.pipeline.labels import nodata_label
@@ -143,6 +144,28 @@ class RunPlan:
         return self.workdir.valid if band else None
 
     @property
+    def reader_options(self) -> ReaderOptions:
+        """What every open of the input is given: a STAC item's stacked bands and resampling."""
+        return self.options.source.reader
+
+    def reading(self) -> dict[str, Any]:
+        """How segpipe made the input's pixels, where it made them: a STAC item's resampling.
+
+        In the label key (other pixels, other labels) and what the summary says of the input;
+        empty for any other input, which is read as it is.
+        """
+        if self.info.format != "stac":
+            return {}
+        return {"resampling": str(self.reader_options.resampling)}
+
+    def _band_key(self) -> list[int] | list[str]:
+        """The label key's bands: numbers, or a STAC item's names (its stack varies with them)."""
+        names = self.info.channel_names
+        if self.info.format == "stac" and names:
+            return [names[b] for b in self.bands]
+        return [b + 1 for b in self.bands]
+
+    @property
     def probabilities_path(self) -> str | None:
         """The probability array, when asked for."""
         return self.workdir.probabilities if self.options.inference.probabilities else None
@@ -151,7 +174,7 @@ class RunPlan:
         """Everything that changes what the blocks write (guards ``--resume``)."""
         o = self.options
         return LabelKey(self.identity, self.model_sha256, {
-            "bands": [b + 1 for b in self.bands],
+            "bands": self._band_key(),
             "level": self.info.level,
             "tile": self.tiles.tile,
             "halo": self.tiles.halo,
@@ -164,6 +187,7 @@ class RunPlan:
             **({"mask": self.mask.key()} if self.mask is not None else {}),
             **({"gdal_mask": str(self.info.mask)} if self.valid_path else {}),
             **({"backend": o.inference.backend} if o.inference.backend != "eager" else {}),
+            **self.reading(),
         })
 
     def export_key(self) -> dict[str, Any]:
@@ -212,7 +236,7 @@ class RunPlan:
         return Feed(
             source=_absolute_if_file(self.options.input), level=info.level,
             image_path=self.workdir.image, workdir=self.workdir.path,
-            valid_path=self.valid_path, preview_step=step,
+            valid_path=self.valid_path, preview_step=step, reader=self.reader_options,
         )
 
 
@@ -310,15 +334,15 @@ def plan_run(options: RunOptions, *, preflighted: bool = False) -> RunPlan:
     """
     device = str(resolve_device(options.inference.device)) if preflighted else preflight(options)
     check_tiff_holds_data(options.input)  # before a reader trusts the sizes in its header
-    with input_reader(options.input) as reader:  # held for the statistics inside a run
-        base = reader.info
+    base = _input_info(options)
     check_pixel_type(base)
     check_output_carries_georeferencing(options, base)
-    if options.source.nodata is not None:
-        base = replace(base, nodata=options.source.nodata)
     warnings: list[str] = []
     if options.inference.model is None:
+        reader = options.source.reader
         options = _with_bundled_model(options, base, warnings)
+        if options.source.reader != reader:  # the bands chosen by name: a STAC item's stack
+            base = _input_info(options)
     model = load_model_cached(options.inference.model or "", device,
                               options.inference.model_sha256)
     info = info_at_level(base, choose_input_level(options.source, base, model.card))
@@ -340,6 +364,15 @@ def plan_run(options: RunOptions, *, preflighted: bool = False) -> RunPlan:
     )
     check_free_space(plan)
     return plan
+
+
+def _input_info(options: RunOptions) -> RasterInfo:
+    """The input's level-0 metadata, opened as every later open is (``--nodata`` applied)."""
+    with input_reader(options.input, options=options.source.reader) as reader:  # held: stats
+        base = reader.info
+    if options.source.nodata is not None:
+        base = replace(base, nodata=options.source.nodata)
+    return base
 
 
 #: Probed geometries by (model sha256, bands, stride, fixed size): a few models per process.

@@ -210,13 +210,14 @@ def _create_label_arrays(plan: RunPlan) -> None:
 def image_statistics(plan: RunPlan) -> Normalizer:
     """The normalization statistics of the plan's image, from its sampled windows.
 
-    Read from the input at the planned level with its own mask band, or from the Zarr array
-    that is segmented in place.
+    Read from the input at the planned level with its own mask band (opened with the plan's
+    reader options, as planning and the feed open it), or from the Zarr array that is
+    segmented in place.
     """
     selected = list(plan.bands)
     path, level = ((plan.source_array, 0) if plan.source_array
                    else (plan.options.input, plan.info.level))
-    with input_reader(path, level=level) as reader:  # planning's, inside a run
+    with input_reader(path, level=level, options=plan.reader_options) as reader:  # planning's
         return compute_normalizer(
             plan.normalization, dtype=plan.info.dtype, bands=len(selected),
             nodata=plan.info.nodata, read=lambda w: reader.read(w)[selected],

@@ -2,7 +2,8 @@
 
 A reader is a context manager over one raster level with ``info`` (a :class:`RasterInfo`) and
 ``read(window) -> (bands, h, w)`` for windows inside the image. Workers never receive an open
-reader: they receive the path and options and call :func:`open_raster` themselves.
+reader: they receive the path and options and call :func:`open_raster` themselves (the reader
+options, :class:`~segpipe.pipeline.io.readeroptions.ReaderOptions`, among them).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import numpy as np
 from segpipe.models.foundation import RasterError
 from segpipe.models.location import is_url
 from segpipe.pipeline.io.georef import Gcp, scale_gcps, scale_rpcs
+from segpipe.pipeline.io.readeroptions import ReaderOptions
 from segpipe.pipeline.tiling import Window
 
 
@@ -189,12 +191,21 @@ _OPENERS: list[tuple[Callable[[str], bool], Opener]] = []
 
 
 def register_reader(accepts: Callable[[str], bool], opener: Opener) -> None:
-    """Add a reader family: ``accepts(path)`` says whether ``opener(path, level=...)`` applies."""
+    """Add a reader family: ``accepts(path)`` says whether ``opener(path, level=...)`` applies.
+
+    An opener whose ``takes_options`` attribute is true (a class attribute of the reader) is
+    also given ``options=``, a :class:`ReaderOptions`; the others read their files as they are.
+    """
     _OPENERS.append((accepts, opener))
 
 
-def open_raster(path: str | os.PathLike[str], *, level: int = 0) -> Reader:
-    """Open pyramid level ``level`` of the raster at ``path`` with the reader for its family."""
+def open_raster(path: str | os.PathLike[str], *, level: int = 0,
+                options: ReaderOptions | None = None) -> Reader:
+    """Open pyramid level ``level`` of the raster at ``path`` with the reader for its family.
+
+    ``options``: what a stacked input (a STAC item) is built with; every open of one run's
+    input passes the same (default: :class:`ReaderOptions`' defaults).
+    """
     from segpipe.pipeline.io import readers  # noqa: F401  (registers the reader families)
 
     text = os.fspath(path)
@@ -203,7 +214,10 @@ def open_raster(path: str | os.PathLike[str], *, level: int = 0) -> Reader:
     family = _family(text, file_signature(text))
     if family is None:
         raise RasterError(f"no reader for {text}")
-    return _OPENERS[family][1](text, level=level)
+    opener = _OPENERS[family][1]
+    if getattr(opener, "takes_options", False):
+        return opener(text, level=level, options=options or ReaderOptions())
+    return opener(text, level=level)
 
 
 def file_signature(path: str) -> tuple[int, ...]:

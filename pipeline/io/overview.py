@@ -27,6 +27,7 @@ from segpipe.pipeline.io.base import RasterInfo, Reader
 from segpipe.pipeline.io.gdal import streaming_env
 from segpipe.pipeline.io.heldreader import input_reader
 from segpipe.pipeline.io.preview import decimation_step, load_preview
+from segpipe.pipeline.io.readeroptions import ReaderOptions
 from segpipe.pipeline.tiling import Window
 
 __all__ = ["WINDOW_BYTES", "Overview", "overview_level", "overview_windows", "read_overview"]
@@ -80,25 +81,27 @@ def overview_windows(height: int, width: int, step: int, pixels: int) -> Iterato
 
 def read_overview(
     path: str | os.PathLike[str], max_side: int, *, bands: Sequence[int] | None = None,
-    preview: str | None = None,
+    preview: str | None = None, options: ReaderOptions | None = None,
 ) -> Overview:
     """The raster at ``path`` at most ``max_side`` pixels a side, from its pyramid (see module).
 
     ``bands`` are 0-based band indices to keep (default: all). ``preview``: where the ingest
     kept level 0's decimation (:mod:`segpipe.pipeline.io.preview`), used instead of reading
-    level 0 again when no coarser level fits.
+    level 0 again when no coarser level fits. ``options``: the run's reader options (a STAC
+    item's stack: the bands and grid the run segmented).
     """
     if max_side < 1:
         raise ValueError(f"max_side must be a positive number of pixels, got {max_side}")
     with streaming_env():  # a level-0 read decodes every tile: on every core
-        return _read_overview(path, max_side, bands, preview)
+        return _read_overview(path, max_side, bands, preview, options)
 
 
 def _read_overview(
     path: str | os.PathLike[str], max_side: int, bands: Sequence[int] | None,
-    preview: str | None = None,
+    preview: str | None = None, options: ReaderOptions | None = None,
 ) -> Overview:
-    with input_reader(os.fspath(path)) as base:  # inside a run: planning's, held (no new open)
+    # inside a run: planning's reader, held (no new open)
+    with input_reader(os.fspath(path), options=options) as base:
         levels = base.info.levels or (base.info.shape,)
         level = overview_level(levels, max_side)
         if level == 0:

@@ -14,9 +14,13 @@ default order is the eo extension's list of common names by wavelength (coastal,
 red, ..., swir22, lwir), then the item's own order; a common name held by several bands (three
 ``rededge`` bands) names each by its band name instead (``rededge1``...).
 
-The grid: the finest of the stacked bands (smallest pixel), in the item's CRS (every asset must
-share it); the coarser bands are resampled onto it by a :class:`rasterio.vrt.WarpedVRT`, window
-by window, ``nearest`` by default or ``bilinear`` (:class:`StacResampling`). A window reads only
+Which bands and how: :class:`~segpipe.pipeline.io.readeroptions.ReaderOptions`, given to every
+open of a run's input. ``bands`` (``--bands`` when it names bands) stacks only those, in that
+order, so a band not asked for is neither read nor decides the grid; band numbers index the full
+stack. The grid: the finest of the stacked bands (smallest pixel), in the item's CRS (every
+asset must share it), so ``--bands nir,swir16,swir22`` lies on the 20 m grid even where the item
+has 10 m bands; the coarser bands are resampled onto it by a :class:`rasterio.vrt.WarpedVRT`,
+window by window, ``nearest`` by default or ``bilinear`` (``--resampling``). A window reads only
 the tiles of each asset it touches: range requests on ``s3://`` and ``https://`` assets, as for
 any COG (:mod:`segpipe.pipeline.io.gdal`), under the same AWS and retry settings
 (:func:`~segpipe.pipeline.io.remote.gdal_env`). Relative asset hrefs are resolved against the
@@ -37,14 +41,13 @@ import os
 import posixpath
 from collections.abc import Sequence
 from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import unquote, urlsplit
 
 import numpy as np
 import rasterio
-from rasterio.enums import Resampling
+from rasterio.enums import Resampling as RioResampling
 from rasterio.errors import RasterioIOError
 from rasterio.transform import Affine
 from rasterio.vrt import WarpedVRT
@@ -53,11 +56,11 @@ from rasterio.windows import Window as RioWindow
 from segpipe.models.foundation import InputError, RasterError
 from segpipe.pipeline import storage
 from segpipe.pipeline.io.base import MaskKind, RasterInfo, ReaderBase
+from segpipe.pipeline.io.readeroptions import ReaderOptions, Resampling
 from segpipe.pipeline.io.remote import gdal_env
 from segpipe.pipeline.tiling import Window
 
-__all__ = ["StacBand", "StacReader", "StacResampling", "is_stac_item", "item_bands",
-           "stacked_hrefs"]
+__all__ = ["StacBand", "StacReader", "is_stac_item", "item_bands", "stacked_hrefs"]
 
 #: The eo extension's common names, by wavelength: the default order of the stacked bands.
 COMMON_NAMES = (
@@ -68,13 +71,6 @@ COMMON_NAMES = (
 _SKIPPED_ROLES = frozenset({"thumbnail", "overview", "visual", "metadata"})
 #: the largest item JSON read (a STAC item is a few kB; a bigger .json is not one)
 _MAX_ITEM_BYTES = 16 << 20
-
-
-class StacResampling(StrEnum):
-    """How a coarser band is brought onto the finest grid: ``nearest`` (default) or bilinear."""
-
-    NEAREST = "nearest"
-    BILINEAR = "bilinear"
 
 
 @dataclass(frozen=True)
@@ -248,23 +244,26 @@ def _grid(ds: Any) -> _Grid:
 class StacReader(ReaderBase):
     """The bands of a STAC item stacked on the finest grid among them (level 0 only).
 
-    ``bands``: common names to stack, in that order (default: every band, see the module
-    docstring); ``resampling``: how coarser bands reach the finest grid.
+    ``options.bands``: common names to stack, in that order (default: every band, see the
+    module docstring); ``options.resampling``: how coarser bands reach the finest grid.
     """
 
-    def __init__(self, path: str, *, level: int = 0, bands: Sequence[str] | None = None,
-                 resampling: StacResampling | str = StacResampling.NEAREST) -> None:
+    takes_options: ClassVar[bool] = True  # open_raster gives it the run's ReaderOptions
+
+    def __init__(self, path: str, *, level: int = 0,
+                 options: ReaderOptions | None = None) -> None:
         if level:
             raise RasterError(f"{path}: a STAC item is read at its finest grid only (level 0); "
                               f"level {level} does not exist")
+        options = options or ReaderOptions()
         self._stack = contextlib.ExitStack()
         try:
-            self._open(path, bands, StacResampling(resampling))
+            self._open(path, options.bands, options.resampling)
         except BaseException:
             self._stack.close()
             raise
 
-    def _open(self, path: str, names: Sequence[str] | None, resampling: StacResampling) -> None:
+    def _open(self, path: str, names: Sequence[str] | None, resampling: Resampling) -> None:
         chosen = choose_bands(path, item_bands(path), names)
         for scheme_href in {urlsplit(b.href).scheme: b.href for b in chosen}.values():
             self._stack.enter_context(gdal_env(scheme_href))
@@ -297,10 +296,10 @@ class StacReader(ReaderBase):
             raise RasterError(f"{path}: cannot read its asset {href} ({_first_line(exc)})"
                               ) from None
 
-    def _warped(self, ds: Any, grid: _Grid, resampling: StacResampling) -> Any:
+    def _warped(self, ds: Any, grid: _Grid, resampling: Resampling) -> Any:
         return self._stack.enter_context(WarpedVRT(
             ds, crs=ds.crs, transform=Affine(*grid.transform), width=grid.width,
-            height=grid.height, resampling=Resampling[resampling.value],
+            height=grid.height, resampling=RioResampling[resampling.value],
         ))
 
     def read(self, window: Window) -> np.ndarray:

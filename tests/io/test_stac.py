@@ -1,10 +1,10 @@
 """STAC items as input: per-band COGs of different resolutions stacked by band common name.
 
 The oracle is the same bands stacked by hand with rasterio (``read(out_shape=...,
-resampling=...)`` per band onto the 10 m grid), written as a GeoTIFF and segmented by the
-installed ``segpipe`` like any raster; the item's run must give the same labels. The assets live
-on a moto S3 server, addressed from an item in the bucket (relative hrefs) and from a local item
-(``s3://`` hrefs).
+resampling=...)`` per band onto the 10 m grid, or :func:`rasterio.warp.reproject` onto the
+20 m grid of bands asked without the 10 m ones), written as a GeoTIFF and segmented like any
+raster; the item's run must give the same labels. The assets live on a moto S3 server,
+addressed from an item in the bucket (relative hrefs) and from a local item (``s3://`` hrefs).
 """
 
 from __future__ import annotations
@@ -19,11 +19,14 @@ import rasterio
 import rasterio.shutil
 from rasterio.enums import Resampling
 from rasterio.transform import Affine
+from rasterio.warp import reproject
 
-from segpipe.models.foundation import InputError
+from segpipe.models.foundation import InputError, ResumeError
 from segpipe.pipeline.io.base import open_raster
+from segpipe.pipeline.io.readeroptions import ReaderOptions
 from segpipe.pipeline.io.stac import StacReader, is_stac_item
 from segpipe.pipeline.keys import InputIdentity
+from segpipe.pipeline.outputs import sidecar_path
 from segpipe.pipeline.tiling import Window
 from tests.conftest import smooth_image, write_geotiff
 from tests.pipeline.test_exactness import tiny_unet
@@ -43,8 +46,13 @@ BANDS = {
     "B03": ("green", 10.0, 256, 2),
     "B04": ("red", 10.0, 256, 3),
     "B8A": ("nir", 20.0, 128, 4),
+    "B12": ("swir22", 20.0, 128, 5),
+    "B01": ("coastal", 40.0, 64, 6),
 }
 CHOSEN = ("nir", "green", "blue")  # not the item's order, and red left out
+#: 20 m and 40 m bands only: their stack lies on the 20 m grid, not on the item's 10 m one
+COARSE = ("swir22", "coastal", "nir")
+GRID_20M = Affine(20.0, 0, ORIGIN[0], 0, -20.0, ORIGIN[1])
 
 
 def write_band_cog(folder: Path, key: str, scale: int = 1) -> Path:
@@ -86,6 +94,17 @@ def stacked_by_hand(folder: Path, names: tuple[str, ...], resampling: Resampling
     return np.stack(out)
 
 
+def warped_by_hand(folder: Path, names: tuple[str, ...], resampling: Resampling) -> np.ndarray:
+    """The oracle on the 20 m grid: each named band reprojected onto it by rasterio alone."""
+    keys = {common: key for key, (common, *_) in BANDS.items()}
+    out = np.zeros((len(names), 128, 128), "uint16")
+    for band, name in zip(out, names, strict=True):
+        with rasterio.open(folder / f"{keys[name]}.tif") as ds:
+            reproject(rasterio.band(ds, 1), band, dst_transform=GRID_20M, dst_crs=ds.crs,
+                      resampling=resampling)
+    return out
+
+
 @pytest.fixture(scope="module")
 def scene(tmp_path_factory) -> Path:
     """The four band COGs and a local item with relative hrefs to them."""
@@ -121,7 +140,8 @@ def _labels(path: Path) -> tuple[np.ndarray, object, Affine]:
 
 @pytest.mark.parametrize("resampling", ["nearest", "bilinear"])
 def test_the_bands_are_stacked_by_common_name_on_the_finest_grid(scene, resampling):
-    with StacReader(str(scene / "item.json"), bands=CHOSEN, resampling=resampling) as reader:
+    with StacReader(str(scene / "item.json"),
+                    options=ReaderOptions.of(CHOSEN, resampling)) as reader:
         info = reader.info
         whole = reader.read(info.window)
         window = reader.read(Window(37, 50, 100, 90))
@@ -133,6 +153,20 @@ def test_the_bands_are_stacked_by_common_name_on_the_finest_grid(scene, resampli
     with rasterio.open(scene / "B02.tif") as ds:  # the 10 m asset's grid and CRS
         assert info.transform == tuple(ds.transform)[:6]
         assert rasterio.crs.CRS.from_wkt(info.crs_wkt) == ds.crs
+
+
+@pytest.mark.parametrize("resampling", ["nearest", "bilinear"])
+def test_the_grid_is_the_finest_of_the_asked_bands_not_of_the_item(scene, resampling):
+    options = ReaderOptions.of(COARSE, resampling)
+    with open_raster(scene / "item.json", options=options) as reader:
+        info = reader.info
+        whole = reader.read(info.window)
+        window = reader.read(Window(21, 37, 60, 50))
+    expected = warped_by_hand(scene, COARSE, Resampling[resampling])
+    assert info.shape == (128, 128) and info.channel_names == COARSE
+    assert info.transform == tuple(GRID_20M)[:6]
+    np.testing.assert_array_equal(whole, expected)
+    np.testing.assert_array_equal(window, expected[:, 21:81, 37:87])
 
 
 def test_by_default_every_band_is_stacked_in_wavelength_order(scene, tmp_path):
@@ -162,10 +196,12 @@ def test_only_stac_items_are_taken_for_one(scene, tmp_path):
 
 def test_a_missing_band_is_named_with_those_available(scene):
     with pytest.raises(InputError) as caught:
-        StacReader(str(scene / "item.json"), bands=("blue", "swir16", "rededge"))
+        StacReader(str(scene / "item.json"),
+                   options=ReaderOptions(bands=("blue", "swir16", "rededge")))
     message = str(caught.value)
     assert "\n" not in message
-    assert "swir16, rededge" in message and "blue, green, red, nir" in message
+    assert "swir16, rededge" in message
+    assert "coastal, blue, green, red, nir, swir22" in message
 
 
 def test_the_input_identity_changes_with_an_asset_not_only_with_the_item(scene, tmp_path):
@@ -249,7 +285,8 @@ def test_a_window_of_an_item_in_a_bucket_costs_a_small_part_of_its_assets(
         import s3fs
 
         s3fs.S3FileSystem.clear_instance_cache()
-        with StacReader("s3://stac-ranges/big/item.json", bands=CHOSEN) as reader:
+        options = ReaderOptions(bands=CHOSEN)
+        with StacReader("s3://stac-ranges/big/item.json", options=options) as reader:
             assert reader.info.shape == (2048, 2048)
             pixels = reader.read(Window(1000, 1200, 64, 64))
         fetched = proxy.reset()
@@ -262,3 +299,90 @@ def test_a_window_of_an_item_in_a_bucket_costs_a_small_part_of_its_assets(
         np.testing.assert_array_equal(band, whole[1000:1064, 1200:1264])
     assert fetched > 0, "the reads did not go through the counting proxy"
     assert fetched < 0.1 * total, (fetched, total)  # headers and a tile or two of each asset
+
+
+# ------------------------------------------------------------------ --resampling, in runs
+
+
+def _run(source: object, output: Path, model: Path, **options: object):
+    """``segpipe.run`` in this process: the run's stages, its work directory and its summary."""
+    from segpipe.pipeline.options import RunOptions
+    from segpipe.pipeline.stages import run_one
+
+    return run_one(RunOptions.of(str(source), str(output), model=str(model), tile=32,
+                                 device="cpu", **options))
+
+
+@pytest.mark.parametrize("resampling", ["nearest", "bilinear"])
+def test_a_run_on_coarse_bands_equals_them_reprojected_by_hand(
+    bucket_scene, scene, s3_env, tmp_path, resampling  # noqa: F811
+):
+    stack = warped_by_hand(scene, COARSE, Resampling[resampling])
+    other = {"nearest": Resampling.bilinear, "bilinear": Resampling.nearest}[resampling]
+    assert (stack != warped_by_hand(scene, COARSE, other)).any()  # the choice shows in pixels
+    stacked = write_geotiff(tmp_path / "stacked.tif", stack, transform=GRID_20M)
+    _run(stacked, tmp_path / "oracle.tif", bucket_scene["model"])
+    _run(bucket_scene["item_url"], tmp_path / "labels.tif", bucket_scene["model"],
+         bands=COARSE, resampling=resampling)
+    labels, crs, transform = _labels(tmp_path / "labels.tif")
+    expected, expected_crs, expected_transform = _labels(tmp_path / "oracle.tif")
+    assert len(np.unique(expected)) > 1
+    np.testing.assert_array_equal(labels, expected)
+    assert crs == expected_crs and transform == expected_transform == GRID_20M
+
+
+def test_a_resume_with_another_resampling_is_refused(scene, bucket_scene, tmp_path):
+    item, out, work = scene / "item.json", tmp_path / "labels.tif", tmp_path / "work"
+    _run(item, out, bucket_scene["model"], bands=COARSE, resampling="bilinear",
+         workdir=str(work), keep_workdir=True)
+    out.unlink()  # the work directory holds every block, as a run killed before its export
+    sidecar_path(out).unlink()
+    with pytest.raises(ResumeError) as caught:
+        _run(item, out, bucket_scene["model"], bands=COARSE, resampling="nearest",
+             workdir=str(work), resume=True)
+    assert "--resampling bilinear → nearest" in str(caught.value)
+    assert not out.exists()
+    _run(item, out, bucket_scene["model"], bands=COARSE, resampling="bilinear",
+         workdir=str(work), resume=True)  # the same resampling: resumed, the output written
+    assert out.exists()
+
+
+def test_feed_tasks_in_other_processes_read_the_planned_stack(scene, bucket_scene, tmp_path):
+    """As on Dask workers: the pickled Feed carries the reader options to the feed tasks."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    import zarr
+
+    from segpipe.pipeline.feed import feed_block
+    from segpipe.pipeline.options import RunOptions
+    from segpipe.pipeline.stages import ingest_stage, plan_stage
+
+    plan = plan_stage(RunOptions.of(
+        str(scene / "item.json"), str(tmp_path / "labels.tif"), model=str(bucket_scene["model"]),
+        tile=32, block_pixels=64, device="cpu", bands=COARSE, resampling="bilinear"))
+    assert plan is not None and plan.feed() is not None
+    ingest_stage(plan)
+    spawn = multiprocessing.get_context("spawn")  # nothing inherited: only what is pickled
+    blocks = list(plan.tiles.block_indices())
+    with ProcessPoolExecutor(2, mp_context=spawn) as pool:
+        list(pool.map(feed_block, [plan.feed()] * len(blocks), [plan.tiles] * len(blocks),
+                      blocks))
+    copied = zarr.open_array(plan.workdir.image, mode="r")[:]
+    np.testing.assert_array_equal(copied, warped_by_hand(scene, COARSE, Resampling.bilinear))
+
+
+@pytest.mark.slow
+def test_the_command_takes_resampling(
+    bucket_scene, scene, s3, prefect_api, tmp_path  # noqa: F811
+):
+    stacked = write_geotiff(tmp_path / "stacked.tif",
+                            warped_by_hand(scene, COARSE, Resampling.bilinear), transform=GRID_20M)
+    _run(stacked, tmp_path / "oracle.tif", bucket_scene["model"])
+    env = {**s3.env(tmp_path / "home"), "PREFECT_API_URL": prefect_api}
+    out = tmp_path / "labels.tif"
+    done = segpipe(["run", "--input", bucket_scene["item_url"], "--bands", ",".join(COARSE),
+                    "--resampling", "bilinear", "--output", out, "--model",
+                    bucket_scene["model"], *ARGS], env, tmp_path)
+    assert done.returncode == 0, done.stderr
+    np.testing.assert_array_equal(_labels(out)[0], _labels(tmp_path / "oracle.tif")[0])
