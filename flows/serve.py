@@ -41,6 +41,7 @@ from segpipe.flows.inputs import expand_inputs, list_inputs, list_url_inputs
 from segpipe.flows.lock import hold_outputs
 from segpipe.pipeline.options import RunOptions
 from segpipe.pipeline.storage import absolute, is_url
+from segpipe.pipeline.summary import RunResult
 
 FLOW_NAME = "segpipe-watch"
 log = logging.getLogger(__name__)
@@ -77,13 +78,13 @@ def url_modified(url: str) -> float:
 def watch_folder(
     watch: str, pattern: str, output: str | None, options: RunOptions,
     execution: Execution | None = None, settle: float = 60.0,
-) -> list[dict]:
+) -> list[RunResult]:
     """Segment the files of ``watch`` matching ``pattern`` whose outputs are missing or stale.
 
     ``options`` holds the settings; its input and output are replaced per file. A file whose
     earlier run failed or was killed is resumed from its work directory (the label key still
-    guards it). Returns one summary per file (``{"skipped": "up to date"}`` for the files
-    already done).
+    guards it). Returns one summary per file (a :class:`~segpipe.pipeline.summary.SkippedRun`
+    for the files already done).
     """
     execution = execution or Execution(quiet=True)
     ready, young = settled_files(watch, pattern, settle)
