@@ -386,3 +386,15 @@ def test_the_command_takes_resampling(
                     bucket_scene["model"], *ARGS], env, tmp_path)
     assert done.returncode == 0, done.stderr
     np.testing.assert_array_equal(_labels(out)[0], _labels(tmp_path / "oracle.tif")[0])
+
+
+def test_segpipe_open_stacks_the_asked_bands_with_the_asked_resampling(scene):
+    from segpipe.files import open as open_input
+
+    opened = open_input(str(scene / "item.json"), bands=COARSE, resampling="bilinear")
+    assert tuple(opened["band"].values) == COARSE and opened.shape == (3, 128, 128)
+    # pixel centres of the 20 m grid
+    np.testing.assert_allclose(opened["x"].values, ORIGIN[0] + 10.0 + 20.0 * np.arange(128))
+    np.testing.assert_allclose(opened["y"].values, ORIGIN[1] - 10.0 - 20.0 * np.arange(128))
+    np.testing.assert_array_equal(opened.values,
+                                  warped_by_hand(scene, COARSE, Resampling.bilinear))
