@@ -22,6 +22,7 @@ import numpy as np
 from segpipe.models.card import Normalization, NormMethod
 from segpipe.models.foundation import InputError, RasterError
 from segpipe.pipeline.io.base import RasterInfo, open_raster
+from segpipe.pipeline.io.readeroptions import ReaderOptions
 from segpipe.pipeline.normalize import invalid_values, sample_windows
 from segpipe.pipeline.summary import RunResult, RunSummary
 
@@ -51,19 +52,21 @@ def check_pixel_type(info: RasterInfo) -> None:
 
 
 def check_meanstd_bands(
-    info: RasterInfo, bands: Sequence[int], norm: Normalization, names: Sequence[str]
+    info: RasterInfo, bands: Sequence[int], norm: Normalization, names: Sequence[str],
+    reader_options: ReaderOptions | None = None,
 ) -> None:
     """Refuse ``meanstd`` from image statistics when a selected band is constant.
 
     ``bands``: 0-based band indices into the input at ``info.level``; ``names``: how the
-    message names each selected band (``--bands`` numbers).
+    message names each selected band (``--bands`` numbers); ``reader_options``: how the run
+    reads the input (a STAC item's stack and resampling).
     """
     if norm.method is not NormMethod.MEANSTD or (norm.mean is not None and norm.std is not None):
         return
     low = np.full(len(bands), np.inf)
     high = np.full(len(bands), -np.inf)
     selected = list(bands)
-    with open_raster(info.path, level=info.level) as reader:
+    with open_raster(info.path, level=info.level, options=reader_options) as reader:
         for window in sample_windows(info.height, info.width):
             x = reader.read(window)[selected]
             invalid = invalid_values(x, info.nodata, reader.read_mask(window))

@@ -170,7 +170,7 @@ def inspect_input(options: RunOptions, *, estimate: bool = True) -> InspectRepor
     that does not exist. What ``run`` would refuse is listed in ``problems``. ``estimate``:
     time one tile through the model (when there is a model and no problem).
     """
-    with open_raster(options.input) as reader:
+    with open_raster(options.input, options=options.source.reader) as reader:
         base, reader_name = reader.info, type(reader).__name__
     if options.source.nodata is not None:
         base = replace(base, nodata=options.source.nodata)
@@ -341,7 +341,7 @@ def _estimate(options: RunOptions, p: _Probed, tiles: TilePlan) -> Estimate | No
         return None
     inference = options.inference
     process_bytes = resident_bytes()
-    tile = _one_tile(options.input, p.info, tiles, p.bands)
+    tile = _one_tile(options, p.info, tiles, p.bands)
     batch = batch_size_for(tiles, inference.batch_size)
     timing = time_forward(p.model, tile, inference.precision, batch)
     block = BlockBuffers.of(
@@ -356,7 +356,7 @@ def _estimate(options: RunOptions, p: _Probed, tiles: TilePlan) -> Estimate | No
 
 
 def _one_tile(
-    path: str, info: RasterInfo, tiles: TilePlan, bands: tuple[int, ...]
+    options: RunOptions, info: RasterInfo, tiles: TilePlan, bands: tuple[int, ...]
 ) -> np.ndarray:
     """The centre tile's read window (halo, mirror padding), as float32 scaled to [0, 1].
 
@@ -366,7 +366,7 @@ def _one_tile(
     rows, cols = tiles.grid
     window = tiles.tile_at(rows // 2, cols // 2).read
     picked = list(bands)
-    with open_raster(path, level=info.level) as reader:
+    with open_raster(options.input, level=info.level, options=options.source.reader) as reader:
         pixels = read_mirrored(lambda w: reader.read(w)[picked], window, info.height, info.width)
     x = np.nan_to_num(pixels.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
     peak = float(np.abs(x).max()) if x.size else 0.0

@@ -352,7 +352,7 @@ def plan_run(options: RunOptions, *, preflighted: bool = False) -> RunPlan:
     card = model_card(model, options, len(bands), geometry)
     tiles = plan_tiles(options, info, card, geometry, warnings)
     norm = run_normalization(card, options, options.input, warnings)
-    check_meanstd_bands(info, bands, norm, [str(b + 1) for b in bands])
+    check_meanstd_bands(info, bands, norm, [str(b + 1) for b in bands], options.source.reader)
     workdir = WorkDir(workdir_of(options))
     mask = region_mask(options.source.mask, info, workdir.path) if options.source.mask else None
     plan = RunPlan(

@@ -42,6 +42,7 @@ from PIL import Image, ImageDraw, ImageFont
 from segpipe.pipeline.io.base import RasterInfo, open_raster
 from segpipe.pipeline.io.overview import Overview, read_overview
 from segpipe.pipeline.io.pyramid import level_pixel_sizes, raster_unit_in_meters
+from segpipe.pipeline.io.readeroptions import ReaderOptions
 from segpipe.pipeline.io.zarrstore import open_array
 from segpipe.pipeline.legend import LegendEntry
 from segpipe.pipeline.normalize import invalid_values
@@ -97,6 +98,7 @@ class QuicklookSpec:
     alpha: float = ALPHA
     preview: str | None = None  # level 0's decimation kept by the ingest (io/preview.py)
     instances_path: str | None = None  # instance ids on the labels' grid: outlines drawn
+    reader: ReaderOptions = field(default_factory=ReaderOptions)  # how the run read the input
 
 
 @dataclass(frozen=True)
@@ -329,10 +331,11 @@ def write_quicklook(spec: QuicklookSpec, out_png: str | os.PathLike[str]) -> Qui
     """Write the quicklook of ``spec`` to ``out_png`` (atomically); what it shows."""
     bands = spec.bands
     if bands is None:
-        with open_raster(spec.input) as reader:
+        with open_raster(spec.input, options=spec.reader) as reader:
             info = reader.info
         bands = display_bands(info.channel_names, range(info.bands))
-    view: Overview = read_overview(spec.input, spec.max_side, bands=bands, preview=spec.preview)
+    view: Overview = read_overview(spec.input, spec.max_side, bands=bands, preview=spec.preview,
+                                   options=spec.reader)
     nodata = spec.nodata if spec.nodata is not None else view.info.nodata
     values, valid = stretch(view.pixels, nodata)
     if values.shape[0] != 3:

@@ -190,7 +190,7 @@ def summarize(
         workdir=plan.workdir.path,
         model=ModelSummary(plan.card.name, plan.model_sha256, o.inference.model),
         image=ImageSummary(plan.info.height, plan.info.width, tuple(b + 1 for b in plan.bands),
-                           plan.info.level),
+                           plan.info.level, plan.reading().get("resampling")),
         tile=plan.tiles.tile,
         halo=plan.tiles.halo,
         extra=plan.tiles.extra,

@@ -72,12 +72,29 @@ class ModelSummary(_Flat):
 
 @dataclass(frozen=True)
 class ImageSummary(_Flat):
-    """``summary["image"]``: the segmented level's size and the bands read (1-based)."""
+    """``summary["image"]``: the segmented level's size and the bands read (1-based).
+
+    ``resampling``: how a STAC item's coarser bands were put on the grid (absent from the JSON
+    for any other input, which is read as it is).
+    """
 
     height: int
     width: int
     bands: tuple[int, ...]
     level: int
+    resampling: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form (without ``resampling`` where there was none)."""
+        d = super().to_dict()
+        if d["resampling"] is None:
+            del d["resampling"]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Self:
+        """The record of a JSON form (:meth:`to_dict`'s inverse)."""
+        return super().from_dict({"resampling": None, **d})
 
 
 @dataclass(frozen=True)

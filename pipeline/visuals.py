@@ -61,6 +61,7 @@ def quicklook_spec(plan: RunPlan, classes: tuple[LegendEntry, ...],
         label_nodata=plan.nodata, nodata=plan.info.nodata, bands=bands,
         preview=None if plan.source_array else plan.workdir.preview,
         instances_path=instances_path(plan.workdir) if outlines else None,
+        reader=plan.reader_options,
     )
 
 

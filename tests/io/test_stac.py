@@ -386,6 +386,10 @@ def test_the_command_takes_resampling(
                     bucket_scene["model"], *ARGS], env, tmp_path)
     assert done.returncode == 0, done.stderr
     np.testing.assert_array_equal(_labels(out)[0], _labels(tmp_path / "oracle.tif")[0])
+    summary = json.loads(sidecar_path(out).read_text())["summary"]
+    assert summary["image"]["resampling"] == "bilinear"
+    assert "resampling" not in json.loads(
+        sidecar_path(tmp_path / "oracle.tif").read_text())["summary"]["image"]
 
 
 def test_segpipe_open_stacks_the_asked_bands_with_the_asked_resampling(scene):
