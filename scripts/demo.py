@@ -10,11 +10,14 @@
    with near-infrared, which is what finds water) and says why; ``--sensor sentinel2`` says
    how its numbers are scaled.
 2. The held-out quarter of stardist's fluorescence nuclei image (never seen in training) → an
-   OME-TIFF and an OME-Zarr, again with the model chosen by segpipe.
+   OME-TIFF and an OME-Zarr, again with the model chosen by segpipe, each nucleus an instance
+   (``--instance-labels``: touching nuclei split, one uint32 id each), and for the OME-TIFF
+   a measurements table (``--measurements``: one row per nucleus) and QuPath detections
+   (``--detections``: a GeoJSON QuPath imports as detection objects).
 
 Prints where the outputs, quicklooks, HTML reports and area tables are, the class areas, and
 beside them what the model's card measured on data it never saw, so a reader knows how far to
-trust the areas.
+trust the areas (for the nuclei, the object-level F1 of its instances too).
 """
 
 from __future__ import annotations
@@ -29,11 +32,12 @@ import numpy as np
 import rasterio
 import tifffile
 
-from segpipe.pipeline.io.writers.common import companion_path
+from segpipe.pipeline.io.writers.common import companion_path, companion_target
 
 SEGPIPE = str(Path(sys.executable).parent / "segpipe")
 NUCLEI_SPLIT_COL = 384  # scripts/train_zoo.py: columns 0-383 trained on, 384-511 held out
 S2_BANDS = ("b02", "b03", "b04", "b08")  # blue, green, red, near-infrared
+INSTANCES = ("--instance-labels", "--measurements", "--detections")
 
 
 def segment(src: Path, out: Path, summary: Path, *extra: str) -> dict:
@@ -45,11 +49,16 @@ def segment(src: Path, out: Path, summary: Path, *extra: str) -> dict:
     return json.loads(summary.read_text())
 
 
-def trust(model: str) -> str:
-    """What the bundled model's card measured on data it never saw (one line)."""
+def _card(model: str):
+    """The card of the bundled model ``model``."""
     from segpipe.models.bundled import bundled_models
 
-    card = next(m.card for m in bundled_models() if m.name == model)
+    return next(m.card for m in bundled_models() if m.name == model)
+
+
+def trust(model: str) -> str:
+    """What the bundled model's card measured on data it never saw (one line)."""
+    card = _card(model)
     t = card.metrics.get("transfer")
     if t:
         return (f"held out ({t['scene']}): open water found {t['open_water_recall']:.0%}, dry "
@@ -78,6 +87,28 @@ def report(summary: dict) -> None:
         else:
             size = f"{c['pixels']:12d} px"
         print(f"  {c['name']:>12}: {size}")
+    if summary.get("instances"):
+        instances(summary)
+
+
+def instances(summary: dict) -> None:
+    """The instance outputs of a run asking for them, their counts, and the card's object F1."""
+    out, found = str(summary["output"]), summary["instances"]
+    per_class = ", ".join(f"{c['instances']} {c['name']}" for c in found["classes"])
+    print(f"  instances: {found['total']} ({per_class}; touching objects split, {found['method']})")
+    if out.endswith(".ome.zarr"):
+        print(f"             {out}/labels/instances (uint32 ids)")
+    else:
+        print(f"             {companion_target(out, 'instances')} (uint32 ids)")
+    for label, what, ext, note in (("measured:", "measurements", ".csv", "one row per object"),
+                                   ("QuPath:", "detections", ".geojson", "detections")):
+        path = Path(companion_target(out, what, ext))
+        if path.is_file():
+            print(f"  {label:<11}{path} ({note})")
+    held = _card(summary["model"]["name"]).metrics.get("heldout_instances")
+    if held:
+        print(f"  objects:   held out, IoU >= {held['iou_threshold']}: F1 {held['f1']:.2f}, "
+              f"precision {held['precision']:.2f}, recall {held['recall']:.2f}")
 
 
 def stack_sentinel2(samples: Path, dest: Path) -> Path:
@@ -111,15 +142,15 @@ def main() -> int:
     ap.add_argument("dest", type=Path)
     args = ap.parse_args()
     args.dest.mkdir(parents=True, exist_ok=True)
-    sentinel2 = (stack_sentinel2(args.samples, args.dest), "--sensor", "sentinel2")
-    nuclei = (heldout_nuclei(args.samples, args.dest),)
-    runs = [
-        (sentinel2, args.dest / "sentinel2_landcover.tif"),
-        (nuclei, args.dest / "nuclei.ome.tif"),
-        (nuclei, args.dest / "nuclei_ngff.ome.zarr"),
+    sentinel2 = stack_sentinel2(args.samples, args.dest)
+    nuclei = heldout_nuclei(args.samples, args.dest)
+    runs: list[tuple[Path, tuple[str, ...], Path]] = [
+        (sentinel2, ("--sensor", "sentinel2"), args.dest / "sentinel2_landcover.tif"),
+        (nuclei, INSTANCES, args.dest / "nuclei.ome.tif"),
+        (nuclei, ("--instance-labels",), args.dest / "nuclei_ngff.ome.zarr"),
     ]
-    for i, ((src, *extra), out) in enumerate(runs):
-        report(segment(src, out, args.dest / f"summary{i}.json", *map(str, extra)))
+    for i, (src, extra, out) in enumerate(runs):
+        report(segment(src, out, args.dest / f"summary{i}.json", *extra))
     return 0
 
 

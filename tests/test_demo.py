@@ -1,13 +1,25 @@
-"""``make demo``'s script on the fetched real samples: outputs a user can open, areas printed."""
+"""``make demo``'s script on the fetched real samples: outputs a user can open, areas printed.
+
+The nuclei's instance outputs are read back by tifffile (ids), zarr (the OME-Zarr's label
+image), csv and json, and must agree with each other: one row and one detection per id, the
+areas counted from the id raster.
+"""
 
 from __future__ import annotations
 
+import csv
+import json
+import re
 import subprocess
 import sys
+from pathlib import Path
 
+import numpy as np
 import pytest
 import rasterio
+import shapely
 import tifffile
+import zarr
 from ome_zarr.io import parse_url
 from ome_zarr.reader import Reader
 
@@ -41,3 +53,31 @@ def test_demo_segments_the_real_samples(samples, tmp_path):
     assert nodes and any("image-label" in str(n.metadata) or n.specs for n in nodes)
     for name in ("sentinel2_landcover", "nuclei", "nuclei_ngff"):
         assert (dest / f"{name}.quicklook.png").is_file()
+    _check_instances(dest, result.stdout)
+
+
+def _check_instances(dest: Path, stdout: str) -> None:
+    """The nuclei run's instances: ids, measurements and detections, consistent."""
+    ids = tifffile.imread(dest / "nuclei.instances.ome.tif")
+    assert ids.dtype == np.uint32 and ids.shape == (512, 128)
+    count = int(ids.max())
+    assert count > 10 and set(np.unique(ids)) == set(range(count + 1))  # consecutive from 1
+    printed = re.search(r"instances: (\d+) ", stdout)
+    assert printed and int(printed.group(1)) == count, stdout
+    ngff = zarr.open_group(str(dest / "nuclei_ngff.ome.zarr"), mode="r")
+    label_image = np.asarray(ngff["labels/instances/0"])  # (c, y, x), as the labels
+    assert label_image.shape == (1, *ids.shape)
+    np.testing.assert_array_equal(label_image[0], ids)  # same input and settings, same ids
+    pixels = np.bincount(ids.ravel().astype(np.int64), minlength=count + 1)
+    with open(dest / "nuclei.measurements.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["id"]) for r in rows] == list(range(1, count + 1))
+    assert [int(r["area_pixels"]) for r in rows] == pixels[1:].tolist()
+    features = json.loads((dest / "nuclei.detections.geojson").read_text())["features"]
+    assert len(features) == count
+    for feature in features:
+        assert feature["properties"]["objectType"] == "detection"
+        assert feature["properties"]["classification"]["name"] == "nucleus"
+        gid = int(feature["properties"]["measurements"]["id"])
+        assert shapely.geometry.shape(feature["geometry"]).area == pixels[gid]
+    assert "F1 0.80" in stdout  # the card's held-out object F1 beside the counts
