@@ -20,14 +20,21 @@ or the resume contract (a block counts as done only once its marker exists).
 from __future__ import annotations
 
 import uuid
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from functools import partial
 from typing import Protocol
 
 from segpipe.pipeline.feed import close_thread_reader, fed_in_order
 from segpipe.pipeline.hostthreads import host_threads
-from segpipe.pipeline.segment import SegmentJob, segment_and_record
+from segpipe.pipeline.segment import (
+    PreparedBlock,
+    SegmentJob,
+    finish_block,
+    label_prepared,
+    prepare_block,
+    segment_and_record,
+)
 from segpipe.pipeline.workdir import BlockRecord
 
 __all__ = ["BlockExecutor", "BlockSink", "InProcessExecutor", "new_run_id"]
@@ -98,8 +105,7 @@ def _run_fed(
     """Segment each block once its input is copied: in turn, or on ``threads`` host threads."""
     ready = _ready_blocks(job, blocks, feeder, threads)
     if threads <= 1:
-        for index, error in ready:
-            _report(sink, index, partial(_after_feed, job, index, run_id, error))
+        _run_overlapped(job, ready, run_id, sink)
         return
     with ThreadPoolExecutor(threads, thread_name_prefix="segpipe-block") as pool:
         try:
@@ -107,6 +113,72 @@ def _run_fed(
         except BaseException:  # Ctrl-C: blocks not started are dropped
             pool.shutdown(wait=False, cancel_futures=True)
             raise
+
+
+def _run_overlapped(
+    job: SegmentJob, ready: Iterator[tuple[tuple[int, int], BaseException | None]], run_id: str,
+    sink: BlockSink,
+) -> None:
+    """The blocks in turn on the model, their other work on a side thread beside it.
+
+    Each block's input is read and normalized, and its labels written, on the side thread while
+    the model runs on the blocks next to it (on this thread). On a CPU the model's forward takes
+    every core but leaves gaps (between layers and batches); the rest of a block's work
+    (reading, normalizing, writing its labels, its summaries, its marker) is single-threaded
+    NumPy, Zarr and file I/O that fills them. Each block is still
+    :func:`~segpipe.pipeline.segment.segment_and_record` in steps, so the labels and markers are
+    the same; blocks are reported in order, each once its marker exists.
+    """
+    side = ThreadPoolExecutor(1, thread_name_prefix="segpipe-side")
+    try:
+        _overlap(job, ready, run_id, sink, side)
+    except BaseException:  # Ctrl-C: what was not started is dropped
+        side.shutdown(wait=False, cancel_futures=True)
+        raise
+    side.shutdown(wait=True)
+
+
+def _overlap(
+    job: SegmentJob, ready: Iterator[tuple[tuple[int, int], BaseException | None]], run_id: str,
+    sink: BlockSink, side: ThreadPoolExecutor,
+) -> None:
+    """:func:`_run_overlapped`'s loop: prepare one block ahead, write one block behind."""
+
+    def prepare(item: tuple[tuple[int, int], BaseException | None] | None) -> _Ahead | None:
+        if item is None:
+            return None
+        index, error = item
+        return index, side.submit(_prepare_fed, job, index, error)
+
+    ahead = prepare(next(ready, None))
+    behind: deque[tuple[tuple[int, int], Future[BlockRecord]]] = deque()
+    while ahead is not None:
+        index, prepared = ahead
+        ahead = prepare(next(ready, None))  # read and normalized while the model runs below
+        try:
+            block = prepared.result()
+            labelled = label_prepared(job, block)
+        except Exception as exc:
+            sink.failed(index, f"{type(exc).__name__}: {exc}")
+            continue
+        behind.append((index, side.submit(finish_block, job, block, labelled, run_id)))
+        while behind and (behind[0][1].done() or len(behind) > 1):
+            done_index, future = behind.popleft()
+            _report(sink, done_index, future.result)
+    for done_index, future in behind:
+        _report(sink, done_index, future.result)
+
+
+_Ahead = tuple[tuple[int, int], "Future[PreparedBlock]"]
+
+
+def _prepare_fed(
+    job: SegmentJob, index: tuple[int, int], error: BaseException | None
+) -> PreparedBlock:
+    """Prepare a block whose input is copied; raise the copy's error instead when it failed."""
+    if error is not None:
+        raise error
+    return prepare_block(job, index)
 
 
 def _ready_blocks(

@@ -45,8 +45,13 @@ from segpipe.pipeline.workdir import BlockRecord, WorkDir, pack_array
 __all__ = [
     "Labelled",
     "Labeller",
+    "PreparedBlock",
     "SegmentJob",
+    "finish_block",
     "label_block",
+    "label_prepared",
+    "labels_of",
+    "prepare_block",
     "segment_and_record",
     "segment_block",
     "sync_block",
@@ -162,20 +167,55 @@ class LabelSummaries:
         return cls((h, w), components, edges, classes, pack_array(table))
 
 
-def segment_block(job: SegmentJob, index: tuple[int, int]) -> BlockResult:
-    """Segment block ``index`` of ``job.tiles`` and write its core to the label array."""
+@dataclass(frozen=True)
+class PreparedBlock:
+    """A block's input, ready for the model: its normalized read window, or why it is skipped.
+
+    ``x`` (bands, h, w) float32 and ``nodata_mask`` (h, w) of the read window; both None when
+    the block is skipped (its core outside ``--mask``, or every pixel of its window nodata).
+    ``inside``: the core's region mask, if any. ``start``: when the block's work began.
+    """
+
+    block: Block
+    x: np.ndarray | None
+    nodata_mask: np.ndarray | None
+    inside: np.ndarray | None
+    start: float
+
+
+def prepare_block(job: SegmentJob, index: tuple[int, int]) -> PreparedBlock:
+    """Read block ``index``'s window with halo (mirrored at the image's edges) and normalize it.
+
+    No model: on one CPU, the in-process executor prepares the next block on a side thread while
+    the model runs on this one (:mod:`segpipe.pipeline.executor`).
+    """
+    start = time.perf_counter()
     block = job.tiles.block_at(*index)
     inside = job.mask.inside(block.core) if job.mask is not None else None
     if inside is not None and not inside.any():
-        return _skip(job, block)
-    labeller = job.labeller
-    model = labeller.load()
+        return PreparedBlock(block, None, None, inside, start)
     with open_raster(job.image_path) as reader:
         bands = list(job.bands)
         pixels = read_mirrored(
             lambda w: reader.read(w)[bands], block.read, job.tiles.height, job.tiles.width
         )
-    done = label_block(labeller, block, pixels, model, _read_valid(job, block), inside)
+    x, nodata_mask = job.normalizer.apply(pixels, job.nodata, _read_valid(job, block))
+    if nodata_mask.all():
+        return PreparedBlock(block, None, None, inside, start)
+    return PreparedBlock(block, x, nodata_mask, inside, start)
+
+
+def label_prepared(job: SegmentJob, prepared: PreparedBlock) -> Labelled | None:
+    """The model's labels of a prepared block's core (None: skipped, the model is not run)."""
+    if prepared.x is None or prepared.nodata_mask is None:
+        return None
+    labeller = job.labeller
+    return labels_of(labeller, prepared.block, prepared.x, prepared.nodata_mask,
+                     labeller.load(), prepared.inside)
+
+
+def write_block(job: SegmentJob, block: Block, done: Labelled | None) -> BlockResult:
+    """Write a labelled block's core to the label array (nodata when skipped); its summaries."""
     if done is None:
         return _skip(job, block)
     labels = done.labels
@@ -185,6 +225,12 @@ def segment_block(job: SegmentJob, index: tuple[int, int]) -> BlockResult:
         open_array(job.probabilities_path)[:, rows, cols] = done.probabilities.astype(np.float16)
     summaries = LabelSummaries.of(labels, nodata_label(job.num_classes), rows=job.row_counts)
     return BlockResult(block.id, labels.size, _counts(labels), summaries)
+
+
+def segment_block(job: SegmentJob, index: tuple[int, int]) -> BlockResult:
+    """Segment block ``index`` of ``job.tiles`` and write its core to the label array."""
+    prepared = prepare_block(job, index)
+    return write_block(job, prepared.block, label_prepared(job, prepared))
 
 
 def label_block(
@@ -200,6 +246,14 @@ def label_block(
     x, nodata_mask = labeller.normalizer.apply(pixels, labeller.nodata, valid)
     if nodata_mask.all():
         return None
+    return labels_of(labeller, block, x, nodata_mask, model, inside)
+
+
+def labels_of(
+    labeller: Labeller, block: Block, x: np.ndarray, nodata_mask: np.ndarray,
+    model: LoadedModel, inside: np.ndarray | None = None,
+) -> Labelled:
+    """Run the model per tile on normalized ``x``, stitch, set nodata (see :func:`label_block`)."""
     stitched = _run_tiles(labeller, block, x, model)
     core = block.core.relative_to(block.read).slices
     labels = stitched.labels.astype(label_dtype(labeller.num_classes))
@@ -265,7 +319,14 @@ def segment_and_record(
 ) -> BlockRecord:
     """Segment one block, then mark it done (the body of every block task, on any executor)."""
     start = time.perf_counter()
-    result = segment_block(job, index)
+    return record_block(job, index, segment_block(job, index), start, run_id, worker)
+
+
+def record_block(
+    job: SegmentJob, index: tuple[int, int], result: BlockResult, start: float, run_id: str,
+    worker: str = "local",
+) -> BlockRecord:
+    """Flush a written block's chunks, then write its marker: the block is done."""
     s = result.summaries
     record = BlockRecord(
         block_id=result.block_id, pixels=result.pixels, counts=result.counts,
@@ -276,6 +337,15 @@ def segment_and_record(
     sync_block(job, index)  # its chunks on the disk before the marker that vouches for them
     job.workdir.mark_done(record)
     return record
+
+
+def finish_block(
+    job: SegmentJob, prepared: PreparedBlock, done: Labelled | None, run_id: str,
+    worker: str = "local",
+) -> BlockRecord:
+    """Write a labelled block and mark it done (:func:`segment_and_record` in steps)."""
+    result = write_block(job, prepared.block, done)
+    return record_block(job, prepared.block.index, result, prepared.start, run_id, worker)
 
 
 def sync_block(job: SegmentJob, index: tuple[int, int]) -> None:
