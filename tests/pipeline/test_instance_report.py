@@ -21,8 +21,8 @@ import tifffile
 from PIL import Image
 from skimage.measure import label, regionprops
 
-from segpipe.pipeline.report import areas_csv
 from segpipe.pipeline.options import RunOptions
+from segpipe.pipeline.report import areas_csv
 from segpipe.pipeline.stages import run_one
 from tests.io.iohelpers import write_ome_tiff
 from tests.pipeline.instances.synthetic import disks
