@@ -29,7 +29,8 @@ from segpipe.pipeline import storage
 from segpipe.pipeline.executor import BlockExecutor, InProcessExecutor
 from segpipe.pipeline.inputchecks import warn_if_all_nodata
 from segpipe.pipeline.options import RunOptions
-from segpipe.pipeline.plan import RunPlan, workdir_of
+from segpipe.pipeline.outputs import workdir_of
+from segpipe.pipeline.plan import RunPlan
 from segpipe.pipeline.report import SegmentOutcome, artifact_key, summary_markdown
 from segpipe.pipeline.stages import RunContext, Stage, report_stage, run_one
 from segpipe.pipeline.summary import RunResult, RunSummary

@@ -21,10 +21,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from segpipe.models.foundation import InputError, OutputExistsError
+from segpipe.models.foundation import InputError, OutputExistsError, ResumeError
 from segpipe.models.location import is_url
 from segpipe.pipeline import storage
 from segpipe.pipeline.keys import LabelKey, jsonable
+from segpipe.pipeline.workdir import WorkDir
 
 if TYPE_CHECKING:
     from segpipe.pipeline.io.base import RasterInfo
@@ -35,12 +36,14 @@ __all__ = [
     "check_output_exists",
     "check_output_path",
     "check_vectors_path",
+    "cut_off_output",
     "default_workdir",
     "is_segpipe_output",
     "output_exists",
     "output_is_current",
     "sidecar",
     "sidecar_path",
+    "workdir_of",
     "write_sidecar",
 ]
 
@@ -212,3 +215,31 @@ def output_is_current(output: str, key: LabelKey, export: Mapping[str, Any]) -> 
         return not key.differences(stored) and jsonable(dict(export)) == data["export"]
     except (OSError, ValueError, KeyError, TypeError):
         return False
+
+
+def cut_off_output(options: RunOptions) -> bool:
+    """Whether the output is its work directory's own, the export or report cut off midway.
+
+    The export removes the output's sidecar, publishes the output, then its companions
+    (instances, tables, vectors); the report writes the sidecar last, then drops the work
+    directory. A run killed in between leaves an output without a sidecar beside a work
+    directory whose finished segmentation names that output: what stands at the output path is
+    that run's, and ``--resume`` writes it again (the work directory's label key is checked as
+    for any resume). Any other existing output (a finished run's, with its sidecar, or a file
+    segpipe did not write) still needs ``--overwrite``.
+    """
+    output = options.output
+    if not output_exists(output) or is_segpipe_output(output):
+        return False
+    try:
+        stored = WorkDir(workdir_of(options)).load()
+    except ResumeError:  # an unreadable manifest: the work directory is refused later
+        return False
+    return (stored is not None and stored.segmented
+            and stored.output == storage.absolute(output))
+
+
+def workdir_of(options: RunOptions) -> str:
+    """The run's work directory: ``--workdir`` or beside the output, absolute (or a URL)."""
+    path = options.workdir or default_workdir(options.output)
+    return path if is_url(path) else str(Path(path).absolute())

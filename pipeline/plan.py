@@ -21,14 +21,12 @@ from segpipe.models.foundation import (
     InputError,
     ModelError,
     RasterError,
-    ResumeError,
     resolve_device,
 )
 from segpipe.models.loading import LoadedModel, load_model_cached
 from segpipe.models.location import is_url
 from segpipe.models.pinning import check_pinned
 from segpipe.models.probe import Geometry, probe_geometry
-from segpipe.pipeline import storage
 from segpipe.pipeline.access import check_run_urls
 from segpipe.pipeline.areas import needs_row_counts
 from segpipe.pipeline.bands import select_bands
@@ -55,9 +53,9 @@ from segpipe.pipeline.outputs import (
     check_output_carries_georeferencing,
     check_output_exists,
     check_output_path,
-    default_workdir,
+    cut_off_output,
     is_segpipe_output,
-    output_exists,
+    workdir_of,
 )
 from segpipe.pipeline.quicklook import MAX_SIDE as QUICKLOOK_SIDE
 from segpipe.pipeline.segment import SegmentJob
@@ -269,34 +267,6 @@ def preflight(options: RunOptions) -> str:
             f"--mask {mask}: file not found; give a mask raster, a polygon file or 'tissue'"
         )
     return str(resolve_device(options.inference.device))
-
-
-def cut_off_output(options: RunOptions) -> bool:
-    """Whether the output is its work directory's own, the export or report cut off midway.
-
-    The export removes the output's sidecar, publishes the output, then its companions
-    (instances, tables, vectors); the report writes the sidecar last, then drops the work
-    directory. A run killed in between leaves an output without a sidecar beside a work
-    directory whose finished segmentation names that output: what stands at the output path is
-    that run's, and ``--resume`` writes it again (the work directory's label key is checked as
-    for any resume). Any other existing output (a finished run's, with its sidecar, or a file
-    segpipe did not write) still needs ``--overwrite``.
-    """
-    output = options.output
-    if not output_exists(output) or is_segpipe_output(output):
-        return False
-    try:
-        stored = WorkDir(workdir_of(options)).load()
-    except ResumeError:  # an unreadable manifest: the work directory is refused later
-        return False
-    return (stored is not None and stored.segmented
-            and stored.output == storage.absolute(output))
-
-
-def workdir_of(options: RunOptions) -> str:
-    """The run's work directory: ``--workdir`` or beside the output, absolute (or a URL)."""
-    path = options.workdir or default_workdir(options.output)
-    return path if is_url(path) else str(Path(path).absolute())
 
 
 def check_model_name(inference: InferenceOptions) -> None:

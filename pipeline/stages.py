@@ -40,11 +40,12 @@ from segpipe.pipeline.normalize import Normalizer, compute_normalizer
 from segpipe.pipeline.options import RunOptions
 from segpipe.pipeline.outputs import (
     check_output_exists,
+    cut_off_output,
     output_is_current,
     sidecar,
     write_sidecar,
 )
-from segpipe.pipeline.plan import RunPlan, cut_off_output, plan_run
+from segpipe.pipeline.plan import RunPlan, plan_run
 from segpipe.pipeline.quicklook import MAX_SIDE as QUICKLOOK_SIDE
 from segpipe.pipeline.report import SegmentOutcome, summarize, write_areas_csv
 from segpipe.pipeline.segment import write_nodata
