@@ -1,10 +1,8 @@
 """The areas of a run's instances and their histogram on log-spaced bins, for the report.
 
-The instance pass keeps each id's anchor and class, not its area, so :func:`instance_pixels`
-counts the pixels of every id from ``instances.zarr`` itself, one stored chunk at a time:
-memory of one chunk plus one integer per instance, never the raster. (Reading the whole array
-once costs a pass at report time; the pass could record the counts while it rewrites the ids,
-and this reader would then read them.)
+The instance pass counts each id's pixels as it writes the canonical ids
+(:func:`~segpipe.pipeline.instances.stage.instance_pixels`: one integer per instance), so the
+report reads no raster for the areas.
 
 Object areas span orders of magnitude (a debris fragment, a nucleus, a gland), so the bins are
 log-spaced between the smallest and the largest area (:func:`log_bins`): on linear bins every
@@ -14,22 +12,19 @@ bar stays wide enough to read.
 
 from __future__ import annotations
 
-import itertools
 import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from segpipe.pipeline.instances.stage import instances_path, pixel_area
-from segpipe.pipeline.io.zarrstore import open_array
+from segpipe.pipeline.instances.stage import instance_pixels, pixel_area
 
 if TYPE_CHECKING:
     from segpipe.pipeline.io.base import RasterInfo
     from segpipe.pipeline.workdir import WorkDir
 
-__all__ = ["MAX_BINS", "AreaHistogram", "area_histogram", "area_unit", "instance_pixels",
-           "log_bins"]
+__all__ = ["MAX_BINS", "AreaHistogram", "area_histogram", "area_unit", "log_bins"]
 
 MAX_BINS = 24
 
@@ -49,21 +44,6 @@ class AreaHistogram:
     def to_dict(self) -> dict[str, Any]:
         """``summary["instances"]["histogram"]``."""
         return {"unit": self.unit, "edges": list(self.edges), "counts": list(self.counts)}
-
-
-def instance_pixels(path: str, count: int) -> np.ndarray:
-    """Pixels of each id ``1 … count`` (index ``i - 1``) of the id array at ``path``.
-
-    Counted one stored chunk at a time; ids above ``count`` are an error (IndexError).
-    """
-    ids = open_array(path, mode="r")
-    total = np.zeros(count + 1, np.int64)
-    step_r, step_c = ids.chunks
-    height, width = ids.shape
-    for r, c in itertools.product(range(0, height, step_r), range(0, width, step_c)):
-        values, n = np.unique(np.asarray(ids[r:r + step_r, c:c + step_c]), return_counts=True)
-        total[values] += n  # values are distinct: no two updates of one id
-    return total[1:]
 
 
 def log_bins(areas: np.ndarray, max_bins: int = MAX_BINS) -> np.ndarray:
@@ -95,7 +75,7 @@ def area_histogram(workdir: WorkDir, info: RasterInfo, count: int) -> AreaHistog
     """The histogram of the instance areas in the output's area unit; None without instances."""
     if count <= 0:
         return None
-    pixels = instance_pixels(instances_path(workdir), count)
+    pixels = instance_pixels(workdir)[1:]
     areas = pixels[pixels > 0] * pixel_area(info)
     areas = areas[areas > 0]  # a zero pixel area (a degenerate grid) has no log scale
     if not len(areas):
