@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import logging
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -39,6 +38,7 @@ import shapely
 
 from segpipe.pipeline import storage
 from segpipe.pipeline.io.base import RasterInfo
+from segpipe.pipeline.io.gpkglayer import append_layer
 from segpipe.pipeline.io.pyramid import level_scale, open_stored
 from segpipe.pipeline.io.units import unit_in_meters
 from segpipe.pipeline.polygons import MergeStats, SeamlessPolygons
@@ -151,22 +151,16 @@ class _GeoPackage:
             self.flush()
 
     def flush(self) -> None:
-        import pyogrio.raw
-
         geoms, labels, names, areas = (
             np.concatenate([b[i] for b in self.batches]) if self.batches else np.empty(0)
             for i in range(4)
         )
-        with warnings.catch_warnings():  # pixel coordinates have no CRS, on purpose
-            warnings.filterwarnings("ignore", "'crs' was not provided", UserWarning)
-            pyogrio.raw.write(
-                self.path, geometry=shapely.to_wkb(geoms.astype(object)),
-                field_data=[labels.astype(np.int32), names.astype(object),
-                            areas.astype(np.float64)],
-                fields=FIELDS, layer=LAYER, driver="GPKG", geometry_type="Polygon",
-                crs=self.frame.crs_wkt, append=self.started,
-                layer_metadata=None if self.started else self.metadata,
-            )
+        append_layer(
+            self.path, geoms, FIELDS,
+            [labels.astype(np.int32), names.astype(object), areas.astype(np.float64)],
+            layer=LAYER, geometry_type="Polygon", first=not self.started,
+            metadata=self.metadata, crs_wkt=self.frame.crs_wkt,
+        )
         self.started, self.batches, self.features, self.vertices = True, [], 0, 0
 
     def close(self) -> None:

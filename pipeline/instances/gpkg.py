@@ -17,7 +17,6 @@ block row's features; the file appears complete under its name or not at all
 from __future__ import annotations
 
 import json
-import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
@@ -26,6 +25,7 @@ import shapely
 
 from segpipe.pipeline import storage
 from segpipe.pipeline.instances.parquet import INTEGER_COLUMNS
+from segpipe.pipeline.io.gpkglayer import append_layer
 
 __all__ = ["LAYER", "write_detections_gpkg"]
 
@@ -55,8 +55,6 @@ def write_detections_gpkg(path: str, blocks: Iterable[Sequence[dict]], names: Se
 
 def _append(path: Path, features: Sequence[dict], names: Sequence[str],
             metadata: Mapping[str, str], *, first: bool) -> None:
-    import pyogrio.raw
-
     geometry = [shapely.from_geojson(json.dumps(f["geometry"])) for f in features]
     properties = [f["properties"] for f in features]
     labels = [
@@ -66,14 +64,8 @@ def _append(path: Path, features: Sequence[dict], names: Sequence[str],
                   for p in properties], dtype=object),
     ]
     values = [_column([p["measurements"].get(n) for p in properties], n) for n in names]
-    with warnings.catch_warnings():  # pixel coordinates have no CRS, on purpose
-        warnings.filterwarnings("ignore", "'crs' was not provided", UserWarning)
-        pyogrio.raw.write(
-            path, geometry=shapely.to_wkb(np.array(geometry, dtype=object)),
-            field_data=[*labels, *values], fields=[*_LABELS, *names], layer=LAYER,
-            driver="GPKG", geometry_type="MultiPolygon", promote_to_multi=True,
-            append=not first, layer_metadata=dict(metadata) if first else None,
-        )
+    append_layer(path, np.array(geometry, dtype=object), [*_LABELS, *names], [*labels, *values],
+                 layer=LAYER, geometry_type="MultiPolygon", first=first, metadata=metadata)
 
 
 def _column(values: list[float | None], name: str) -> np.ndarray:
